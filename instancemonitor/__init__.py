@@ -1,0 +1,1 @@
+"""instancemonitor: libvirt instance failures become recovery notifications."""

@@ -1,0 +1,101 @@
+"""``instancemonitor``: the agent daemon.
+
+Exit status: 0 after a clean stop (SIGTERM, SIGINT), 78 (EX_CONFIG) when the
+configuration is unusable, with a message naming the option.
+"""
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+from keystoneauth1 import exceptions as ks_exceptions
+from oslo_config import cfg
+from oslo_log import log as oslo_logging
+
+import instancemonitor.conf
+from instancemonitor.service import AgentService
+from instancemonitor.sinks.masakari import ConfigurationError
+
+LOG = logging.getLogger(__name__)
+
+EXIT_CONFIG = os.EX_CONFIG
+PROJECT = 'instancemonitor'
+
+
+def _check(group: str, name: str, read: Callable[[], object]) -> object:
+    try:
+        return read()
+    except cfg.ConfigFileValueError as error:
+        # oslo's text: "Value for option X from LocationInfo(...) is not
+        # valid: REASON"; keep the reason, name the option our way.
+        reason = str(error).rpartition(' is not valid: ')[2]
+        raise ConfigurationError(
+            f'[{group}] {name}: invalid value: {reason}') from error
+    except cfg.Error as error:
+        raise ConfigurationError(f'[{group}] {name}: {error}') from error
+
+
+def validate(conf: cfg.ConfigOpts) -> None:
+    """Read every option once: oslo.config checks a value when it is read."""
+    for name in list(conf):
+        value = _check('DEFAULT', name, lambda name=name: conf[name])
+        if isinstance(value, cfg.ConfigOpts.GroupAttr):
+            for opt_name in list(value):
+                _check(name, opt_name,
+                       lambda group=value, opt=opt_name: group[opt])
+
+
+def _auth_error(error: ks_exceptions.ClientException) -> ConfigurationError:
+    if isinstance(error, ks_exceptions.NoMatchingPlugin):
+        return ConfigurationError(f'[api] auth_type: {error}')
+    if isinstance(error, ks_exceptions.MissingRequiredOptions):
+        names = ', '.join(f'[api] {opt.dest}' for opt in error.options)
+        return ConfigurationError(f'{names}: required by the auth_type')
+    return ConfigurationError(f'[api]: {error}')
+
+
+def load_config(argv: list[str] | None) -> cfg.ConfigOpts:
+    """Parse and check the configuration; ConfigurationError names the option."""
+    conf = instancemonitor.conf.CONF
+    oslo_logging.register_options(conf)
+    try:
+        conf(argv, project=PROJECT, prog=PROJECT)
+        validate(conf)
+    except cfg.Error as error:
+        raise ConfigurationError(str(error)) from error
+    return conf
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        conf = load_config(argv)
+        oslo_logging.setup(conf, PROJECT)
+        service = AgentService(conf)
+    except ConfigurationError as error:
+        print(f'{PROJECT}: configuration error: {error}', file=sys.stderr)
+        return EXIT_CONFIG
+    except ks_exceptions.ClientException as error:
+        print(f'{PROJECT}: configuration error: {_auth_error(error)}',
+              file=sys.stderr)
+        return EXIT_CONFIG
+    conf.log_opt_values(LOG, logging.DEBUG)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        LOG.info('Received %s, stopping', signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    service.start()
+    stop.wait()
+    service.stop()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""[callback] options: how notifications are delivered (masakari-monitors' names)."""
+
+from oslo_config import cfg
+
+callback_group = cfg.OptGroup(
+    'callback',
+    title='Notification delivery',
+    help='Retries and concurrency of sending notifications to the API.')
+
+callback_opts = [
+    cfg.IntOpt(
+        'retry_max',
+        default=12,
+        min=0,
+        help="""
+Retries of one notification after its first attempt fails, in one round.
+
+A notification still undelivered after ``retry_max`` retries is NOT dropped
+(unlike masakari-monitors): it stays pending and a new round of attempts
+starts after ``retry_interval`` (``retry_interval_max`` with backoff).
+
+Related options:
+
+* ``retry_interval``, ``retry_backoff``
+"""),
+    cfg.FloatOpt(
+        'retry_interval',
+        default=10.0,
+        min=0.0,
+        help="""
+Seconds between attempts to send a notification.
+
+Related options:
+
+* ``retry_max``
+* ``retry_backoff``: with it, the first wait; later waits double.
+"""),
+    cfg.BoolOpt(
+        'retry_backoff',
+        default=False,
+        help="""
+Wait exponentially longer between attempts, with random jitter.
+
+Possible values:
+
+* False: wait ``retry_interval`` between attempts.
+* True: wait ``retry_interval`` x 2^n plus up to ``retry_interval`` of
+  jitter, capped at ``retry_interval_max``.
+
+Related options:
+
+* ``retry_interval``, ``retry_interval_max``
+"""),
+    cfg.FloatOpt(
+        'retry_interval_max',
+        default=300.0,
+        min=0.0,
+        help="""
+Upper bound of the wait between attempts when ``retry_backoff`` is on.
+
+Related options:
+
+* ``retry_backoff``
+"""),
+    cfg.IntOpt(
+        'sender_threads',
+        default=4,
+        min=1,
+        max=64,
+        help="""
+Notifications sent at the same time.
+
+Each sender thread holds one notification until it gets a final answer, so a
+slow or retrying request never holds up the others beyond this number.
+Pending notifications are taken in order of detection.
+"""),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(callback_group)
+    conf.register_opts(callback_opts, group=callback_group)
+
+
+def list_opts() -> dict:
+    return {callback_group: callback_opts}

@@ -1,0 +1,59 @@
+"""[events] options: which domain events become notifications."""
+
+from oslo_config import cfg
+
+events_group = cfg.OptGroup(
+    'events',
+    title='Event filter',
+    help='Which libvirt domain events are forwarded to the recovery API.')
+
+events_opts = [
+    cfg.StrOpt(
+        'forward',
+        default='recovery',
+        choices=[
+            ('recovery', ('only the events the recovery engine acts on: '
+                          'LIFECYCLE/STOPPED_FAILED and '
+                          'IO_ERROR/IO_ERROR_REPORT')),
+            ('all', ('every event masakari-monitors forwards (stops, '
+                     'shutdowns, suspends on error, reboots, watchdog, I/O '
+                     'and control errors) plus crashes; Masakari stores the '
+                     'ones it does not act on as "ignored"')),
+        ],
+        help="""
+Which libvirt domain events are sent to the recovery API.
+
+Related options:
+
+* ``reboot_window``
+"""),
+    cfg.FloatOpt(
+        'reboot_window',
+        default=1.0,
+        min=0.0,
+        help="""
+Seconds a STOPPED or SHUTDOWN event is held before it is sent.
+
+If the same domain starts again within this window, the stop was part of a
+reboot and is not reported. Each held event is sent this much later than it
+was detected; its ``generated_time`` is still the time of detection.
+
+Possible values:
+
+* 0 to send at once and never suppress a stop.
+* A positive number of seconds.
+
+Related options:
+
+* ``forward``
+"""),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(events_group)
+    conf.register_opts(events_opts, group=events_group)
+
+
+def list_opts() -> dict:
+    return {events_group: events_opts}

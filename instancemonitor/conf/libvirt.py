@@ -1,0 +1,81 @@
+"""[libvirt] options: the connection the events come from."""
+
+from oslo_config import cfg
+
+libvirt_group = cfg.OptGroup(
+    'libvirt',
+    title='libvirt connection',
+    help='Where domain events come from and how the connection is kept.')
+
+libvirt_opts = [
+    cfg.StrOpt(
+        'connection_uri',
+        default='qemu:///system',
+        help="""
+libvirt URI to watch.
+
+Possible values:
+
+* ``qemu:///system`` for the host's system libvirtd (the normal case).
+* Any libvirt URI, e.g. ``qemu:///system?socket=/path/libvirt-sock``.
+"""),
+    cfg.IntOpt(
+        'keepalive_interval',
+        default=5,
+        min=1,
+        help="""
+Seconds between keepalive probes on the libvirt connection.
+
+A libvirtd that stops answering is declared dead after
+``keepalive_interval`` x ``keepalive_count`` seconds and the agent reconnects.
+
+Related options:
+
+* ``keepalive_count``
+"""),
+    cfg.IntOpt(
+        'keepalive_count',
+        default=3,
+        min=1,
+        help="""
+Unanswered keepalive probes after which the connection is closed.
+
+Related options:
+
+* ``keepalive_interval``
+"""),
+    cfg.FloatOpt(
+        'reconnect_interval',
+        default=0.5,
+        min=0.05,
+        help="""
+Seconds before the first reconnection attempt after the connection is lost.
+
+Each failed attempt doubles the wait, up to ``reconnect_interval_max``. The
+agent retries for ever; it never exits because libvirtd is down.
+
+Related options:
+
+* ``reconnect_interval_max``
+"""),
+    cfg.FloatOpt(
+        'reconnect_interval_max',
+        default=10.0,
+        min=0.05,
+        help="""
+Upper bound, in seconds, of the wait between reconnection attempts.
+
+Related options:
+
+* ``reconnect_interval``
+"""),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(libvirt_group)
+    conf.register_opts(libvirt_opts, group=libvirt_group)
+
+
+def list_opts() -> dict:
+    return {libvirt_group: libvirt_opts}

@@ -1,0 +1,119 @@
+"""Sender threads: take due notifications from the outbox and deliver them.
+
+Each notification gets up to ``retry_max`` retries in a round (tenacity), then
+goes back into the outbox for a later round: nothing is dropped for want of
+an answer. Only a final answer takes it out: delivered (or duplicate), or
+rejected, which keeps it as a dead letter and logs the server's message.
+"""
+
+import logging
+import threading
+
+import tenacity
+
+from instancemonitor.events import Notification
+from instancemonitor.outbox import Outbox
+from instancemonitor.sinks import Answer
+from instancemonitor.sinks import Outcome
+from instancemonitor.sinks import Sink
+
+LOG = logging.getLogger(__name__)
+
+
+class RetryPolicy:
+    """The ``[callback]`` retry options as a tenacity policy."""
+
+    def __init__(self, retry_max: int, interval: float, backoff: bool = False,
+                 interval_max: float = 300.0) -> None:
+        self.retry_max = retry_max
+        self.interval = interval
+        self.backoff = backoff
+        self.interval_max = interval_max
+
+    def wait(self) -> tenacity.wait.wait_base:
+        if self.backoff:
+            return tenacity.wait_exponential_jitter(
+                initial=self.interval, max=self.interval_max,
+                jitter=self.interval)
+        return tenacity.wait_fixed(self.interval)
+
+    def next_round_delay(self) -> float:
+        return self.interval_max if self.backoff else self.interval
+
+
+class Sender:
+    def __init__(self, outbox: Outbox, sink: Sink, policy: RetryPolicy,
+                 threads: int = 1) -> None:
+        self._outbox = outbox
+        self._sink = sink
+        self._policy = policy
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, daemon=True,
+                             name=f'sender-{sink.name}-{index}')
+            for index in range(threads)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop taking work; an interrupted notification stays pending."""
+        self._stop.set()
+        self._outbox.wake()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while (notification := self._outbox.take(self._stop)) is not None:
+            try:
+                answer = self.deliver(notification)
+            except Exception:
+                LOG.exception('Unexpected failure sending notification %s; '
+                              'keeping it', notification.notification_id)
+                answer = Answer(Outcome.RETRY, None, 'internal error')
+            self._settle(notification, answer)
+
+    def deliver(self, notification: Notification) -> Answer:
+        """Send with retries; return the final answer or the last transient one."""
+        def log_retry(state: tenacity.RetryCallState) -> None:
+            LOG.warning(
+                'Notification %s to %s not delivered (attempt %d: %s); '
+                'retrying in %.1f s', notification.notification_id,
+                self._sink.name, state.attempt_number, state.outcome.result(),
+                state.upcoming_sleep)
+
+        retrying = tenacity.Retrying(
+            stop=(tenacity.stop_after_attempt(self._policy.retry_max + 1) |
+                  tenacity.stop_when_event_set(self._stop)),
+            wait=self._policy.wait(),
+            retry=tenacity.retry_if_result(
+                lambda answer: answer.outcome is Outcome.RETRY),
+            sleep=self._stop.wait,
+            before_sleep=log_retry,
+            retry_error_callback=lambda state: state.outcome.result())
+        return retrying(self._sink.send, notification)
+
+    def _settle(self, notification: Notification, answer: Answer) -> None:
+        nid = notification.notification_id
+        payload = f'{notification.event}/{notification.vir_domain_event}'
+        if answer.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+            self._outbox.delivered(notification)
+            LOG.info('Notification %s (%s of %s) delivered to %s (%s)', nid,
+                     payload, notification.instance_uuid, self._sink.name,
+                     answer)
+        elif answer.outcome is Outcome.REJECTED:
+            self._outbox.rejected(notification, str(answer))
+            LOG.error('Notification %s (%s of %s) rejected by %s for good '
+                      '(%s); kept as a dead letter', nid, payload,
+                      notification.instance_uuid, self._sink.name, answer)
+        elif self._stop.is_set():
+            self._outbox.retry_later(notification, 0.0)
+        else:
+            delay = self._policy.next_round_delay()
+            self._outbox.retry_later(notification, delay)
+            LOG.error('Notification %s (%s of %s) still not delivered to %s '
+                      'after %d attempts (%s); kept pending, next round in '
+                      '%.1f s', nid, payload, notification.instance_uuid,
+                      self._sink.name, self._policy.retry_max + 1, answer,
+                      delay)

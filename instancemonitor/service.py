@@ -1,0 +1,79 @@
+"""Wiring and the lifecycle of the agent's threads.
+
+Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
+``libvirt-connection`` (connect, reconnect), ``event-dispatch`` (the bus:
+filter, journal, outbox) and ``sender-masakari-N`` (delivery).
+"""
+
+import logging
+import threading
+
+from oslo_config import cfg
+
+from instancemonitor.bus import WILDCARD
+from instancemonitor.bus import EventBus
+from instancemonitor.conf import default as default_conf
+from instancemonitor.filter import EventFilter
+from instancemonitor.journal import Journal
+from instancemonitor.journal import MemoryJournalStore
+from instancemonitor.outbox import MemoryOutbox
+from instancemonitor.pipeline import NotificationPipeline
+from instancemonitor.sender import RetryPolicy
+from instancemonitor.sender import Sender
+from instancemonitor.sinks import Sink
+from instancemonitor.sinks import masakari
+from instancemonitor.sources.lifecycle import LibvirtEventSource
+from instancemonitor.virt import eventloop
+from instancemonitor.virt.connection import LibvirtConnection
+
+LOG = logging.getLogger(__name__)
+
+
+class AgentService:
+    def __init__(self, conf: cfg.ConfigOpts, sink: Sink | None = None) -> None:
+        self.hostname = default_conf.hostname(conf)
+        self.bus = EventBus()
+        self.journal = Journal(MemoryJournalStore(), self.hostname)
+        self.outbox = MemoryOutbox()
+        self.bus.subscribe(WILDCARD, NotificationPipeline(
+            EventFilter(forward_all=conf.events.forward == 'all',
+                        reboot_window=conf.events.reboot_window),
+            self.journal, self.outbox))
+        if sink is None:
+            sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
+        self.sender = Sender(
+            self.outbox, sink,
+            RetryPolicy(retry_max=conf.callback.retry_max,
+                        interval=conf.callback.retry_interval,
+                        backoff=conf.callback.retry_backoff,
+                        interval_max=conf.callback.retry_interval_max),
+            threads=conf.callback.sender_threads)
+        self.connection = LibvirtConnection(
+            conf.libvirt.connection_uri,
+            keepalive_interval=conf.libvirt.keepalive_interval,
+            keepalive_count=conf.libvirt.keepalive_count,
+            reconnect_interval=conf.libvirt.reconnect_interval,
+            reconnect_interval_max=conf.libvirt.reconnect_interval_max)
+        self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
+        self._stop = threading.Event()
+        self._dispatcher = threading.Thread(
+            target=self.bus.run, args=(self._stop,), name='event-dispatch',
+            daemon=True)
+
+    def start(self) -> None:
+        LOG.info('instancemonitor starting: host %s, libvirt %s',
+                 self.hostname, self.connection.uri)
+        eventloop.start()
+        self._dispatcher.start()
+        self.sender.start()
+        self.connection.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the threads; what is still pending stays in the outbox."""
+        self.connection.stop(timeout)
+        self._stop.set()
+        self.bus.wake()
+        self._dispatcher.join(timeout)
+        self.sender.stop(timeout)
+        LOG.info('instancemonitor stopped; %d notifications pending',
+                 self.outbox.pending())

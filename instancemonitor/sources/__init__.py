@@ -1,0 +1,1 @@
+"""Sources of domain events: they publish on the bus and know nothing else."""

@@ -1,0 +1,164 @@
+"""A libvirt connection that is kept open for ever.
+
+A supervisor thread opens the connection, turns on keepalive, lets each
+registered party add its callbacks, then waits for the connection to close
+(close callback: libvirtd exited or keepalive expired). It then reconnects
+with capped exponential backoff, for ever, and registers everything again.
+Each transition is logged once, not every retry.
+
+The close callback runs on libvirt's event-loop thread, so it only records
+the reason and sets an event.
+"""
+
+import logging
+import threading
+from collections.abc import Callable
+
+import libvirt
+
+from instancemonitor import clock
+
+LOG = logging.getLogger(__name__)
+
+THREAD_NAME = 'libvirt-connection'
+
+# Registers a party's callbacks on a fresh connection; returns the callback
+# ids to deregister when the connection is closed on purpose.
+Registrar = Callable[[libvirt.virConnect], list[int]]
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: 'I/O error',
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: 'libvirtd closed the connection',
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: 'keepalive timed out',
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: 'closed by the client',
+}
+
+
+class LibvirtConnection:
+    def __init__(self, uri: str, keepalive_interval: int = 5,
+                 keepalive_count: int = 3, reconnect_interval: float = 0.5,
+                 reconnect_interval_max: float = 10.0) -> None:
+        self.uri = uri
+        self._keepalive = (keepalive_interval, keepalive_count)
+        self._backoff = (reconnect_interval, reconnect_interval_max)
+        self._registrars: list[Registrar] = []
+        self._stop = threading.Event()
+        self._closed = threading.Event()
+        self._close_reason: int | None = None
+        self._conn: libvirt.virConnect | None = None
+        self._connected = threading.Event()
+        self.connects = 0
+        self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
+                                        daemon=True)
+
+    def on_connect(self, registrar: Registrar) -> None:
+        """Call ``registrar`` on every new connection (before ``start``)."""
+        self._registrars.append(registrar)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def connection(self) -> libvirt.virConnect | None:
+        """The open connection, if any (for callers that need to query)."""
+        return self._conn
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        return self._connected.wait(timeout)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._closed.set()
+        self._thread.join(timeout)
+
+    def _on_close(self, _conn: libvirt.virConnect, reason: int,
+                  _opaque: object) -> None:
+        # NOTE: runs on libvirt's event-loop thread: record and signal only.
+        self._close_reason = reason
+        self._closed.set()
+
+    def _run(self) -> None:
+        failures = 0
+        lost_at: float | None = None
+        delay = self._backoff[0]
+        while not self._stop.is_set():
+            try:
+                conn, callback_ids = self._open()
+            except libvirt.libvirtError as error:
+                if failures == 0:
+                    LOG.error('Cannot connect to libvirt at %s (%s); '
+                              'retrying until it answers', self.uri,
+                              error.get_error_message())
+                failures += 1
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            if lost_at is None:
+                LOG.info('Connected to libvirt at %s', self.uri)
+            else:
+                LOG.info('Reconnected to libvirt at %s after %.1f s '
+                         '(%d failed attempts)', self.uri,
+                         clock.monotonic() - lost_at, failures)
+            failures, delay = 0, self._backoff[0]
+            self._wait_closed(conn)
+            self._connected.clear()
+            self._conn = None
+            if self._stop.is_set():
+                self._close(conn, callback_ids)
+                return
+            lost_at = clock.monotonic()
+            LOG.warning('Lost the libvirt connection to %s (%s); reconnecting',
+                        self.uri, _CLOSE_REASONS.get(self._close_reason,
+                                                     'connection not alive'))
+            self._close(conn, [])
+
+    def _open(self) -> tuple[libvirt.virConnect, list[int]]:
+        self._closed.clear()
+        self._close_reason = None
+        conn = libvirt.openReadOnly(self.uri)
+        try:
+            conn.setKeepAlive(*self._keepalive)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                conn.close()
+                raise
+            LOG.debug('Keepalive is not supported by %s', self.uri)
+        try:
+            conn.registerCloseCallback(self._on_close, None)
+            callback_ids = [cid for registrar in self._registrars
+                            for cid in registrar(conn)]
+        except libvirt.libvirtError:
+            self._close(conn, [])
+            raise
+        self._conn = conn
+        self.connects += 1
+        self._connected.set()
+        return conn, callback_ids
+
+    def _wait_closed(self, conn: libvirt.virConnect) -> None:
+        # The close callback is the signal; isAlive() (a local check) covers
+        # a driver without one.
+        poll = float(self._keepalive[0])
+        while not (self._stop.is_set() or self._closed.wait(poll)):
+            if not conn.isAlive():
+                return
+
+    @staticmethod
+    def _close(conn: libvirt.virConnect, callback_ids: list[int]) -> None:
+        for cid in callback_ids:
+            try:
+                conn.domainEventDeregisterAny(cid)
+            except libvirt.libvirtError:
+                pass  # the connection is going away anyway
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
