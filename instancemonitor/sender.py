@@ -41,6 +41,10 @@ class RetryPolicy:
         return self.interval_max if self.backoff else self.interval
 
 
+class _Stopping(Exception):
+    """Raised out of a retry wait when the sender is stopped."""
+
+
 class Sender:
     def __init__(self, outbox: Outbox, sink: Sink, policy: RetryPolicy,
                  threads: int = 1) -> None:
@@ -84,15 +88,21 @@ class Sender:
                 state.upcoming_sleep)
 
         retrying = tenacity.Retrying(
-            stop=(tenacity.stop_after_attempt(self._policy.retry_max + 1) |
-                  tenacity.stop_when_event_set(self._stop)),
+            stop=tenacity.stop_after_attempt(self._policy.retry_max + 1),
             wait=self._policy.wait(),
             retry=tenacity.retry_if_result(
                 lambda answer: answer.outcome is Outcome.RETRY),
-            sleep=self._stop.wait,
+            sleep=self._sleep,
             before_sleep=log_retry,
             retry_error_callback=lambda state: state.outcome.result())
-        return retrying(self._sink.send, notification)
+        try:
+            return retrying(self._sink.send, notification)
+        except _Stopping:
+            return Answer(Outcome.RETRY, None, 'sender stopped')
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopping()
 
     def _settle(self, notification: Notification, answer: Answer) -> None:
         nid = notification.notification_id

@@ -13,14 +13,19 @@ API_GROUP = 'api'
 SERVICE_TYPE = 'instance-ha'
 DEFAULT_HTTP_TIMEOUT = 30
 
-api_group = cfg.OptGroup(
-    API_GROUP,
-    title='Recovery API',
-    help="""
+
+
+def _api_group() -> cfg.OptGroup:
+    # NOTE: a new group each time. oslo.config shares a registered group's
+    # option table with the OptGroup object, and keystoneauth adds the auth
+    # plugin's options to it: a module-level group would carry one
+    # ConfigOpts' plugin options into every other.
+    return cfg.OptGroup(API_GROUP, title='Recovery API', help="""
 The recovery API notifications are posted to: OpenStack Masakari found in the
 Keystone catalog (service type ``instance-ha``), or any endpoint that speaks
 Masakari's notification format.
 """)
+
 
 api_opts = [
     cfg.StrOpt(
@@ -85,9 +90,9 @@ def _auth_opts() -> list[cfg.Opt]:
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(api_group)
-    conf.register_opts(api_opts, group=api_group)
-    conf.register_opts(_session_opts(), group=api_group)
+    conf.register_group(_api_group())
+    conf.register_opts(api_opts, group=API_GROUP)
+    conf.register_opts(_session_opts(), group=API_GROUP)
     # auth_type and auth_section only: the chosen plugin's own options
     # (auth_url, username, ...) are registered by keystoneauth when it loads
     # the plugin, so a setup without Keystone never needs them.
@@ -95,4 +100,4 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 
 
 def list_opts() -> dict:
-    return {api_group: api_opts + _session_opts() + _auth_opts()}
+    return {_api_group(): api_opts + _session_opts() + _auth_opts()}

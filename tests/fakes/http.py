@@ -1,0 +1,95 @@
+"""A small threaded HTTP/1.1 server on 127.0.0.1 for test doubles.
+
+Every response is written in ONE send: Python's BaseHTTPRequestHandler
+otherwise writes headers and body separately, and Nagle plus delayed ACK then
+add ~40 ms to every keep-alive request.
+"""
+
+import http.server
+import json
+import socketserver
+import threading
+from collections.abc import Callable
+
+Handler = Callable[['Request'], tuple[int, dict, dict[str, str]]]
+
+
+class Request:
+    def __init__(self, method: str, path: str, headers: dict[str, str],
+                 body: bytes, connection_id: int) -> None:
+        self.method = method
+        self.path = path
+        self.headers = headers
+        self.body = body
+        self.connection_id = connection_id
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+class _RequestHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    server: '_Server'
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection_id = self.server.new_connection()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(length) if length else b''
+        request = Request(self.command, self.path,
+                          {k.lower(): v for k, v in self.headers.items()},
+                          body, self.connection_id)
+        status, document, headers = self.server.handler(request)
+        payload = b'' if document is None else json.dumps(document).encode()
+        head = [f'HTTP/1.1 {status} {http.HTTPStatus(status).phrase}',
+                'Content-Type: application/json',
+                f'Content-Length: {len(payload)}']
+        head += [f'{name}: {value}' for name, value in headers.items()]
+        self.wfile.write(('\r\n'.join(head) + '\r\n\r\n').encode() + payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self._lock = threading.Lock()
+        self.connections = 0
+        super().__init__(('127.0.0.1', 0), _RequestHandler)
+
+    def new_connection(self) -> int:
+        with self._lock:
+            self.connections += 1
+            return self.connections
+
+
+class HTTPServer:
+    """Serve ``handler`` on 127.0.0.1 on a free port, on its own thread."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._server = _Server(handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name=f'http-{self.port}', daemon=True)
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        return self._server.connections
+
+    def start(self) -> 'HTTPServer':
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

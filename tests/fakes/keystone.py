@@ -1,0 +1,67 @@
+"""A Keystone v3 stand-in: password login, tokens with a catalog, revocation.
+
+Token and discovery documents come from keystoneauth1's own fixtures, so the
+client parses what real Keystone would send.
+"""
+
+import threading
+import uuid
+
+from keystoneauth1 import fixture
+
+from tests.fakes.http import HTTPServer
+from tests.fakes.http import Request
+
+USERNAME = 'masakari-agent'
+PASSWORD = 'pa55-Wörd-s3cret'
+PROJECT = 'service'
+REGION = 'RegionOne'
+
+
+class Keystone:
+    def __init__(self, instance_ha_urls: dict[str, str]) -> None:
+        """``instance_ha_urls``: interface (public, internal, admin) → URL."""
+        self._urls = instance_ha_urls
+        self._lock = threading.Lock()
+        self._valid: set[str] = set()
+        self.logins = 0
+        self._server = HTTPServer(self._handle)
+
+    @property
+    def auth_url(self) -> str:
+        return f'http://127.0.0.1:{self._server.port}/v3'
+
+    def start(self) -> 'Keystone':
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def is_valid(self, token: str | None) -> bool:
+        with self._lock:
+            return token in self._valid
+
+    def revoke_all(self) -> None:
+        with self._lock:
+            self._valid.clear()
+
+    def _handle(self, request: Request) -> tuple[int, dict | None, dict]:
+        if request.method == 'GET' and request.path.rstrip('/') in ('', '/v3'):
+            return 200, {'version': fixture.V3Discovery(self.auth_url)}, {}
+        if request.method == 'POST' and request.path == '/v3/auth/tokens':
+            identity = request.json()['auth']['identity']['password']['user']
+            if identity.get('name') != USERNAME or identity.get('password') != PASSWORD:
+                return 401, {'error': {'code': 401, 'message': 'bad login'}}, {}
+            token_id = uuid.uuid4().hex
+            token = fixture.V3Token(user_name=USERNAME, project_name=PROJECT,
+                                    user_domain_id='default',
+                                    project_domain_id='default')
+            service = token.add_service('instance-ha', name='masakari')
+            for interface, url in self._urls.items():
+                service.add_endpoint(interface, url, region=REGION)
+            with self._lock:
+                self._valid.add(token_id)
+                self.logins += 1
+            return 201, token, {'X-Subject-Token': token_id}
+        return 404, {'error': {'code': 404, 'message': 'not here'}}, {}

@@ -1,0 +1,157 @@
+"""A stand-in for Masakari's notification API, as strict as the real one.
+
+``POST /v1/notifications`` is checked against Masakari's schema (400 on any
+deviation) and against its duplicate rule (409 when a stored notification has
+the same type, host and payload and a ``generated_time`` no older than the
+new one's minus 180 s). Answers can be scripted per request.
+"""
+
+import collections
+import datetime
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from tests.fakes.http import HTTPServer
+from tests.fakes.http import Request
+
+HOSTNAME = re.compile(r'^[a-zA-Z0-9._-]{1,255}$')
+DUPLICATE_WINDOW = datetime.timedelta(seconds=180)
+
+
+def schema_error(document: object) -> str | None:
+    """What Masakari's schema would reject in a POST body, or None."""
+    if not isinstance(document, dict) or set(document) != {'notification'}:
+        return 'body must be {"notification": {...}}'
+    n = document['notification']
+    if not isinstance(n, dict) or set(n) != {
+            'type', 'hostname', 'generated_time', 'payload'}:
+        return 'notification needs exactly type, hostname, generated_time, payload'
+    if n['type'] not in ('VM', 'COMPUTE_HOST', 'PROCESS'):
+        return f'bad type {n["type"]!r}'
+    if not isinstance(n['hostname'], str) or not HOSTNAME.match(n['hostname']):
+        return f'bad hostname {n["hostname"]!r}'
+    try:
+        datetime.datetime.fromisoformat(n['generated_time'])
+    except (TypeError, ValueError):
+        return f'bad generated_time {n["generated_time"]!r}'
+    payload = n['payload']
+    if n['type'] == 'VM':
+        if not isinstance(payload, dict) or set(payload) != {
+                'event', 'instance_uuid', 'vir_domain_event'}:
+            return 'VM payload needs exactly event, instance_uuid, vir_domain_event'
+        try:
+            uuid.UUID(payload['instance_uuid'])
+        except (TypeError, ValueError, AttributeError):
+            return f'bad instance_uuid {payload["instance_uuid"]!r}'
+        for key in ('event', 'vir_domain_event'):
+            if not isinstance(payload[key], str) or not 1 <= len(payload[key]) <= 255:
+                return f'bad {key}'
+    return None
+
+
+def _utc(stamp: str) -> datetime.datetime:
+    parsed = datetime.datetime.fromisoformat(stamp)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.astimezone(datetime.UTC)
+
+
+class RecoveryAPI:
+    def __init__(self, token_check: Callable[[str | None], bool] | None = None
+                 ) -> None:
+        # With ``token_check``, a request whose X-Auth-Token fails it gets 401.
+        self._token_check = token_check
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self.stored: list[dict] = []       # accepted notifications (202)
+        self.requests: list[Request] = []  # every POST, whatever the answer
+        # Scripted answers, used up in order: (status, message) or a delay.
+        self.script: collections.deque = collections.deque()
+        self.delay = 0.0
+        self._server = HTTPServer(self._handle)
+
+    @property
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self._server.port}/v1'
+
+    @property
+    def connections(self) -> int:
+        return self._server.connections
+
+    def start(self) -> 'RecoveryAPI':
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def answer(self, *answers: tuple[int, str]) -> None:
+        """Script the next answers, e.g. ``(503, 'busy')``, before the default."""
+        with self._lock:
+            self.script.extend(answers)
+
+    def _handle(self, request: Request) -> tuple[int, dict | None, dict]:
+        if request.method != 'POST' or not request.path.endswith('/notifications'):
+            return 404, {'itemNotFound': {'code': 404, 'message': 'no such path'}}, {}
+        with self._changed:
+            self.requests.append(request)
+            self._changed.notify_all()
+            if self._token_check and not self._token_check(
+                    request.headers.get('x-auth-token')):
+                return 401, {'error': {'code': 401, 'message': 'bad token'}}, {}
+            scripted = self.script.popleft() if self.script else None
+            delay = self.delay
+        if delay:
+            time.sleep(delay)
+        if scripted is not None:
+            status, message = scripted
+            return status, {'error': {'code': status, 'message': message}}, {}
+        try:
+            document = request.json()
+        except ValueError:
+            return 400, {'badRequest': {'code': 400, 'message': 'malformed JSON'}}, {}
+        error = schema_error(document)
+        if error:
+            return 400, {'badRequest': {'code': 400, 'message': error}}, {}
+        n = document['notification']
+        with self._changed:
+            for stored in self.stored:
+                if (stored['type'] == n['type']
+                        and stored['hostname'] == n['hostname']
+                        and stored['payload'] == n['payload']
+                        and _utc(stored['generated_time'])
+                        >= _utc(n['generated_time']) - DUPLICATE_WINDOW):
+                    message = (f"Notification received from host {n['hostname']}"
+                               f" of type '{n['type']}' is duplicate.")
+                    return 409, {'conflictingRequest': {
+                        'code': 409, 'message': message}}, {}
+            stored = dict(n, notification_uuid=str(uuid.uuid4()), status='new')
+            self.stored.append(stored)
+            self._changed.notify_all()
+        return 202, {'notification': stored}, {}
+
+    def wait_stored(self, count: int, timeout: float = 10.0) -> list[dict]:
+        """Wait until ``count`` notifications are stored; return them all."""
+        return self._wait(lambda: len(self.stored) >= count, timeout,
+                          lambda: self.stored)
+
+    def wait_requests(self, count: int, timeout: float = 10.0) -> list[Request]:
+        return self._wait(lambda: len(self.requests) >= count, timeout,
+                          lambda: self.requests)
+
+    def _wait(self, done, timeout, result):
+        with self._changed:
+            if not self._changed.wait_for(done, timeout):
+                raise AssertionError(
+                    f'timed out: {len(self.stored)} stored, '
+                    f'{len(self.requests)} requests')
+            return list(result())
+
+    def payloads(self) -> list[tuple[str, str, str]]:
+        """(instance_uuid, event, vir_domain_event) of every stored one."""
+        with self._lock:
+            return [(n['payload']['instance_uuid'], n['payload']['event'],
+                     n['payload']['vir_domain_event']) for n in self.stored]

@@ -1,0 +1,118 @@
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from oslo_config import generator
+
+from instancemonitor.conf import default as default_conf
+from instancemonitor.sinks import masakari
+
+ROOT = pathlib.Path(__file__).parents[2]
+ETC = ROOT / 'etc' / 'instancemonitor'
+
+MASAKARI_MONITORS_CONF = """
+[DEFAULT]
+host = compute-7
+debug = true
+
+[libvirt]
+connection_uri = qemu:///system
+
+[callback]
+retry_max = 3
+retry_interval = 2
+
+[api]
+region = RegionTwo
+api_version = v1
+api_interface = internal
+auth_type = password
+auth_url = http://keystone.example:5000/v3
+project_name = service
+project_domain_name = Default
+username = masakari
+user_domain_name = Default
+password = not-logged-anywhere
+cafile = /etc/ssl/certs/ca.pem
+insecure = false
+timeout = 7
+"""
+
+
+def test_sample_config_is_current(tmp_path):
+    out = tmp_path / 'instancemonitor.conf.sample'
+    generator.main(['--config-file',
+                    str(ETC / 'instancemonitor-config-generator.conf'),
+                    '--output-file', str(out)])
+    committed = (ETC / 'instancemonitor.conf.sample').read_text()
+    assert out.read_text() == committed, (
+        'etc/instancemonitor/instancemonitor.conf.sample is stale: run '
+        'oslo-config-generator --config-file '
+        'etc/instancemonitor/instancemonitor-config-generator.conf')
+
+
+def test_masakari_monitors_config_file_keeps_its_meaning(make_conf, tmp_path):
+    path = tmp_path / 'masakarimonitors.conf'
+    path.write_text(MASAKARI_MONITORS_CONF)
+    conf = make_conf([str(path)])
+    assert default_conf.hostname(conf) == 'compute-7'
+    assert conf.libvirt.connection_uri == 'qemu:///system'
+    assert (conf.callback.retry_max, conf.callback.retry_interval) == (3, 2.0)
+    adapter = masakari.adapter_from_conf(conf)
+    assert adapter.service_type == 'instance-ha'
+    assert adapter.interface == 'internal'
+    assert adapter.region_name == 'RegionTwo'
+    assert adapter.session.timeout == 7.0
+    assert adapter.session.verify == '/etc/ssl/certs/ca.pem'
+    auth = adapter.session.auth
+    assert auth.auth_url == 'http://keystone.example:5000/v3'
+    assert (auth._username, auth._password, auth._project_name) == (
+        'masakari', 'not-logged-anywhere', 'service')
+
+
+def test_hostname_defaults_to_the_machines(make_conf):
+    import socket
+    assert default_conf.hostname(make_conf()) == socket.gethostname()
+
+
+def test_http_timeout_is_finite_by_default(make_conf):
+    conf = make_conf(api={'endpoint': 'http://127.0.0.1:1/v1'})
+    assert masakari.adapter_from_conf(conf).session.timeout == 30.0
+
+
+@pytest.mark.parametrize('section, option, value', [
+    ('DEFAULT', 'hostname', 'not a host name!'),
+    ('libvirt', 'keepalive_interval', '0'),
+    ('libvirt', 'keepalive_count', 'three'),
+    ('events', 'forward', 'everything'),
+    ('events', 'reboot_window', '-1'),
+    ('callback', 'retry_max', '-2'),
+    ('api', 'endpoint', 'ftp://127.0.0.1/v1'),
+    ('api', 'auth_type', 'no-such-plugin'),
+    ('api', 'auth_url', None),  # auth_type = password without auth_url
+])
+def test_bad_value_stops_the_daemon_naming_the_option(tmp_path, section, option, value):
+    lines = [f'[{section}]', f'{option} = {value}'] if value is not None else []
+    if section != 'api':
+        lines += ['[api]', 'endpoint = http://127.0.0.1:1/v1']
+    if value is None:
+        lines += ['[api]', 'auth_type = password', 'username = u', 'password = p']
+    path = tmp_path / 'bad.conf'
+    path.write_text('\n'.join(lines) + '\n')
+    result = subprocess.run(
+        [sys.executable, '-m', 'instancemonitor.cmd.agent', '--config-file', str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert f'[{section}] {option}' in result.stderr, result.stderr
+    assert 'Traceback' not in result.stderr
+
+
+def test_neither_endpoint_nor_keystone_is_a_config_error(tmp_path):
+    path = tmp_path / 'empty.conf'
+    path.write_text('[DEFAULT]\n')
+    result = subprocess.run(
+        [sys.executable, '-m', 'instancemonitor.cmd.agent', '--config-file', str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert '[api] endpoint or [api] auth_type must be set' in result.stderr

@@ -1,0 +1,263 @@
+"""The notifier over a real HTTP path: sink answers, retries, Keystone."""
+
+import datetime
+import logging
+import socket
+import threading
+import time
+
+import pytest
+import tenacity
+
+from instancemonitor.events import Notification
+from instancemonitor.outbox import MemoryOutbox
+from instancemonitor.sender import RetryPolicy
+from instancemonitor.sender import Sender
+from instancemonitor.sinks import Answer
+from instancemonitor.sinks import Outcome
+from instancemonitor.sinks import masakari
+from tests.fakes import keystone as fake_keystone
+from tests.fakes.recovery_api import RecoveryAPI
+
+UUID = '26f37fe6-2b5c-4a8e-8a4b-1b0c6f1d2e3f'
+
+
+def notification(uuid=UUID):
+    return Notification('compute-1', uuid, 'LIFECYCLE', 'STOPPED_FAILED',
+                        datetime.datetime.now(datetime.UTC))
+
+
+@pytest.fixture
+def sink_for(make_conf):
+    def make(**api):
+        return masakari.MasakariSink(masakari.adapter_from_conf(make_conf(api=api)))
+    return make
+
+
+def test_accepted_is_delivered_in_masakaris_exact_schema(recovery_api, sink_for):
+    n = notification()
+    answer = sink_for(endpoint=recovery_api.url).send(n)
+    assert answer.outcome is Outcome.DELIVERED and answer.status == 202
+    (stored,) = recovery_api.stored
+    assert stored['type'] == 'VM' and stored['hostname'] == 'compute-1'
+    assert stored['payload'] == {'event': 'LIFECYCLE', 'instance_uuid': UUID,
+                                 'vir_domain_event': 'STOPPED_FAILED'}
+    assert datetime.datetime.fromisoformat(stored['generated_time']) == n.generated_time
+
+
+def test_a_resend_is_a_duplicate_and_counts_as_delivered(recovery_api, sink_for):
+    sink, n = sink_for(endpoint=recovery_api.url), notification()
+    assert sink.send(n).outcome is Outcome.DELIVERED
+    answer = sink.send(n)
+    assert answer.outcome is Outcome.DUPLICATE and answer.status == 409
+    assert 'is duplicate' in answer.message
+
+
+@pytest.mark.parametrize('status, message', [
+    (409, ("Notification received from host compute-1 of type 'VM' is ignored "
+          "as the host is already under maintenance.")),
+    (400, 'Host with name compute-1 could not be found.'),
+])
+def test_final_answers_are_rejected_with_the_servers_message(
+        recovery_api, sink_for, status, message):
+    recovery_api.answer((status, message))
+    answer = sink_for(endpoint=recovery_api.url).send(notification())
+    assert answer == Answer(Outcome.REJECTED, status, message)
+
+
+@pytest.mark.parametrize('status', [500, 502, 503, 404, 429])
+def test_server_errors_are_transient(recovery_api, sink_for, status):
+    recovery_api.answer((status, 'try later'))
+    assert sink_for(endpoint=recovery_api.url).send(notification()).outcome is (
+        Outcome.RETRY)
+
+
+def test_a_hung_api_times_out_and_is_transient(recovery_api, sink_for):
+    recovery_api.delay = 3.0
+    started = time.monotonic()
+    answer = sink_for(endpoint=recovery_api.url, timeout=0.3).send(notification())
+    assert answer.outcome is Outcome.RETRY and answer.status is None
+    assert time.monotonic() - started < 2.5
+
+
+def test_connection_refused_is_transient(sink_for):
+    with socket.socket() as s:  # a port that is free, then closed
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    answer = sink_for(endpoint=f'http://127.0.0.1:{port}/v1').send(notification())
+    assert answer.outcome is Outcome.RETRY and 'ConnectFailure' in answer.message
+
+
+def test_one_session_serves_every_notification(recovery_api, sink_for):
+    sink = sink_for(endpoint=recovery_api.url)
+    for i in range(20):
+        assert sink.send(notification(f'00000000-0000-0000-0000-{i:012d}')).outcome is (
+            Outcome.DELIVERED)
+    assert recovery_api.connections == 1
+
+
+@pytest.fixture
+def keystone_and_api():
+    holder = {}
+    api = RecoveryAPI(token_check=lambda t: holder['ks'].is_valid(t)).start()
+    wrong = 'http://127.0.0.1:9/wrong-interface'
+    ks = fake_keystone.Keystone({'public': wrong, 'internal': api.url,
+                                 'admin': wrong}).start()
+    holder['ks'] = ks
+    yield ks, api
+    ks.stop()
+    api.stop()
+
+
+def keystone_options(ks):
+    return dict(auth_type='password', auth_url=ks.auth_url,
+                username=fake_keystone.USERNAME, password=fake_keystone.PASSWORD,
+                project_name=fake_keystone.PROJECT, user_domain_name='Default',
+                project_domain_name='Default', api_interface='internal',
+                region=fake_keystone.REGION)
+
+
+def test_endpoint_comes_from_the_keystone_catalog(keystone_and_api, make_conf,
+                                                  tmp_path):
+    ks, api = keystone_and_api
+    path = tmp_path / 'keystone.conf'
+    path.write_text('[api]\n' + ''.join(
+        f'{name} = {value}\n' for name, value in keystone_options(ks).items()))
+    conf = make_conf([str(path)])
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
+    assert sink.send(notification()).outcome is Outcome.DELIVERED
+    assert len(api.stored) == 1 and ks.logins == 1
+    # Token revoked: the session logs in again, the notification goes through.
+    ks.revoke_all()
+    assert sink.send(notification('11111111-2222-3333-4444-555555555555')).outcome is (
+        Outcome.DELIVERED)
+    assert ks.logins == 2
+
+
+class ScriptedSink:
+    name = 'scripted'
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.sent = []
+
+    def send(self, n):
+        self.sent.append((time.monotonic(), n))
+        return self.answers.pop(0) if self.answers else Answer(Outcome.DELIVERED, 202)
+
+
+def run_one(sink, policy, n=None):
+    outbox = MemoryOutbox()
+    sender = Sender(outbox, sink, policy, threads=1)
+    n = n or notification()
+    outbox.add(n)
+    return outbox, sender, n
+
+
+def test_sender_retries_per_policy_then_delivers():
+    retry = Answer(Outcome.RETRY, 503, 'busy')
+    sink = ScriptedSink(retry, retry)
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=5, interval=0.1))
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while outbox.pending() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        sender.stop()
+    assert outbox.pending() == 0 and len(sink.sent) == 3
+    times = [t for t, _ in sink.sent]
+    assert all(b - a >= 0.09 for a, b in zip(times, times[1:], strict=False))
+    assert all(sent is n for _, sent in sink.sent)  # same generated_time each time
+
+
+def test_sender_makes_retry_max_retries_in_a_round():
+    retry = Answer(Outcome.RETRY, None, 'ConnectFailure')
+    sink = ScriptedSink(*[retry] * 3)
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=2, interval=0.0))
+    answer = sender.deliver(n)
+    assert answer.outcome is Outcome.RETRY and len(sink.sent) == 3
+
+
+def test_sender_parks_after_a_round_and_tries_again(caplog):
+    retry = Answer(Outcome.RETRY, None, 'ConnectFailure')
+    sink = ScriptedSink(retry, retry)
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=1, interval=0.2))
+    with caplog.at_level(logging.ERROR):
+        sender.start()
+        try:
+            deadline = time.monotonic() + 5
+            while outbox.pending() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            sender.stop()
+    assert outbox.pending() == 0 and len(sink.sent) == 3
+    assert 'still not delivered' in caplog.text and 'kept pending' in caplog.text
+
+
+def test_sender_keeps_rejected_as_dead_letter_and_logs_the_message(caplog):
+    sink = ScriptedSink(
+        Answer(Outcome.REJECTED, 400, 'Host with name x could not be found.'))
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=3, interval=0.0))
+    with caplog.at_level(logging.ERROR):
+        sender.start()
+        try:
+            deadline = time.monotonic() + 5
+            while outbox.pending() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            sender.stop()
+    assert len(sink.sent) == 1
+    assert [d.notification for d in outbox.dead_letters()] == [n]
+    assert 'Host with name x could not be found.' in caplog.text
+
+
+def test_stop_interrupts_a_retry_wait_and_keeps_the_notification():
+    sink = ScriptedSink(*[Answer(Outcome.RETRY, 503, 'busy')] * 10)
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=10, interval=60.0))
+    sender.start()
+    deadline = time.monotonic() + 5
+    while not sink.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    sender.stop()
+    assert time.monotonic() - started < 2.0
+    assert outbox.pending() == 1 and len(sink.sent) == 1
+
+
+def test_backoff_grows_with_jitter_up_to_the_cap():
+    wait = RetryPolicy(retry_max=10, interval=1.0, backoff=True,
+                       interval_max=5.0).wait()
+    state = tenacity.RetryCallState(None, None, (), {})
+    waits = []
+    for attempt in range(1, 7):
+        state.attempt_number = attempt
+        waits.append(wait(state))
+    assert 1.0 <= waits[0] <= 2.0
+    assert waits[2] >= 4.0
+    assert max(waits) <= 5.0
+    fixed = RetryPolicy(retry_max=1, interval=2.0).wait()
+    assert fixed(state) == 2.0
+
+
+def test_senders_work_in_parallel():
+    class SlowSink(ScriptedSink):
+        def send(self, n):
+            time.sleep(0.2)
+            return super().send(n)
+    sink = SlowSink()
+    outbox = MemoryOutbox()
+    for i in range(8):
+        outbox.add(notification(f'00000000-0000-0000-0000-{i:012d}'))
+    sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0), threads=4)
+    started = time.monotonic()
+    sender.start()
+    try:
+        while outbox.pending() and time.monotonic() - started < 5:
+            time.sleep(0.01)
+    finally:
+        sender.stop()
+    assert len(sink.sent) == 8
+    assert time.monotonic() - started < 1.2  # 2 waves of 0.2 s, not 8
+    names = {t.name for t in threading.enumerate()}
+    assert not any(name.startswith('sender-scripted') for name in names)

@@ -1,0 +1,96 @@
+import datetime
+import threading
+
+from instancemonitor.events import Notification
+from instancemonitor.outbox import MemoryOutbox
+
+T0 = datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def notification(uuid='u1', event='LIFECYCLE'):
+    return Notification('compute-1', uuid, event, 'STOPPED_FAILED', T0)
+
+
+def test_due_notifications_come_out_in_order_of_detection():
+    clock = FakeClock()
+    box = MemoryOutbox(clock)
+    first, second = notification('a'), notification('b')
+    box.add(first)
+    box.add(second)
+    stop = threading.Event()
+    assert box.take(stop) is first
+    assert box.take(stop) is second
+    assert box.pending() == 2  # in flight until settled
+    box.delivered(first)
+    box.delivered(second)
+    assert box.pending() == 0
+
+
+def test_held_notification_waits_and_can_be_withdrawn():
+    clock = FakeClock()
+    box = MemoryOutbox(clock)
+    held, other = notification('a'), notification('b')
+    box.add(held, delay=5.0)
+    box.add(other, delay=5.0)
+    assert box.withdraw_held('a') == [held]
+    clock.now += 5.0
+    assert box.take(threading.Event()) is other
+    assert box.withdraw_held('b') == []  # in flight: too late to withdraw
+    assert box.pending() == 1
+
+
+def test_take_blocks_until_due_then_returns():
+    box = MemoryOutbox()
+    n = notification()
+    box.add(n, delay=0.2)
+    taken = []
+    thread = threading.Thread(target=lambda: taken.append(box.take(threading.Event())))
+    thread.start()
+    thread.join(0.1)
+    assert thread.is_alive() and taken == []
+    thread.join(2)
+    assert taken == [n]
+
+
+def test_take_returns_none_once_stopped():
+    box = MemoryOutbox()
+    stop = threading.Event()
+    result = []
+    thread = threading.Thread(target=lambda: result.append(box.take(stop)))
+    thread.start()
+    stop.set()
+    box.wake()
+    thread.join(2)
+    assert result == [None]
+
+
+def test_rejected_notifications_are_kept_as_dead_letters():
+    box = MemoryOutbox(FakeClock())
+    n = notification()
+    box.add(n)
+    box.take(threading.Event())
+    box.rejected(n, 'HTTP 400: Host with name x could not be found.')
+    assert box.pending() == 0
+    (dead,) = box.dead_letters()
+    assert dead.notification is n and 'could not be found' in dead.reason
+
+
+def test_retry_later_puts_it_back_after_the_delay():
+    clock = FakeClock()
+    box = MemoryOutbox(clock)
+    n = notification()
+    box.add(n)
+    stop = threading.Event()
+    assert box.take(stop) is n
+    box.retry_later(n, 10.0)
+    assert box.pending() == 1
+    clock.now += 10.0
+    assert box.take(stop) is n
