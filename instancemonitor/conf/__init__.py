@@ -1,4 +1,11 @@
-"""Configuration: one module per option group, registered on ``CONF``."""
+"""Configuration: one module per option group, registered on ``CONF``.
+
+NOTE: each group module builds a new ``OptGroup`` whenever it registers.
+oslo.config keeps a registered group's option table (values, overrides, and
+the auth plugin options keystoneauth adds) in a shallow copy that shares it
+with the OptGroup object given, so one module-level group would carry one
+ConfigOpts' state into every other (the tests make many).
+"""
 
 from oslo_config import cfg
 

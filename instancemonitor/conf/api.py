@@ -16,10 +16,7 @@ DEFAULT_HTTP_TIMEOUT = 30
 
 
 def _api_group() -> cfg.OptGroup:
-    # NOTE: a new group each time. oslo.config shares a registered group's
-    # option table with the OptGroup object, and keystoneauth adds the auth
-    # plugin's options to it: a module-level group would carry one
-    # ConfigOpts' plugin options into every other.
+    # A new group each time: see conf/__init__.py.
     return cfg.OptGroup(API_GROUP, title='Recovery API', help="""
 The recovery API notifications are posted to: OpenStack Masakari found in the
 Keystone catalog (service type ``instance-ha``), or any endpoint that speaks

@@ -2,10 +2,17 @@
 
 from oslo_config import cfg
 
-callback_group = cfg.OptGroup(
-    'callback',
-    title='Notification delivery',
-    help='Retries and concurrency of sending notifications to the API.')
+GROUP = 'callback'
+
+
+def _group() -> cfg.OptGroup:
+    # A new group each time: see conf/__init__.py.
+    return cfg.OptGroup(
+        GROUP,
+        title='Notification delivery',
+        help='Retries and concurrency of sending notifications to the API.'
+    )
+
 
 callback_opts = [
     cfg.IntOpt(
@@ -78,9 +85,9 @@ Pending notifications are taken in order of detection.
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(callback_group)
-    conf.register_opts(callback_opts, group=callback_group)
+    conf.register_group(_group())
+    conf.register_opts(callback_opts, group=GROUP)
 
 
 def list_opts() -> dict:
-    return {callback_group: callback_opts}
+    return {_group(): callback_opts}

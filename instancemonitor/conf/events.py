@@ -2,10 +2,17 @@
 
 from oslo_config import cfg
 
-events_group = cfg.OptGroup(
-    'events',
-    title='Event filter',
-    help='Which libvirt domain events are forwarded to the recovery API.')
+GROUP = 'events'
+
+
+def _group() -> cfg.OptGroup:
+    # A new group each time: see conf/__init__.py.
+    return cfg.OptGroup(
+        GROUP,
+        title='Event filter',
+        help='Which libvirt domain events are forwarded to the recovery API.'
+    )
+
 
 events_opts = [
     cfg.StrOpt(
@@ -51,9 +58,9 @@ Related options:
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(events_group)
-    conf.register_opts(events_opts, group=events_group)
+    conf.register_group(_group())
+    conf.register_opts(events_opts, group=GROUP)
 
 
 def list_opts() -> dict:
-    return {events_group: events_opts}
+    return {_group(): events_opts}

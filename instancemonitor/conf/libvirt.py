@@ -2,10 +2,17 @@
 
 from oslo_config import cfg
 
-libvirt_group = cfg.OptGroup(
-    'libvirt',
-    title='libvirt connection',
-    help='Where domain events come from and how the connection is kept.')
+GROUP = 'libvirt'
+
+
+def _group() -> cfg.OptGroup:
+    # A new group each time: see conf/__init__.py.
+    return cfg.OptGroup(
+        GROUP,
+        title='libvirt connection',
+        help='Where domain events come from and how the connection is kept.'
+    )
+
 
 libvirt_opts = [
     cfg.StrOpt(
@@ -73,9 +80,9 @@ Related options:
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    conf.register_group(libvirt_group)
-    conf.register_opts(libvirt_opts, group=libvirt_group)
+    conf.register_group(_group())
+    conf.register_opts(libvirt_opts, group=GROUP)
 
 
 def list_opts() -> dict:
-    return {libvirt_group: libvirt_opts}
+    return {_group(): libvirt_opts}

@@ -119,7 +119,9 @@ class LibvirtConnection:
     def _open(self) -> tuple[libvirt.virConnect, list[int]]:
         self._closed.clear()
         self._close_reason = None
-        conn = libvirt.openReadOnly(self.uri)
+        # NOTE: read-write, because guest-agent commands (the in-guest
+        # heartbeat) are refused on a read-only connection.
+        conn = libvirt.open(self.uri)
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError as error:

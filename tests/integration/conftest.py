@@ -1,0 +1,66 @@
+import libvirt
+import pytest
+
+from instancemonitor.service import AgentService
+from tests.processes import AgentProcess
+from tests.processes import PrivateLibvirtd
+
+
+@pytest.fixture
+def start_agent(make_conf, recovery_api):
+    """Start the agent in this process, through libvirt's real event loop."""
+    agents = []
+
+    def start(uri: str = 'test:///default', **groups: dict) -> AgentService:
+        groups.setdefault('api', {}).setdefault('endpoint', recovery_api.url)
+        groups.setdefault('callback', {}).setdefault('retry_interval', 0.1)
+        groups.setdefault('libvirt', {}).setdefault('connection_uri', uri)
+        groups.setdefault('DEFAULT', {}).setdefault('hostname', 'compute-1')
+        agent = AgentService(make_conf(**groups))
+        agents.append(agent)
+        agent.start()
+        assert agent.connection.wait_connected(10)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+@pytest.fixture
+def test_libvirtd():
+    """A private libvirtd serving the test driver on a unix socket."""
+    daemon = PrivateLibvirtd().start()
+    yield daemon
+    daemon.cleanup()
+
+
+@pytest.fixture
+def agent_process(tmp_path):
+    agents = []
+
+    def start(config: str) -> AgentProcess:
+        agent = AgentProcess(config, tmp_path).start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+@pytest.fixture
+def client():
+    """Open libvirt connections for the test's own actions; closed after."""
+    conns = []
+
+    def open_(uri: str) -> libvirt.virConnect:
+        conns.append(libvirt.open(uri))
+        return conns[-1]
+
+    yield open_
+    for conn in conns:
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass

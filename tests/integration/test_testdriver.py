@@ -1,0 +1,157 @@
+"""The agent in-process, on libvirt's test driver, through libvirt's real event
+loop, to a real HTTP receiver on 127.0.0.1."""
+
+import datetime
+import time
+import uuid
+
+import libvirt
+import pytest
+
+from tests.processes import wait_for
+
+DOMAIN_XML = """<domain type='test'>
+  <name>{name}</name><uuid>{uuid}</uuid><memory>65536</memory>
+  <os><type>hvm</type></os>
+</domain>"""
+
+
+@pytest.fixture
+def new_domain(client):
+    """A fresh transient running domain on test:///default, the agent's too."""
+    conn = client('test:///default')
+    created = []
+
+    def create(name: str | None = None, domain_uuid: str | None = None):
+        domain_uuid = domain_uuid or str(uuid.uuid4())
+        dom = conn.createXML(DOMAIN_XML.format(
+            name=name or f'vm-{domain_uuid[:8]}', uuid=domain_uuid))
+        created.append(dom)
+        return dom
+
+    yield create
+    for dom in created:
+        try:
+            dom.destroy()
+        except libvirt.libvirtError:
+            pass
+
+
+def seen_by_journal(agent, domain_uuid: str, event: str) -> bool:
+    return any(r.uuid == domain_uuid and r.last_event.startswith(event)
+               for r in agent.journal.records())
+
+
+def test_destroy_is_forwarded_when_all_events_are(start_agent, new_domain,
+                                                  recovery_api):
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
+    dom = new_domain()
+    before = datetime.datetime.now(datetime.UTC)
+    dom.destroy()
+    (stored,) = recovery_api.wait_stored(1)
+    assert stored['hostname'] == 'compute-1'
+    assert stored['payload'] == {'event': 'LIFECYCLE',
+                                 'instance_uuid': dom.UUIDString(),
+                                 'vir_domain_event': 'STOPPED_DESTROYED'}
+    # generated_time is the moment of detection, as the journal recorded it.
+    (record,) = [r for r in agent.journal.records() if r.uuid == dom.UUIDString()]
+    generated = datetime.datetime.fromisoformat(stored['generated_time'])
+    assert generated == record.last_seen
+    assert before <= generated <= datetime.datetime.now(datetime.UTC)
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
+
+
+def test_destroy_is_not_forwarded_by_default(start_agent, new_domain, recovery_api):
+    agent = start_agent(events={'reboot_window': 0})
+    dom = new_domain()
+    dom.destroy()
+    wait_for(lambda: seen_by_journal(agent, dom.UUIDString(), 'LIFECYCLE 5/'), 5,
+             'the journal to see the stop')
+    assert agent.outbox.pending() == 0
+    assert [r.json() for r in recovery_api.requests] == []
+
+
+def test_crash_dump_is_forwarded_as_stopped_crashed(start_agent, new_domain,
+                                                   recovery_api, tmp_path):
+    start_agent(events={'forward': 'all', 'reboot_window': 0})
+    dom = new_domain()
+    dom.coreDump(str(tmp_path / 'core'), libvirt.VIR_DUMP_CRASH)
+    (stored,) = recovery_api.wait_stored(1)
+    assert stored['payload']['vir_domain_event'] == 'STOPPED_CRASHED'
+    assert stored['payload']['instance_uuid'] == dom.UUIDString()
+
+
+def test_a_stop_followed_by_a_start_within_the_window_is_a_reboot(
+        start_agent, new_domain, recovery_api, client):
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 1.0})
+    rebooted, stopped = new_domain(), new_domain()
+    rebooted_uuid = rebooted.UUIDString()
+    rebooted.destroy()
+    stopped.destroy()
+    new_domain(name=rebooted.name(), domain_uuid=rebooted_uuid)  # started again
+    (stored,) = recovery_api.wait_stored(1, timeout=5)
+    assert stored['payload']['instance_uuid'] == stopped.UUIDString()
+    # Past the window: still nothing for the rebooted one.
+    time.sleep(1.2)
+    assert [p[0] for p in recovery_api.payloads()] == [stopped.UUIDString()]
+    assert agent.outbox.pending() == 0
+
+
+def test_notification_keeps_its_generated_time_across_retries(
+        start_agent, new_domain, recovery_api):
+    recovery_api.answer((503, 'busy'), (502, 'bad gateway'))
+    start_agent(events={'forward': 'all', 'reboot_window': 0},
+                callback={'retry_interval': 0.05})
+    new_domain().destroy()
+    recovery_api.wait_stored(1)
+    bodies = [r.json()['notification'] for r in recovery_api.wait_requests(3)]
+    assert len(bodies) == 3
+    assert len({b['generated_time'] for b in bodies}) == 1
+
+
+@pytest.fixture
+def node_xml(tmp_path):
+    def make(count: int) -> str:
+        domains = ''.join(
+            DOMAIN_XML.format(name=f'burst-{i:04d}', uuid=uuid.uuid4())
+            for i in range(count))
+        path = tmp_path / 'node.xml'
+        path.write_text(f'<node>{domains}</node>')
+        return f'test://{path}'
+    return make
+
+
+def test_a_burst_of_hundreds_arrives_exactly_once(start_agent, node_xml, recovery_api):
+    count = 300
+    agent = start_agent(node_xml(count), events={'forward': 'all', 'reboot_window': 0})
+    # A node.xml gives each connection its own copy: act through the agent's.
+    conn = agent.connection.connection
+    domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    assert len(domains) == count
+    for dom in domains:
+        dom.destroy()
+    stored = recovery_api.wait_stored(count, timeout=60)
+    wait_for(lambda: agent.outbox.pending() == 0, 10, 'an empty outbox')
+    time.sleep(0.3)  # anything extra would arrive now
+    uuids = [n['payload']['instance_uuid'] for n in recovery_api.stored]
+    assert len(uuids) == count and set(uuids) == {d.UUIDString() for d in domains}
+    assert len(recovery_api.requests) == count  # no resend, no duplicate
+    assert {n['payload']['vir_domain_event'] for n in stored} == {'STOPPED_DESTROYED'}
+
+
+def test_a_domain_started_again_is_watched_afresh(start_agent, node_xml,
+                                                  recovery_api):
+    agent = start_agent(node_xml(1), events={'forward': 'all', 'reboot_window': 0})
+    (dom,) = agent.connection.connection.listAllDomains()
+    dom.destroy()
+    dom.create()
+    dom.destroy()
+    requests = recovery_api.wait_requests(2)
+    bodies = [r.json()['notification'] for r in requests]
+    assert [b['payload']['vir_domain_event'] for b in bodies] == [
+        'STOPPED_DESTROYED', 'STOPPED_DESTROYED']
+    assert len({b['generated_time'] for b in bodies}) == 2
+    # Masakari's duplicate rule answers the second 409 (same payload within
+    # 180 s): counted as delivered, not a dead letter.
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
+    assert agent.outbox.dead_letters() == []
