@@ -59,11 +59,11 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, port: int) -> None:
         self.handler = handler
         self._lock = threading.Lock()
         self.connections = 0
-        super().__init__(('127.0.0.1', 0), _RequestHandler)
+        super().__init__(('127.0.0.1', port), _RequestHandler)
 
     def new_connection(self) -> int:
         with self._lock:
@@ -72,10 +72,10 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class HTTPServer:
-    """Serve ``handler`` on 127.0.0.1 on a free port, on its own thread."""
+    """Serve ``handler`` on 127.0.0.1 (a free port by default), on its own thread."""
 
-    def __init__(self, handler: Handler) -> None:
-        self._server = _Server(handler)
+    def __init__(self, handler: Handler, port: int = 0) -> None:
+        self._server = _Server(handler, port)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name=f'http-{self.port}', daemon=True)

@@ -60,8 +60,8 @@ def _utc(stamp: str) -> datetime.datetime:
 
 
 class RecoveryAPI:
-    def __init__(self, token_check: Callable[[str | None], bool] | None = None
-                 ) -> None:
+    def __init__(self, token_check: Callable[[str | None], bool] | None = None,
+                 port: int = 0) -> None:
         # With ``token_check``, a request whose X-Auth-Token fails it gets 401.
         self._token_check = token_check
         self._lock = threading.Lock()
@@ -71,7 +71,7 @@ class RecoveryAPI:
         # Scripted answers, used up in order: (status, message) or a delay.
         self.script: collections.deque = collections.deque()
         self.delay = 0.0
-        self._server = HTTPServer(self._handle)
+        self._server = HTTPServer(self._handle, port)
 
     @property
     def url(self) -> str:

@@ -2,7 +2,6 @@
 
 import datetime
 import logging
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ from instancemonitor.sinks import Outcome
 from instancemonitor.sinks import masakari
 from tests.fakes import keystone as fake_keystone
 from tests.fakes.recovery_api import RecoveryAPI
+from tests.processes import free_port
 
 UUID = '26f37fe6-2b5c-4a8e-8a4b-1b0c6f1d2e3f'
 
@@ -81,10 +81,7 @@ def test_a_hung_api_times_out_and_is_transient(recovery_api, sink_for):
 
 
 def test_connection_refused_is_transient(sink_for):
-    with socket.socket() as s:  # a port that is free, then closed
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    answer = sink_for(endpoint=f'http://127.0.0.1:{port}/v1').send(notification())
+    answer = sink_for(endpoint=f'http://127.0.0.1:{free_port()}/v1').send(notification())
     assert answer.outcome is Outcome.RETRY and 'ConnectFailure' in answer.message
 
 

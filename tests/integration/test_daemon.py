@@ -1,0 +1,155 @@
+"""The real daemon process (``instancemonitor --config-file``) against a
+private libvirtd serving the test driver, a Keystone stand-in and the
+recovery API stand-in, all on this machine."""
+
+import signal
+import time
+
+import libvirt
+import pytest
+
+from tests.fakes import keystone as fake_keystone
+from tests.fakes.recovery_api import RecoveryAPI
+from tests.processes import free_port
+from tests.processes import wait_for
+
+
+@pytest.fixture
+def keystone_and_api():
+    holder = {}
+    api = RecoveryAPI(token_check=lambda t: holder['ks'].is_valid(t)).start()
+    ks = fake_keystone.Keystone({'public': api.url, 'internal': api.url}).start()
+    holder['ks'] = ks
+    yield ks, api
+    ks.stop()
+    api.stop()
+
+
+def config(uri: str, api_section: str, forward: str = 'all') -> str:
+    return f"""
+[DEFAULT]
+hostname = compute-1
+debug = true
+
+[libvirt]
+connection_uri = {uri}
+keepalive_interval = 1
+keepalive_count = 2
+reconnect_interval = 0.1
+reconnect_interval_max = 0.5
+
+[events]
+forward = {forward}
+reboot_window = 0
+
+[callback]
+retry_interval = 0.2
+
+[api]
+{api_section}
+"""
+
+
+def destroy_test_domain(uri: str) -> str:
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByName('test')
+        dom.destroy()
+        return dom.UUIDString()
+    finally:
+        conn.close()
+
+
+def test_daemon_notifies_through_keystone_and_never_logs_secrets(
+        test_libvirtd, keystone_and_api, agent_process):
+    ks, api = keystone_and_api
+    agent = agent_process(config(test_libvirtd.uri, f"""
+auth_type = password
+auth_url = {ks.auth_url}
+username = {fake_keystone.USERNAME}
+password = {fake_keystone.PASSWORD}
+project_name = {fake_keystone.PROJECT}
+user_domain_name = Default
+project_domain_name = Default
+region = {fake_keystone.REGION}
+api_interface = internal
+"""))
+    agent.wait_log('Connected to libvirt')
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    (stored,) = api.wait_stored(1)
+    assert stored['payload'] == {'event': 'LIFECYCLE', 'instance_uuid': domain_uuid,
+                                 'vir_domain_event': 'STOPPED_DESTROYED'}
+    assert ks.logins == 1
+    agent.wait_log('delivered to masakari')
+    started = time.monotonic()
+    assert agent.stop() == 0
+    assert time.monotonic() - started < 5
+    log = agent.output()
+    assert 'password' in log  # the option is logged (debug), its value is not
+    assert fake_keystone.PASSWORD not in log
+
+
+def test_daemon_survives_libvirtd_restart_and_reports_failures_after_it(
+        test_libvirtd, recovery_api, agent_process):
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}'))
+    agent.wait_log('Connected to libvirt')
+    test_libvirtd.kill()
+    agent.wait_log('Lost the libvirt connection')
+    agent.wait_log('Cannot connect to libvirt')
+    time.sleep(2)  # down long enough for many reconnection attempts
+    test_libvirtd.start()
+    log = agent.wait_log('Reconnected to libvirt')
+    # Each transition is logged once, not every retry.
+    assert log.count('Lost the libvirt connection') == 1
+    assert log.count('Cannot connect to libvirt') == 1
+    assert log.count('Reconnected to libvirt') == 1
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    (stored,) = recovery_api.wait_stored(1)
+    assert stored['payload']['instance_uuid'] == domain_uuid
+    assert agent.process.poll() is None
+
+
+def test_daemon_detects_a_hung_libvirtd_by_keepalive(
+        test_libvirtd, recovery_api, agent_process):
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}'))
+    agent.wait_log('Connected to libvirt')
+    test_libvirtd.signal(signal.SIGSTOP)
+    try:
+        # keepalive_interval 1 s x keepalive_count 2.
+        agent.wait_log('keepalive timed out', timeout=15)
+    finally:
+        test_libvirtd.signal(signal.SIGCONT)
+    agent.wait_log('Reconnected to libvirt', timeout=15)
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    (stored,) = recovery_api.wait_stored(1)
+    assert stored['payload']['instance_uuid'] == domain_uuid
+
+
+def test_daemon_starts_while_libvirtd_is_down(test_libvirtd, recovery_api,
+                                              agent_process):
+    test_libvirtd.kill()
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}'))
+    agent.wait_log('Cannot connect to libvirt')
+    time.sleep(1)
+    assert agent.process.poll() is None
+    test_libvirtd.start()
+    agent.wait_log('Connected to libvirt')
+    destroy_test_domain(test_libvirtd.uri)
+    recovery_api.wait_stored(1)
+
+
+def test_daemon_keeps_notifications_while_the_api_is_down(
+        test_libvirtd, agent_process):
+    port = free_port()  # nothing listens: connections are refused
+    agent = agent_process(config(
+        test_libvirtd.uri, f'endpoint = http://127.0.0.1:{port}/v1'))
+    agent.wait_log('Connected to libvirt')
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    agent.wait_log('not delivered', count=3)
+    api = RecoveryAPI(port=port).start()
+    try:
+        (stored,) = api.wait_stored(1)
+        assert stored['payload']['instance_uuid'] == domain_uuid
+    finally:
+        api.stop()
+    wait_for(lambda: 'delivered to masakari' in agent.output(), 10, 'delivery logged')
