@@ -1,0 +1,62 @@
+import threading
+
+from instancemonitor.bus import WILDCARD
+from instancemonitor.bus import EventBus
+from instancemonitor.events import DomainEvent
+from instancemonitor.events import EventKind
+
+
+def run(bus):
+    stop = threading.Event()
+    thread = threading.Thread(target=bus.run, args=(stop,))
+    thread.start()
+    return stop, thread
+
+
+def test_subscribers_get_their_kinds_and_wildcards_everything_in_order():
+    bus = EventBus()
+    lifecycle, everything, done = [], [], threading.Event()
+    bus.subscribe(EventKind.LIFECYCLE, lifecycle.append)
+    bus.subscribe(WILDCARD, everything.append)
+    bus.subscribe(EventKind.WATCHDOG, lambda e: done.set())
+    events = [DomainEvent(EventKind.LIFECYCLE, 'u1', 'a', 5, 1),
+              DomainEvent(EventKind.REBOOT, 'u1', 'a'),
+              DomainEvent(EventKind.LIFECYCLE, 'u2', 'b', 2, 0),
+              DomainEvent(EventKind.WATCHDOG, 'u2', 'b', 1)]
+    for event in events:
+        bus.publish(event)
+    stop, thread = run(bus)
+    assert done.wait(5)
+    stop.set()
+    bus.wake()
+    thread.join(5)
+    assert lifecycle == [events[0], events[2]]
+    assert everything == events
+
+
+def test_a_failing_subscriber_does_not_stop_the_others(caplog):
+    bus = EventBus()
+    got = threading.Event()
+
+    def broken(event):
+        raise RuntimeError('boom')
+
+    bus.subscribe(WILDCARD, broken)
+    bus.subscribe(WILDCARD, lambda e: got.set())
+    bus.publish(DomainEvent(EventKind.REBOOT, 'u', 'n'))
+    stop, thread = run(bus)
+    assert got.wait(5)
+    stop.set()
+    bus.wake()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert 'boom' in caplog.text
+
+
+def test_publish_never_blocks_and_only_enqueues():
+    bus = EventBus()
+    calls = []
+    bus.subscribe(WILDCARD, calls.append)
+    for i in range(10000):
+        bus.publish(DomainEvent(EventKind.REBOOT, str(i), 'n'))
+    assert calls == [] and bus.pending() == 10000
