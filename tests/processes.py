@@ -5,6 +5,7 @@ fails. Paths are short temporary directories: a unix socket path must fit in
 108 bytes.
 """
 
+import glob
 import os
 import pathlib
 import shutil
@@ -57,42 +58,117 @@ def stop_pid(process: subprocess.Popen, timeout: float = 10.0) -> int | None:
     return process.returncode
 
 
+QEMU_CONF = """
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+namespaces = []
+cgroup_controllers = []
+stdio_handler = "file"
+"""
+
+# libvirtd's fixed paths, each bound to a directory of our own in a private
+# mount namespace, so that its state, logs and QEMU pid files live in the
+# temporary directory and nothing of the host's libvirt is touched.
+BOUND_PATHS = {'etc': '/etc/libvirt', 'run': '/run/libvirt',
+               'lib': '/var/lib/libvirt', 'log': '/var/log/libvirt',
+               'cache': '/var/cache/libvirt'}
+
+
+def test_cache() -> pathlib.Path:
+    """Where slow-to-make test inputs are kept between runs."""
+    root = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
+    path = pathlib.Path(root) / 'instancemonitor-tests'
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 class PrivateLibvirtd:
     """A libvirtd of our own whose sockets, state and logs live in a temp dir.
 
-    With ``hypervisor_drivers=False`` it loads no driver module and serves
-    only libvirt's built-in test driver: ``uri`` is then
-    ``test+unix:///default?socket=...``, shared by every client.
+    ``driver='test'``: no driver module is loaded; it serves libvirt's
+    built-in test driver at ``test+unix:///default?socket=...``, one state
+    shared by every client.
+
+    ``driver='qemu'`` (root only): the QEMU driver alone, in a private mount
+    namespace with libvirt's paths bound to the temp dir (and a passwd/group
+    that have the ``libvirt-qemu`` user the driver insists on). QEMU guests it
+    starts are destroyed, and any left are killed by pid, on cleanup.
     """
 
-    def __init__(self, hypervisor_drivers: bool = False) -> None:
-        binary = shutil.which('libvirtd') or '/usr/sbin/libvirtd'
-        if not os.path.exists(binary):
+    def __init__(self, driver: str = 'test') -> None:
+        self.binary = shutil.which('libvirtd') or '/usr/sbin/libvirtd'
+        if not os.path.exists(self.binary):
             skip_or_fail('libvirtd is not installed (apt-get install libvirt-daemon)')
-        self.binary = binary
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix='im-lv-'))
-        self.socket = self.dir / 'run' / 'libvirt-sock'
+        self.driver = driver
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f'im-{driver}-'))
+        self.socket = self.dir / 'sock' / 'libvirt-sock'
         self.log = self.dir / 'libvirtd.log'
-        (self.dir / 'run').mkdir()
-        (self.dir / 'drivers').mkdir()
-        self.conf = self.dir / 'libvirtd.conf'
-        self.conf.write_text(
-            f'unix_sock_dir = "{self.dir / "run"}"\n'
-            'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
-            'unix_sock_rw_perms = "0700"\nlisten_tcp = 0\nlisten_tls = 0\n'
-            f'log_outputs = "3:file:{self.log}"\n')
-        self.env = dict(os.environ)
-        if not hypervisor_drivers:
-            self.env['LIBVIRT_DRIVER_DIR'] = str(self.dir / 'drivers')
-        self.uri = f'test+unix:///default?socket={self.socket}'
+        for name in ('sock', 'drivers', *BOUND_PATHS):
+            (self.dir / name).mkdir()
+        self.env = dict(os.environ, LIBVIRT_DRIVER_DIR=str(self.dir / 'drivers'))
         self.process: subprocess.Popen | None = None
+        settings = (f'unix_sock_dir = "{self.dir / "sock"}"\n'
+                    'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
+                    'unix_sock_rw_perms = "0700"\nlisten_tcp = 0\nlisten_tls = 0\n'
+                    f'log_outputs = "3:file:{self.log}"\n')
+        if driver == 'test':
+            self.conf = self.dir / 'libvirtd.conf'
+            self.conf.write_text(settings)
+            self.uri = f'test+unix:///default?socket={self.socket}'
+            self.command = [self.binary, '-f', str(self.conf),
+                            '-p', str(self.dir / 'libvirtd.pid')]
+        else:
+            self._prepare_qemu(settings)
+            self.uri = f'qemu:///system?socket={self.socket}'
+
+    def _prepare_qemu(self, settings: str) -> None:
+        if os.geteuid() != 0:
+            skip_or_fail('a private QEMU libvirtd needs root')
+        module = next(iter(glob.glob(
+            '/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so')), None)
+        for need, what in ((module, 'libvirt-daemon-driver-qemu'),
+                           (shutil.which('qemu-system-x86_64'), 'qemu-system-x86'),
+                           (shutil.which('unshare'), 'util-linux')):
+            if not need:
+                skip_or_fail(f'{what} is not installed')
+        (self.dir / 'drivers' / 'libvirt_driver_qemu.so').symlink_to(module)
+        (self.dir / 'etc' / 'libvirtd.conf').write_text(settings)
+        (self.dir / 'etc' / 'qemu.conf').write_text(QEMU_CONF)
+        # QEMU's capabilities take seconds to probe: keep them between runs.
+        cache = test_cache() / 'libvirt-cache'
+        cache.mkdir(exist_ok=True)
+        (self.dir / 'cache').rmdir()
+        (self.dir / 'cache').symlink_to(cache)
+        passwd = pathlib.Path('/etc/passwd').read_text()
+        group = pathlib.Path('/etc/group').read_text()
+        if not any(line.startswith('libvirt-qemu:') for line in passwd.splitlines()):
+            passwd += 'libvirt-qemu:x:64055:64055::/var/lib/libvirt:/usr/sbin/nologin\n'
+        if not any(line.startswith('libvirt-qemu:') for line in group.splitlines()):
+            group += 'libvirt-qemu:x:64055:\n'
+        (self.dir / 'passwd').write_text(passwd)
+        (self.dir / 'group').write_text(group)
+        binds = [(self.dir / 'passwd', '/etc/passwd'),
+                 (self.dir / 'group', '/etc/group')]
+        binds += [((self.dir / name).resolve(), path)
+                  for name, path in BOUND_PATHS.items()]
+        script = ['set -e']
+        script += [f'mkdir -p {path}' for _, path in binds[2:]]
+        script += [f'mount --bind {source} {target}' for source, target in binds]
+        script.append(f'exec {self.binary} -f /etc/libvirt/libvirtd.conf '
+                      f'-p {self.dir / "libvirtd.pid"}')
+        (self.dir / 'start.sh').write_text('\n'.join(script) + '\n')
+        # unshare and sh both exec: the pid we hold is libvirtd's.
+        self.command = ['unshare', '--mount', '--propagation', 'private',
+                        'sh', str(self.dir / 'start.sh')]
 
     def start(self) -> 'PrivateLibvirtd':
         self.process = subprocess.Popen(
-            [self.binary, '-f', str(self.conf), '-p', str(self.dir / 'libvirtd.pid')],
-            env=self.env, stdout=subprocess.DEVNULL,
+            self.command, env=self.env, stdout=subprocess.DEVNULL,
             stderr=open(self.dir / 'stderr', 'ab'))
-        wait_for(self._answers, 20, f'libvirtd at {self.socket}')
+        wait_for(self._answers, 30, f'libvirtd at {self.socket}')
         return self
 
     def _answers(self) -> bool:
@@ -108,6 +184,9 @@ class PrivateLibvirtd:
         except libvirt.libvirtError:
             return False
 
+    def qemu_pid(self, name: str) -> int:
+        return int((self.dir / 'run' / 'qemu' / f'{name}.pid').read_text())
+
     def kill(self) -> None:
         """SIGKILL: libvirtd dies without closing anything."""
         self.process.kill()
@@ -117,12 +196,37 @@ class PrivateLibvirtd:
         self.process.send_signal(signum)
 
     def stop(self) -> None:
-        if self.process is not None:
-            if self.process.poll() is None:
-                os.kill(self.process.pid, signal.SIGCONT)  # in case a test stopped it
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)  # in case a test stopped it
             stop_pid(self.process)
 
+    def destroy_guests(self) -> None:
+        """Destroy every running guest; kill by pid what libvirt cannot."""
+        if self.driver != 'qemu':
+            return
+        if self.process is not None and self.process.poll() is None:
+            try:
+                conn = libvirt.open(self.uri)
+                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                    try:
+                        dom.destroy()
+                    except libvirt.libvirtError:
+                        pass
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+        # libvirtd does not kill its QEMUs when it exits.
+        for pidfile in (self.dir / 'run' / 'qemu').glob('*.pid'):
+            try:
+                pid = int(pidfile.read_text())
+                cmdline = pathlib.Path(f'/proc/{pid}/cmdline').read_bytes()
+            except (OSError, ValueError):
+                continue
+            if b'qemu-system' in cmdline:
+                os.kill(pid, signal.SIGKILL)
+
     def cleanup(self) -> None:
+        self.destroy_guests()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -1,0 +1,102 @@
+"""The end-to-end tier: a private libvirtd running real QEMU guests (TCG)."""
+
+import uuid
+
+import libvirt
+import pytest
+
+from tests.processes import AgentProcess
+from tests.processes import PrivateLibvirtd
+
+
+def guest_xml(name: str, devices: str = '', memory_mib: int = 64,
+              os_extra: str = '<boot dev="hd"/>') -> str:
+    """A TCG guest; with no disk and no OS it idles in SeaBIOS (~40 MiB)."""
+    return f"""<domain type='qemu'>
+  <name>{name}</name><uuid>{uuid.uuid4()}</uuid>
+  <memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type>{os_extra}</os>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <memballoon model='none'/>
+    {devices}
+  </devices>
+</domain>"""
+
+
+@pytest.fixture(scope='session')
+def qemu_libvirtd():
+    daemon = PrivateLibvirtd('qemu').start()
+    yield daemon
+    daemon.cleanup()
+
+
+@pytest.fixture
+def hypervisor(qemu_libvirtd):
+    """The session's QEMU libvirtd, running, with no guest left after the test."""
+    if qemu_libvirtd.process.poll() is not None:
+        qemu_libvirtd.start()
+    yield qemu_libvirtd
+    if qemu_libvirtd.process.poll() is not None:
+        qemu_libvirtd.start()
+    qemu_libvirtd.destroy_guests()
+
+
+@pytest.fixture
+def conn(hypervisor):
+    c = libvirt.open(hypervisor.uri)
+    yield c
+    try:
+        c.close()
+    except libvirt.libvirtError:
+        pass
+
+
+@pytest.fixture
+def start_guest(conn):
+    def start(name: str, devices: str = '', **kwargs) -> libvirt.virDomain:
+        return conn.createXML(guest_xml(name, devices, **kwargs))
+    return start
+
+
+def agent_config(uri: str, endpoint: str, forward: str = 'recovery',
+                 hostname: str = 'compute-1') -> str:
+    return f"""
+[DEFAULT]
+hostname = {hostname}
+debug = true
+
+[libvirt]
+connection_uri = {uri}
+keepalive_interval = 1
+keepalive_count = 3
+reconnect_interval = 0.1
+reconnect_interval_max = 1
+
+[events]
+forward = {forward}
+reboot_window = 0.5
+
+[callback]
+retry_interval = 0.5
+
+[api]
+endpoint = {endpoint}
+"""
+
+
+@pytest.fixture
+def start_agent(tmp_path, hypervisor):
+    agents = []
+
+    def start(endpoint: str, **options) -> AgentProcess:
+        agent = AgentProcess(agent_config(hypervisor.uri, endpoint, **options),
+                             tmp_path).start()
+        agents.append(agent)
+        agent.wait_log('Connected to libvirt')
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
