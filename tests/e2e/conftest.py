@@ -100,3 +100,42 @@ def start_agent(tmp_path, hypervisor):
     yield start
     for agent in agents:
         agent.stop()
+
+
+@pytest.fixture
+def failing_disk(tmp_path):
+    """An NBD disk served by nbdkit whose reads fail with EIO while armed.
+
+    Returns (disk XML for a guest, flag path): errors happen only while the
+    flag file exists (nbdkit's error filter, ``error-file``).
+    """
+    import shutil
+    import subprocess
+
+    from tests.processes import skip_or_fail
+    from tests.processes import stop_pid
+    from tests.processes import wait_for
+
+    if not shutil.which('nbdkit'):
+        skip_or_fail('nbdkit is not installed')
+    sock, flag = tmp_path / 'nbd.sock', tmp_path / 'errors-on'
+    process = subprocess.Popen(
+        ['nbdkit', '-f', '--unix', str(sock), '--filter=error', 'memory',
+         'size=16M', 'error=EIO', 'error-rate=100%', f'error-file={flag}'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(sock.exists, 10, 'nbdkit socket')
+
+    def disk(policy: str) -> str:
+        # The source must carry name=: without it libvirt 9.0 drops the
+        # IO_ERROR events.
+        return f"""<disk type='network' device='disk'>
+      <driver name='qemu' type='raw' cache='none' error_policy='{policy}'
+              rerror_policy='{policy}'/>
+      <source protocol='nbd' name='disk0'>
+        <host transport='unix' socket='{sock}'/>
+      </source>
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
+
+    yield disk, flag
+    stop_pid(process)
