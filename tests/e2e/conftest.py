@@ -61,7 +61,7 @@ def start_guest(conn):
 
 
 def agent_config(uri: str, endpoint: str, forward: str = 'recovery',
-                 hostname: str = 'compute-1') -> str:
+                 hostname: str = 'compute-1', extra: str = '') -> str:
     return f"""
 [DEFAULT]
 hostname = {hostname}
@@ -83,7 +83,7 @@ retry_interval = 0.5
 
 [api]
 endpoint = {endpoint}
-"""
+{extra}"""
 
 
 @pytest.fixture
@@ -139,3 +139,19 @@ def failing_disk(tmp_path):
 
     yield disk, flag
     stop_pid(process)
+
+
+@pytest.fixture(scope='session')
+def masakari(tmp_path_factory):
+    """The real masakari-api with host ``compute-1`` in a failover segment."""
+    from tests.e2e.masakari import MasakariAPI
+
+    api = MasakariAPI(tmp_path_factory.mktemp('masakari'))
+    try:
+        api.start()
+        api.register_host('compute-1')
+    except BaseException:
+        api.stop()
+        raise
+    yield api
+    api.stop()

@@ -1,11 +1,13 @@
 """A Keystone v3 stand-in: password login, tokens with a catalog, revocation.
 
-Token and discovery documents come from keystoneauth1's own fixtures, so the
-client parses what real Keystone would send.
+Token and discovery documents come from keystoneauth1's own fixtures, so a
+client parses what real Keystone would send. Other paths can be routed to
+handlers of their own (a Nova stand-in, say) on the same server.
 """
 
 import threading
 import uuid
+from collections.abc import Callable
 
 from keystoneauth1 import fixture
 
@@ -17,19 +19,30 @@ PASSWORD = 'pa55-Wörd-s3cret'
 PROJECT = 'service'
 REGION = 'RegionOne'
 
+Route = Callable[[Request], tuple[int, dict | None, dict]]
+
 
 class Keystone:
-    def __init__(self, instance_ha_urls: dict[str, str]) -> None:
-        """``instance_ha_urls``: interface (public, internal, admin) → URL."""
-        self._urls = instance_ha_urls
+    def __init__(self, catalog: dict[str, dict[str, str]] | None = None) -> None:
+        """``catalog``: service type → {interface (public, ...): URL}."""
+        self.catalog = dict(catalog or {})
+        self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self._valid: set[str] = set()
         self.logins = 0
         self._server = HTTPServer(self._handle)
 
     @property
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self._server.port}'
+
+    @property
     def auth_url(self) -> str:
-        return f'http://127.0.0.1:{self._server.port}/v3'
+        return f'{self.url}/v3'
+
+    def route(self, prefix: str, handler: Route) -> None:
+        """Answer requests whose path starts with ``prefix`` with ``handler``."""
+        self._routes[prefix] = handler
 
     def start(self) -> 'Keystone':
         self._server.start()
@@ -47,21 +60,28 @@ class Keystone:
             self._valid.clear()
 
     def _handle(self, request: Request) -> tuple[int, dict | None, dict]:
+        for prefix, handler in self._routes.items():
+            if request.path.startswith(prefix):
+                return handler(request)
         if request.method == 'GET' and request.path.rstrip('/') in ('', '/v3'):
             return 200, {'version': fixture.V3Discovery(self.auth_url)}, {}
         if request.method == 'POST' and request.path == '/v3/auth/tokens':
-            identity = request.json()['auth']['identity']['password']['user']
-            if identity.get('name') != USERNAME or identity.get('password') != PASSWORD:
-                return 401, {'error': {'code': 401, 'message': 'bad login'}}, {}
-            token_id = uuid.uuid4().hex
-            token = fixture.V3Token(user_name=USERNAME, project_name=PROJECT,
-                                    user_domain_id='default',
-                                    project_domain_id='default')
-            service = token.add_service('instance-ha', name='masakari')
-            for interface, url in self._urls.items():
+            return self._login(request)
+        return 404, {'error': {'code': 404, 'message': f'no {request.path}'}}, {}
+
+    def _login(self, request: Request) -> tuple[int, dict | None, dict]:
+        identity = request.json()['auth']['identity']['password']['user']
+        if identity.get('name') != USERNAME or identity.get('password') != PASSWORD:
+            return 401, {'error': {'code': 401, 'message': 'bad login'}}, {}
+        token_id = uuid.uuid4().hex
+        token = fixture.V3Token(user_name=USERNAME, project_name=PROJECT,
+                                user_domain_id='default',
+                                project_domain_id='default')
+        for service_type, urls in self.catalog.items():
+            service = token.add_service(service_type)
+            for interface, url in urls.items():
                 service.add_endpoint(interface, url, region=REGION)
-            with self._lock:
-                self._valid.add(token_id)
-                self.logins += 1
-            return 201, token, {'X-Subject-Token': token_id}
-        return 404, {'error': {'code': 404, 'message': 'not here'}}, {}
+        with self._lock:
+            self._valid.add(token_id)
+            self.logins += 1
+        return 201, token, {'X-Subject-Token': token_id}

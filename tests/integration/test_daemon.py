@@ -18,7 +18,8 @@ from tests.processes import wait_for
 def keystone_and_api():
     holder = {}
     api = RecoveryAPI(token_check=lambda t: holder['ks'].is_valid(t)).start()
-    ks = fake_keystone.Keystone({'public': api.url, 'internal': api.url}).start()
+    ks = fake_keystone.Keystone(
+        {'instance-ha': {'public': api.url, 'internal': api.url}}).start()
     holder['ks'] = ks
     yield ks, api
     ks.stop()

@@ -98,8 +98,8 @@ def keystone_and_api():
     holder = {}
     api = RecoveryAPI(token_check=lambda t: holder['ks'].is_valid(t)).start()
     wrong = 'http://127.0.0.1:9/wrong-interface'
-    ks = fake_keystone.Keystone({'public': wrong, 'internal': api.url,
-                                 'admin': wrong}).start()
+    ks = fake_keystone.Keystone({'instance-ha': {
+        'public': wrong, 'internal': api.url, 'admin': wrong}}).start()
     holder['ks'] = ks
     yield ks, api
     ks.stop()

@@ -1,0 +1,91 @@
+"""The SIGKILL scenario against the real Masakari API."""
+
+import datetime
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from tests.fakes.http import HTTPServer
+from tests.fakes.http import Request
+from tests.processes import wait_for
+
+
+def stored_for(masakari, instance_uuid: str) -> list[dict]:
+    return [n for n in masakari.notifications()
+            if n['payload']['instance_uuid'] == instance_uuid]
+
+
+def test_sigkill_is_stored_by_masakari(hypervisor, start_guest, start_agent, masakari):
+    agent = start_agent(masakari.url)
+    dom = start_guest('e2e-masakari')
+    os.kill(hypervisor.qemu_pid('e2e-masakari'), signal.SIGKILL)
+    (notification,) = wait_for(lambda: stored_for(masakari, dom.UUIDString()), 15,
+                               'Masakari to store the notification')
+    assert notification['type'] == 'VM'
+    assert notification['payload'] == {'event': 'LIFECYCLE',
+                                       'instance_uuid': dom.UUIDString(),
+                                       'vir_domain_event': 'STOPPED_FAILED'}
+    # Masakari's own view of the source host and the time of detection.
+    generated = datetime.datetime.fromisoformat(notification['generated_time'])
+    age = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - generated
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=1)
+    agent.wait_log('delivered to masakari (HTTP 202)')
+
+
+class AnswerLosingProxy:
+    """Forwards POSTs to Masakari; withholds the first answer past the
+    client's timeout, as a network that drops a response would."""
+
+    def __init__(self, target: str, hold: float) -> None:
+        self.target = target
+        self.hold = hold
+        self.forwarded: list[int] = []
+        self._lock = threading.Lock()
+        self._server = HTTPServer(self._handle)
+
+    @property
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self._server.port}/v1'
+
+    def _handle(self, request: Request):
+        forward = urllib.request.Request(
+            self.target + request.path.removeprefix('/v1'), data=request.body,
+            method=request.method, headers={'Content-Type': 'application/json'})
+        try:
+            with urllib.request.urlopen(forward, timeout=30) as response:
+                status, body = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            status, body = error.code, json.loads(error.read())
+        with self._lock:
+            self.forwarded.append(status)
+            first = len(self.forwarded) == 1
+        if first:
+            time.sleep(self.hold)  # the client has given up by now
+        return status, body, {}
+
+    def start(self):
+        self._server.start()
+        return self
+
+    def stop(self):
+        self._server.stop()
+
+
+def test_a_resend_after_a_lost_answer_is_409_and_counted_delivered(
+        hypervisor, start_guest, start_agent, masakari, tmp_path):
+    proxy = AnswerLosingProxy(masakari.url, hold=3.0).start()
+    try:
+        agent = start_agent(proxy.url, extra='[api]\ntimeout = 1\n')
+        dom = start_guest('e2e-resend')
+        os.kill(hypervisor.qemu_pid('e2e-resend'), signal.SIGKILL)
+        log = agent.wait_log('delivered to masakari', timeout=30)
+        assert proxy.forwarded == [202, 409]
+        assert ('delivered to masakari (HTTP 409: Notification received from '
+                'host compute-1 of type VM is duplicate.)') in log
+        assert len(stored_for(masakari, dom.UUIDString())) == 1
+    finally:
+        proxy.stop()
