@@ -2,6 +2,7 @@
 
 import pathlib
 
+import libvirt
 import pytest
 from oslo_config import cfg
 from oslo_log import log as oslo_logging
@@ -10,6 +11,9 @@ from instancemonitor import conf as im_conf
 from tests.fakes.recovery_api import RecoveryAPI
 
 TESTS = pathlib.Path(__file__).parent
+
+# libvirt prints every error to stderr by default; tests read the exceptions.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

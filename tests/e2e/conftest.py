@@ -155,3 +155,49 @@ def masakari(tmp_path_factory):
         raise
     yield api
     api.stop()
+
+
+AGENT_CHANNEL = """<channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>"""
+
+
+def guest_ping(dom: libvirt.virDomain, timeout: int = 5) -> dict:
+    import json
+
+    import libvirt_qemu
+    return json.loads(libvirt_qemu.qemuAgentCommand(
+        dom, '{"execute": "guest-ping"}', timeout, 0))
+
+
+@pytest.fixture
+def start_agent_guest(conn, tmp_path):
+    """Start the tiny qemu-ga guest; return it once its agent answers."""
+    from tests.e2e.guest import agent_guest_image
+    from tests.processes import wait_for
+
+    kernel, initrd = agent_guest_image()
+
+    def start(name: str, wait_for_agent: bool = True) -> libvirt.virDomain:
+        console = tmp_path / f'{name}.console'
+        dom = conn.createXML(guest_xml(
+            name, AGENT_CHANNEL + f"""
+    <serial type='file'><source path='{console}'/><target port='0'/></serial>""",
+            memory_mib=128,
+            os_extra=f'<kernel>{kernel}</kernel><initrd>{initrd}</initrd>'
+                     '<cmdline>console=ttyS0 quiet panic=-1</cmdline>'))
+
+        def answers() -> bool:
+            try:
+                return guest_ping(dom) == {'return': {}}
+            except libvirt.libvirtError:
+                return False
+        if wait_for_agent:
+            try:
+                wait_for(answers, 90, f'the guest agent of {name}', interval=0.5)
+            except AssertionError:
+                text = console.read_text(errors='replace') if console.exists() else ''
+                raise AssertionError(
+                    f'no agent in {name}; console:\n{text[-3000:]}') from None
+        return dom
+    return start
