@@ -9,6 +9,7 @@ from oslo_log import log as oslo_logging
 
 from instancemonitor import conf as im_conf
 from tests.fakes.recovery_api import RecoveryAPI
+from tests.processes import REQUIRED_IN_CI
 
 TESTS = pathlib.Path(__file__).parent
 
@@ -16,11 +17,36 @@ TESTS = pathlib.Path(__file__).parent
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+def _tier(item: pytest.Item) -> str:
+    return pathlib.Path(item.fspath).relative_to(TESTS).parts[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        tier = pathlib.Path(item.fspath).relative_to(TESTS).parts[0]
-        if tier in ('unit', 'integration', 'e2e'):
-            item.add_marker(getattr(pytest.mark, tier))
+        if _tier(item) in ('unit', 'integration', 'e2e'):
+            item.add_marker(getattr(pytest.mark, _tier(item)))
+
+
+_e2e_outcomes: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if 'e2e' in report.keywords and (report.when == 'call' or report.skipped):
+        _e2e_outcomes.append('xfailed' if hasattr(report, 'wasxfail')
+                             else report.outcome)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI the end-to-end tier must run: a skip there is a failure."""
+    collected_e2e = any(_tier(item) == 'e2e' for item in session.items)
+    if not REQUIRED_IN_CI or not collected_e2e:
+        return
+    if 'skipped' in _e2e_outcomes or 'passed' not in _e2e_outcomes:
+        session.config.get_terminal_writer().line(
+            '\nCI: the e2e tier did not run in full '
+            f'({_e2e_outcomes.count("skipped")} skipped, '
+            f'{_e2e_outcomes.count("passed")} passed)', red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
