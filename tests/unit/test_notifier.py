@@ -18,6 +18,7 @@ from instancemonitor.sinks import masakari
 from tests.fakes import keystone as fake_keystone
 from tests.fakes.recovery_api import RecoveryAPI
 from tests.processes import free_port
+from tests.processes import wait_for
 
 UUID = '26f37fe6-2b5c-4a8e-8a4b-1b0c6f1d2e3f'
 
@@ -151,17 +152,22 @@ def run_one(sink, policy, n=None):
     return outbox, sender, n
 
 
+def run_until_drained(outbox, sender, timeout=5.0):
+    """Run the sender until nothing is pending (or ``timeout``), then stop it."""
+    sender.start()
+    try:
+        wait_for(lambda: outbox.pending() == 0, timeout, 'an empty outbox')
+    except AssertionError:
+        pass  # the caller's assertions say what is left
+    finally:
+        sender.stop()
+
+
 def test_sender_retries_per_policy_then_delivers():
     retry = Answer(Outcome.RETRY, 503, 'busy')
     sink = ScriptedSink(retry, retry)
     outbox, sender, n = run_one(sink, RetryPolicy(retry_max=5, interval=0.1))
-    sender.start()
-    try:
-        deadline = time.monotonic() + 5
-        while outbox.pending() and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        sender.stop()
+    run_until_drained(outbox, sender)
     assert outbox.pending() == 0 and len(sink.sent) == 3
     times = [t for t, _ in sink.sent]
     assert all(b - a >= 0.09 for a, b in zip(times, times[1:], strict=False))
@@ -181,13 +187,7 @@ def test_sender_parks_after_a_round_and_tries_again(caplog):
     sink = ScriptedSink(retry, retry)
     outbox, sender, n = run_one(sink, RetryPolicy(retry_max=1, interval=0.2))
     with caplog.at_level(logging.ERROR):
-        sender.start()
-        try:
-            deadline = time.monotonic() + 5
-            while outbox.pending() and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            sender.stop()
+        run_until_drained(outbox, sender)
     assert outbox.pending() == 0 and len(sink.sent) == 3
     assert 'still not delivered' in caplog.text and 'kept pending' in caplog.text
 
@@ -197,13 +197,7 @@ def test_sender_keeps_rejected_as_dead_letter_and_logs_the_message(caplog):
         Answer(Outcome.REJECTED, 400, 'Host with name x could not be found.'))
     outbox, sender, n = run_one(sink, RetryPolicy(retry_max=3, interval=0.0))
     with caplog.at_level(logging.ERROR):
-        sender.start()
-        try:
-            deadline = time.monotonic() + 5
-            while outbox.pending() and time.monotonic() < deadline:
-                time.sleep(0.01)
-        finally:
-            sender.stop()
+        run_until_drained(outbox, sender)
     assert len(sink.sent) == 1
     assert [d.notification for d in outbox.dead_letters()] == [n]
     assert 'Host with name x could not be found.' in caplog.text
@@ -248,12 +242,7 @@ def test_senders_work_in_parallel():
         outbox.add(notification(f'00000000-0000-0000-0000-{i:012d}'))
     sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0), threads=4)
     started = time.monotonic()
-    sender.start()
-    try:
-        while outbox.pending() and time.monotonic() - started < 5:
-            time.sleep(0.01)
-    finally:
-        sender.stop()
+    run_until_drained(outbox, sender)
     assert len(sink.sent) == 8
     assert time.monotonic() - started < 1.2  # 2 waves of 0.2 s, not 8
     names = {t.name for t in threading.enumerate()}
