@@ -15,6 +15,7 @@ import datetime
 import enum
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 import libvirt
@@ -25,6 +26,9 @@ from instancemonitor.events import Notification
 from instancemonitor.filter import Verdict
 
 LOG = logging.getLogger(__name__)
+
+# DomainEvent.source of events made from a state scan, not a libvirt event.
+RECONCILIATION = 'reconciliation'
 
 
 class DomainState(enum.StrEnum):
@@ -45,6 +49,9 @@ class DomainRecord:
     failed_at: datetime.datetime | None = None
     # Notifications queued for this domain since the agent knew it.
     notified: int = 0
+    # The pairs ('EVENT/DETAIL') notified since the domain last ran, so that
+    # reconciliation does not report the same state again.
+    reported: frozenset[str] = frozenset()
 
 
 class JournalStore(Protocol):
@@ -93,14 +100,23 @@ class Journal:
         self._store = store
         self._hostname = hostname
 
-    def record(self, event: DomainEvent, verdict: Verdict) -> Notification | None:
-        """Record ``event``; return the notification it calls for, if any."""
+    def record(self, event: DomainEvent, verdict: Verdict,
+               queue: Callable[[Notification], None]) -> Notification | None:
+        """Record ``event``; hand the notification it calls for to ``queue``.
+
+        ``queue`` (the outbox) keeps the notification before the record that
+        says it was sent is stored: a crash in between cannot lose it.
+        """
         if (event.kind == EventKind.LIFECYCLE and
                 event.event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
             self._store.forget(event.domain_uuid)
             return None
-        record = (self._store.get(event.domain_uuid) or
-                  DomainRecord(uuid=event.domain_uuid, name=event.domain_name))
+        record = self._store.get(event.domain_uuid)
+        if (event.source == RECONCILIATION and verdict.running_again and
+                (record is None or record.state is DomainState.RUNNING)):
+            return None  # a scan that finds a domain running changes nothing
+        record = record or DomainRecord(uuid=event.domain_uuid,
+                                        name=event.domain_name)
         record.last_event = describe(event)
         record.last_seen = event.detected_at
         notification = None
@@ -112,9 +128,12 @@ class Journal:
             record.state = DomainState.RUNNING
             record.failure = ''
             record.failed_at = None
+            record.reported = frozenset()
         elif verdict.pair is not None:
             label = '/'.join(verdict.pair)
-            if verdict.recovery and record.state is DomainState.FAILED:
+            if event.source == RECONCILIATION and label in record.reported:
+                pass  # the state this pass found was reported already
+            elif verdict.recovery and record.state is DomainState.FAILED:
                 LOG.info('Domain %s (%s): %s is part of the failure %s '
                          'already notified; not notifying again',
                          record.name, record.uuid, label, record.failure)
@@ -130,10 +149,13 @@ class Journal:
                     vir_domain_event=verdict.pair[1],
                     generated_time=event.detected_at)
                 record.notified += 1
-                LOG.info('Domain %s (%s): %s detected at %s; notification '
-                         '%s queued', record.name, record.uuid, label,
-                         event.detected_at.isoformat(),
+                record.reported = record.reported | {label}
+                LOG.info('Domain %s (%s): %s %s at %s; notification %s queued',
+                         record.name, record.uuid, label,
+                         'found by reconciliation' if event.source == RECONCILIATION
+                         else 'detected', event.detected_at.isoformat(),
                          notification.notification_id)
+                queue(notification)
         self._store.put(record)
         return notification
 

@@ -3,18 +3,26 @@
 A notification enters with an optional hold (the reboot window), is taken by
 one sender at a time in order of when it falls due, and leaves only with a
 final answer: delivered, or rejected (kept as a dead letter for the operator).
-A notification that could not be delivered yet goes back in, later.
+A notification that could not be delivered yet goes back in, later, unless it
+is older than ``max_age``: then it becomes a dead letter too.
+
+Scheduling happens in memory; every change is written through to an
+``OutboxStore`` first, so a durable store survives a crash of the agent.
 """
 
 import dataclasses
+import datetime
 import heapq
 import itertools
+import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from instancemonitor import clock
 from instancemonitor.events import Notification
+
+LOG = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -23,24 +31,52 @@ class DeadLetter:
     reason: str
 
 
-class Outbox(Protocol):
-    def add(self, notification: Notification, delay: float = 0.0) -> None: ...
+class OutboxStore(Protocol):
+    """Where pending notifications and dead letters are kept.
 
-    def withdraw_held(self, instance_uuid: str) -> list[Notification]: ...
+    ``due_at`` is a wall-clock instant (epoch seconds), so it means the same
+    after a restart.
+    """
 
-    def take(self, stop: threading.Event) -> Notification | None: ...
+    def insert(self, notification: Notification, due_at: float) -> None: ...
 
-    def delivered(self, notification: Notification) -> None: ...
+    def reschedule(self, notification_id: str, due_at: float) -> None: ...
 
-    def rejected(self, notification: Notification, reason: str) -> None: ...
+    def remove(self, notification_id: str) -> None: ...
 
-    def retry_later(self, notification: Notification, delay: float) -> None: ...
+    def bury(self, notification_id: str, reason: str,
+             notification: Notification | None = None) -> None: ...
 
-    def pending(self) -> int: ...
+    def pending(self) -> list[tuple[Notification, float]]: ...
 
     def dead_letters(self) -> list[DeadLetter]: ...
 
-    def wake(self) -> None: ...
+
+class MemoryOutboxStore:
+    """Keeps only dead letters, for the life of the process."""
+
+    def __init__(self) -> None:
+        self._dead: list[DeadLetter] = []
+
+    def insert(self, notification: Notification, due_at: float) -> None:
+        pass  # the Outbox's own schedule is the only copy
+
+    def reschedule(self, notification_id: str, due_at: float) -> None:
+        pass
+
+    def remove(self, notification_id: str) -> None:
+        pass
+
+    def bury(self, notification_id: str, reason: str,
+             notification: Notification | None = None) -> None:
+        if notification is not None:
+            self._dead.append(DeadLetter(notification, reason))
+
+    def pending(self) -> list[tuple[Notification, float]]:
+        return []
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return list(self._dead)
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,19 +86,37 @@ class _Entry:
     in_flight: bool = False
 
 
-class MemoryOutbox:
-    """An outbox in memory: correct for one process lifetime, no longer."""
-
-    def __init__(self, monotonic: Callable[[], float] = clock.monotonic) -> None:
+class Outbox:
+    def __init__(self, store: OutboxStore | None = None,
+                 max_age: float = 0.0,
+                 monotonic: Callable[[], float] = clock.monotonic,
+                 utcnow: Callable[[], datetime.datetime] = clock.utcnow) -> None:
+        """``max_age``: seconds after detection when an undelivered
+        notification becomes a dead letter; 0 keeps it for ever."""
+        self._store = store or MemoryOutboxStore()
+        self._max_age = max_age
         self._monotonic = monotonic
+        self._utcnow = utcnow
         self._cond = threading.Condition()
         self._entries: dict[str, _Entry] = {}
         # (due, sequence, notification_id); withdrawn ids are skipped lazily.
         self._due: list[tuple[float, int, str]] = []
         self._sequence = itertools.count()
-        self._dead: list[DeadLetter] = []
+        self.dead_lettered = 0
+        now_wall, now = self._utcnow().timestamp(), self._monotonic()
+        recovered = self._store.pending()
+        for notification, due_at in recovered:
+            self._schedule(_Entry(notification, now + max(0.0, due_at - now_wall)))
+        if recovered:
+            LOG.info('%d pending notifications recovered from the outbox',
+                     len(recovered))
+
+    def _due_at(self, delay: float) -> float:
+        return self._utcnow().timestamp() + delay
 
     def add(self, notification: Notification, delay: float = 0.0) -> None:
+        """Keep ``notification`` (durably, if the store is) and schedule it."""
+        self._store.insert(notification, self._due_at(delay))
         with self._cond:
             self._schedule(_Entry(notification, self._monotonic() + delay))
 
@@ -79,7 +133,10 @@ class MemoryOutbox:
             held = [nid for nid, e in self._entries.items()
                     if e.notification.instance_uuid == instance_uuid
                     and not e.in_flight and e.due > now]
-            return [self._entries.pop(nid).notification for nid in held]
+            withdrawn = [self._entries.pop(nid).notification for nid in held]
+        for notification in withdrawn:
+            self._store.remove(notification.notification_id)
+        return withdrawn
 
     def take(self, stop: threading.Event) -> Notification | None:
         """The next due notification, waiting for one; None once stopped."""
@@ -102,25 +159,38 @@ class MemoryOutbox:
             return None
 
     def delivered(self, notification: Notification) -> None:
+        self._store.remove(notification.notification_id)
         with self._cond:
             self._entries.pop(notification.notification_id, None)
 
     def rejected(self, notification: Notification, reason: str) -> None:
+        self._store.bury(notification.notification_id, reason, notification)
         with self._cond:
             self._entries.pop(notification.notification_id, None)
-            self._dead.append(DeadLetter(notification, reason))
+            self.dead_lettered += 1
 
-    def retry_later(self, notification: Notification, delay: float) -> None:
+    def retry_later(self, notification: Notification, delay: float) -> bool:
+        """Schedule another round; False if it became a dead letter instead."""
+        age = (self._utcnow() - notification.generated_time).total_seconds()
+        if self._max_age and age > self._max_age:
+            LOG.error('Notification %s (%s/%s of %s) undelivered %.0f s after '
+                      'detection, past max_pending_age: kept as a dead letter',
+                      notification.notification_id, notification.event,
+                      notification.vir_domain_event, notification.instance_uuid,
+                      age)
+            self.rejected(notification, f'undelivered after {age:.0f} s')
+            return False
+        self._store.reschedule(notification.notification_id, self._due_at(delay))
         with self._cond:
             self._schedule(_Entry(notification, self._monotonic() + delay))
+        return True
 
     def pending(self) -> int:
         with self._cond:
             return len(self._entries)
 
     def dead_letters(self) -> list[DeadLetter]:
-        with self._cond:
-            return list(self._dead)
+        return self._store.dead_letters()
 
     def wake(self) -> None:
         """Wake every waiting :meth:`take` so it sees its stop event."""

@@ -27,6 +27,6 @@ class NotificationPipeline:
                          'window: %s/%s not reported', event.domain_name,
                          event.domain_uuid, withdrawn.event,
                          withdrawn.vir_domain_event)
-        notification = self._journal.record(event, verdict)
-        if notification is not None:
-            self._outbox.add(notification, delay=verdict.hold)
+        self._journal.record(
+            event, verdict,
+            queue=lambda notification: self._outbox.add(notification, verdict.hold))

@@ -121,7 +121,8 @@ class Sender:
             self._outbox.retry_later(notification, 0.0)
         else:
             delay = self._policy.next_round_delay()
-            self._outbox.retry_later(notification, delay)
+            if not self._outbox.retry_later(notification, delay):
+                return  # too old: now a dead letter
             LOG.error('Notification %s (%s of %s) still not delivered to %s '
                       'after %d attempts (%s); kept pending, next round in '
                       '%.1f s', nid, payload, notification.instance_uuid,

@@ -1,8 +1,9 @@
 """Wiring and the lifecycle of the agent's threads.
 
 Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
-``libvirt-connection`` (connect, reconnect), ``event-dispatch`` (the bus:
-filter, journal, outbox) and ``sender-masakari-N`` (delivery).
+``libvirt-connection`` (connect, reconnect, the scan after each connect),
+``reconcile`` (periodic state scans), ``event-dispatch`` (the bus: filter,
+journal, outbox) and ``sender-masakari-N`` (delivery).
 """
 
 import logging
@@ -10,19 +11,22 @@ import threading
 
 from oslo_config import cfg
 
+from instancemonitor import store
 from instancemonitor.bus import WILDCARD
 from instancemonitor.bus import EventBus
 from instancemonitor.conf import default as default_conf
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.journal import MemoryJournalStore
-from instancemonitor.outbox import MemoryOutbox
+from instancemonitor.outbox import MemoryOutboxStore
+from instancemonitor.outbox import Outbox
 from instancemonitor.pipeline import NotificationPipeline
 from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Sink
 from instancemonitor.sinks import masakari
 from instancemonitor.sources.lifecycle import LibvirtEventSource
+from instancemonitor.sources.reconcile import Reconciler
 from instancemonitor.virt import eventloop
 from instancemonitor.virt.connection import LibvirtConnection
 
@@ -31,16 +35,19 @@ LOG = logging.getLogger(__name__)
 
 class AgentService:
     def __init__(self, conf: cfg.ConfigOpts, sink: Sink | None = None) -> None:
+        # A configuration error must stop the agent before it touches disk.
+        if sink is None:
+            sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
         self.hostname = default_conf.hostname(conf)
         self.bus = EventBus()
-        self.journal = Journal(MemoryJournalStore(), self.hostname)
-        self.outbox = MemoryOutbox()
+        self.store = store.open_state(conf.state_path)
+        self.journal = Journal(self.store or MemoryJournalStore(), self.hostname)
+        self.outbox = Outbox(self.store or MemoryOutboxStore(),
+                             max_age=conf.callback.max_pending_age)
         self.bus.subscribe(WILDCARD, NotificationPipeline(
             EventFilter(forward_all=conf.events.forward == 'all',
                         reboot_window=conf.events.reboot_window),
             self.journal, self.outbox))
-        if sink is None:
-            sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
         self.sender = Sender(
             self.outbox, sink,
             RetryPolicy(retry_max=conf.callback.retry_max,
@@ -55,6 +62,12 @@ class AgentService:
             reconnect_interval=conf.libvirt.reconnect_interval,
             reconnect_interval_max=conf.libvirt.reconnect_interval_max)
         self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
+        self.reconciler = Reconciler(self.bus.publish,
+                                     lambda: self.connection.connection,
+                                     conf.libvirt.reconcile_interval)
+        # After the event callbacks: a failure between the two is seen twice
+        # at worst, and the journal keeps one.
+        self.connection.on_connect(self.reconciler.register)
         self._stop = threading.Event()
         self._dispatcher = threading.Thread(
             target=self.bus.run, args=(self._stop,), name='event-dispatch',
@@ -67,9 +80,11 @@ class AgentService:
         self._dispatcher.start()
         self.sender.start()
         self.connection.start()
+        self.reconciler.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads; what is still pending stays in the outbox."""
+        self.reconciler.stop(timeout)
         self.connection.stop(timeout)
         self._stop.set()
         self.bus.wake()
@@ -77,3 +92,5 @@ class AgentService:
         self.sender.stop(timeout)
         LOG.info('instancemonitor stopped; %d notifications pending',
                  self.outbox.pending())
+        if self.store is not None:
+            self.store.close()

@@ -69,6 +69,24 @@ Related options:
 
 * ``retry_backoff``
 """),
+    cfg.FloatOpt(
+        'max_pending_age',
+        default=86400.0,
+        min=0.0,
+        help="""
+Seconds after detection when a notification still not delivered becomes a
+dead letter: logged at ERROR, counted, and kept on disk for the operator,
+never silently deleted.
+
+Possible values:
+
+* 0: keep retrying for ever.
+* A positive number of seconds (default: one day).
+
+Related options:
+
+* ``retry_max``, ``retry_interval``
+"""),
     cfg.IntOpt(
         'sender_threads',
         default=4,

@@ -24,6 +24,18 @@ Possible values:
 * 1 to 255 characters of letters, digits, ``.``, ``_`` and ``-``.
 * Unset: the machine's hostname (``socket.gethostname()``).
 """),
+    cfg.StrOpt(
+        'state_path',
+        default='/var/lib/instancemonitor',
+        help="""
+Directory of the agent's durable state: the per-domain journal and the
+outbox of pending and dead-lettered notifications (one SQLite database,
+readable by its owner only).
+
+If it cannot be written (unwritable, disk full) the agent keeps detecting
+and sending with its state in memory, and says so once at ERROR. A database
+file that is corrupt is moved aside (``*.corrupt-TIMESTAMP``), never deleted.
+"""),
 ]
 
 

@@ -52,6 +52,22 @@ Related options:
 * ``keepalive_interval``
 """),
     cfg.FloatOpt(
+        'reconcile_interval',
+        default=60.0,
+        min=0.0,
+        help="""
+Seconds between scans of every domain's state (also done at start and after
+every reconnection). A domain found shut off because it crashed or failed,
+or paused on an I/O error or a watchdog, whose failure was not notified yet
+(it happened while libvirtd or the agent was down, when no event is ever
+delivered) is notified as if its event had been seen.
+
+Possible values:
+
+* 0: scan only at start and after a reconnection.
+* A positive number of seconds.
+"""),
+    cfg.FloatOpt(
         'reconnect_interval',
         default=0.5,
         min=0.05,

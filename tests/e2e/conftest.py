@@ -60,12 +60,14 @@ def start_guest(conn):
     return start
 
 
-def agent_config(uri: str, endpoint: str, forward: str = 'recovery',
-                 hostname: str = 'compute-1', extra: str = '') -> str:
+def agent_config(uri: str, endpoint: str, state_path: str,
+                 forward: str = 'recovery', hostname: str = 'compute-1',
+                 extra: str = '') -> str:
     return f"""
 [DEFAULT]
 hostname = {hostname}
 debug = true
+state_path = {state_path}
 
 [libvirt]
 connection_uri = {uri}
@@ -91,7 +93,8 @@ def start_agent(tmp_path, hypervisor):
     agents = []
 
     def start(endpoint: str, **options) -> AgentProcess:
-        agent = AgentProcess(agent_config(hypervisor.uri, endpoint, **options),
+        agent = AgentProcess(agent_config(hypervisor.uri, endpoint,
+                                          str(tmp_path / 'state'), **options),
                              tmp_path).start()
         agents.append(agent)
         agent.wait_log('Connected to libvirt')

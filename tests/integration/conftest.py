@@ -7,11 +7,13 @@ from tests.processes import PrivateLibvirtd
 
 
 @pytest.fixture
-def start_agent(make_conf, recovery_api):
+def start_agent(make_conf, recovery_api, tmp_path):
     """Start the agent in this process, through libvirt's real event loop."""
     agents = []
 
     def start(uri: str = 'test:///default', **groups: dict) -> AgentService:
+        groups.setdefault('DEFAULT', {}).setdefault('state_path',
+                                                    str(tmp_path / 'state'))
         groups.setdefault('api', {}).setdefault('endpoint', recovery_api.url)
         groups.setdefault('callback', {}).setdefault('retry_interval', 0.1)
         groups.setdefault('libvirt', {}).setdefault('connection_uri', uri)

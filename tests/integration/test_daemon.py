@@ -26,11 +26,12 @@ def keystone_and_api():
     api.stop()
 
 
-def config(uri: str, api_section: str, forward: str = 'all') -> str:
+def config(uri: str, api_section: str, state_path, forward: str = 'all') -> str:
     return f"""
 [DEFAULT]
 hostname = compute-1
 debug = true
+state_path = {state_path}
 
 [libvirt]
 connection_uri = {uri}
@@ -62,7 +63,7 @@ def destroy_test_domain(uri: str) -> str:
 
 
 def test_daemon_notifies_through_keystone_and_never_logs_secrets(
-        test_libvirtd, keystone_and_api, agent_process):
+        test_libvirtd, keystone_and_api, agent_process, tmp_path):
     ks, api = keystone_and_api
     agent = agent_process(config(test_libvirtd.uri, f"""
 auth_type = password
@@ -74,7 +75,7 @@ user_domain_name = Default
 project_domain_name = Default
 region = {fake_keystone.REGION}
 api_interface = internal
-"""))
+""", tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     domain_uuid = destroy_test_domain(test_libvirtd.uri)
     (stored,) = api.wait_stored(1)
@@ -91,8 +92,9 @@ api_interface = internal
 
 
 def test_daemon_survives_libvirtd_restart_and_reports_failures_after_it(
-        test_libvirtd, recovery_api, agent_process):
-    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}'))
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                                 tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     test_libvirtd.kill()
     agent.wait_log('Lost the libvirt connection')
@@ -111,8 +113,9 @@ def test_daemon_survives_libvirtd_restart_and_reports_failures_after_it(
 
 
 def test_daemon_detects_a_hung_libvirtd_by_keepalive(
-        test_libvirtd, recovery_api, agent_process):
-    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}'))
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                                 tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     test_libvirtd.signal(signal.SIGSTOP)
     try:
@@ -127,9 +130,10 @@ def test_daemon_detects_a_hung_libvirtd_by_keepalive(
 
 
 def test_daemon_starts_while_libvirtd_is_down(test_libvirtd, recovery_api,
-                                              agent_process):
+                                              agent_process, tmp_path):
     test_libvirtd.kill()
-    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}'))
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                                 tmp_path / 'state'))
     agent.wait_log('Cannot connect to libvirt')
     time.sleep(1)
     assert agent.process.poll() is None
@@ -140,10 +144,11 @@ def test_daemon_starts_while_libvirtd_is_down(test_libvirtd, recovery_api,
 
 
 def test_daemon_keeps_notifications_while_the_api_is_down(
-        test_libvirtd, agent_process):
+        test_libvirtd, agent_process, tmp_path):
     port = free_port()  # nothing listens: connections are refused
     agent = agent_process(config(
-        test_libvirtd.uri, f'endpoint = http://127.0.0.1:{port}/v1'))
+        test_libvirtd.uri, f'endpoint = http://127.0.0.1:{port}/v1',
+        tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     domain_uuid = destroy_test_domain(test_libvirtd.uri)
     agent.wait_log('not delivered', count=3)

@@ -33,7 +33,10 @@ class Harness:
 
     def feed(self, spec, seconds=0):
         e = event(*spec, seconds=seconds)
-        return self.journal.record(e, self.filter.classify(e))
+        queued = []
+        returned = self.journal.record(e, self.filter.classify(e), queued.append)
+        assert queued == ([returned] if returned else [])
+        return returned
 
     def state(self):
         (record,) = self.journal.records()

@@ -9,7 +9,7 @@ import pytest
 import tenacity
 
 from instancemonitor.events import Notification
-from instancemonitor.outbox import MemoryOutbox
+from instancemonitor.outbox import Outbox
 from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Answer
@@ -145,7 +145,7 @@ class ScriptedSink:
 
 
 def run_one(sink, policy, n=None):
-    outbox = MemoryOutbox()
+    outbox = Outbox()
     sender = Sender(outbox, sink, policy, threads=1)
     n = n or notification()
     outbox.add(n)
@@ -247,7 +247,7 @@ def test_senders_work_in_parallel_up_to_their_number():
                 self.in_flight -= 1
             return super().send(n)
     sink = SlowSink()
-    outbox = MemoryOutbox()
+    outbox = Outbox()
     for i in range(12):
         outbox.add(notification(f'00000000-0000-0000-0000-{i:012d}'))
     sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0), threads=4)

@@ -2,7 +2,7 @@ import datetime
 import threading
 
 from instancemonitor.events import Notification
-from instancemonitor.outbox import MemoryOutbox
+from instancemonitor.outbox import Outbox
 
 T0 = datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)
 
@@ -21,7 +21,7 @@ def notification(uuid='u1', event='LIFECYCLE'):
 
 def test_due_notifications_come_out_in_order_of_detection():
     clock = FakeClock()
-    box = MemoryOutbox(clock)
+    box = Outbox(monotonic=clock)
     first, second = notification('a'), notification('b')
     box.add(first)
     box.add(second)
@@ -36,7 +36,7 @@ def test_due_notifications_come_out_in_order_of_detection():
 
 def test_held_notification_waits_and_can_be_withdrawn():
     clock = FakeClock()
-    box = MemoryOutbox(clock)
+    box = Outbox(monotonic=clock)
     held, other = notification('a'), notification('b')
     box.add(held, delay=5.0)
     box.add(other, delay=5.0)
@@ -48,7 +48,7 @@ def test_held_notification_waits_and_can_be_withdrawn():
 
 
 def test_take_blocks_until_due_then_returns():
-    box = MemoryOutbox()
+    box = Outbox()
     n = notification()
     box.add(n, delay=0.2)
     taken = []
@@ -61,7 +61,7 @@ def test_take_blocks_until_due_then_returns():
 
 
 def test_take_returns_none_once_stopped():
-    box = MemoryOutbox()
+    box = Outbox()
     stop = threading.Event()
     result = []
     thread = threading.Thread(target=lambda: result.append(box.take(stop)))
@@ -73,7 +73,7 @@ def test_take_returns_none_once_stopped():
 
 
 def test_rejected_notifications_are_kept_as_dead_letters():
-    box = MemoryOutbox(FakeClock())
+    box = Outbox(monotonic=FakeClock())
     n = notification()
     box.add(n)
     box.take(threading.Event())
@@ -85,7 +85,7 @@ def test_rejected_notifications_are_kept_as_dead_letters():
 
 def test_retry_later_puts_it_back_after_the_delay():
     clock = FakeClock()
-    box = MemoryOutbox(clock)
+    box = Outbox(monotonic=clock)
     n = notification()
     box.add(n)
     stop = threading.Event()

@@ -1,0 +1,222 @@
+"""The durable state: journal and outbox in one SQLite database.
+
+WAL mode with ``synchronous=FULL``: a call returns once its change is on
+disk (an fsync), so a notification is kept before the event that caused it
+counts as handled. The database file (and SQLite's -wal/-shm files, which
+take its mode) are readable by the owner only.
+"""
+
+import dataclasses
+import datetime
+import logging
+import os
+import pathlib
+import sqlite3
+import threading
+
+from instancemonitor.events import Notification
+from instancemonitor.journal import DomainRecord
+from instancemonitor.journal import DomainState
+from instancemonitor.outbox import DeadLetter
+
+LOG = logging.getLogger(__name__)
+
+FILENAME = 'instancemonitor.sqlite'
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS domains (
+    uuid TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL,
+    last_event TEXT NOT NULL, last_seen TEXT, failure TEXT NOT NULL,
+    failed_at TEXT, notified INTEGER NOT NULL, reported TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    notification_id TEXT UNIQUE NOT NULL, hostname TEXT NOT NULL,
+    instance_uuid TEXT NOT NULL, event TEXT NOT NULL,
+    vir_domain_event TEXT NOT NULL, generated_time TEXT NOT NULL,
+    due_at REAL NOT NULL, dead_reason TEXT);
+CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (dead_reason);
+"""
+
+
+def _stamp(value: datetime.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _time(value: str | None) -> datetime.datetime | None:
+    return datetime.datetime.fromisoformat(value) if value else None
+
+
+def open_state(state_path: str) -> 'SqliteStateStore | None':
+    """The durable store under ``state_path``, or None (logged) if unusable.
+
+    A database that is not one, or fails its check, is moved aside and a new
+    one started: the old file stays for the operator to look at.
+    """
+    try:
+        return SqliteStateStore(state_path)
+    except sqlite3.DatabaseError as error:
+        path = pathlib.Path(state_path) / FILENAME
+        if isinstance(error, sqlite3.OperationalError) or not path.exists():
+            LOG.error('Cannot keep state in %s (%s): the journal and the '
+                      'outbox are in memory only and a restart loses them',
+                      state_path, error)
+            return None
+        stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%SZ')
+        aside = path.with_name(f'{FILENAME}.corrupt-{stamp}')
+        path.rename(aside)
+        for suffix in ('-wal', '-shm'):
+            extra = path.with_name(FILENAME + suffix)
+            if extra.exists():
+                extra.rename(aside.with_name(aside.name + suffix))
+        LOG.error('State database %s is corrupt (%s); moved aside to %s and '
+                  'started afresh', path, error, aside)
+        return open_state(state_path)
+    except OSError as error:
+        LOG.error('Cannot keep state in %s (%s): the journal and the outbox '
+                  'are in memory only and a restart loses them', state_path,
+                  error)
+        return None
+
+
+class SqliteStateStore:
+    """Implements both ``JournalStore`` and ``OutboxStore``.
+
+    Domain records are mirrored in memory and written through. If a write
+    fails (disk full, file made read-only) the store says so once at ERROR
+    and goes on in memory: detection and delivery never stop for the disk.
+    """
+
+    def __init__(self, state_path: str) -> None:
+        directory = pathlib.Path(state_path)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = directory / FILENAME
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(self.path, 0o600)
+        # One connection, shared by the dispatch and sender threads.
+        self._db = sqlite3.connect(self.path, check_same_thread=False,
+                                   isolation_level=None)
+        self._lock = threading.Lock()
+        self.degraded = False
+        self._dead_in_memory: list[DeadLetter] = []
+        try:
+            self._db.execute('PRAGMA journal_mode=WAL')
+            self._db.execute('PRAGMA synchronous=FULL')
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+            # Checks the whole file now rather than failing on a later write.
+            (check,) = self._db.execute('PRAGMA quick_check').fetchone()
+            if check != 'ok':
+                raise sqlite3.DatabaseError(check)
+            rows = self._db.execute(
+                'SELECT uuid, name, state, last_event, last_seen, failure, '
+                'failed_at, notified, reported FROM domains').fetchall()
+        except sqlite3.Error:
+            self._db.close()
+            raise
+        self._records = {row[0]: self._record(row) for row in rows}
+
+    def _write(self, sql: str, params: tuple) -> bool:
+        with self._lock:
+            if self.degraded:
+                return False
+            try:
+                self._db.execute(sql, params)
+                return True
+            except sqlite3.Error as error:
+                self.degraded = True
+                LOG.error('Cannot write the state database %s (%s): from now '
+                          'on the journal and the outbox are kept in memory '
+                          'only', self.path, error)
+                return False
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # JournalStore
+
+    def get(self, uuid: str) -> DomainRecord | None:
+        with self._lock:
+            record = self._records.get(uuid)
+            return dataclasses.replace(record) if record else None
+
+    @staticmethod
+    def _record(row: tuple) -> DomainRecord:
+        uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
+            reported = row
+        return DomainRecord(uuid=uuid, name=name, state=DomainState(state),
+                            last_event=last_event, last_seen=_time(last_seen),
+                            failure=failure, failed_at=_time(failed_at),
+                            notified=notified,
+                            reported=frozenset(filter(None, reported.split(','))))
+
+    def put(self, record: DomainRecord) -> None:
+        with self._lock:
+            self._records[record.uuid] = dataclasses.replace(record)
+        self._write(
+            'INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            (record.uuid, record.name, record.state.value, record.last_event,
+             _stamp(record.last_seen), record.failure, _stamp(record.failed_at),
+             record.notified, ','.join(sorted(record.reported))))
+
+    def forget(self, uuid: str) -> None:
+        with self._lock:
+            self._records.pop(uuid, None)
+        self._write('DELETE FROM domains WHERE uuid = ?', (uuid,))
+
+    def records(self) -> list[DomainRecord]:
+        with self._lock:
+            return [dataclasses.replace(r) for r in
+                    sorted(self._records.values(), key=lambda r: r.name)]
+
+    # OutboxStore
+
+    def insert(self, notification: Notification, due_at: float) -> None:
+        n = notification
+        self._write(
+            'INSERT INTO outbox (notification_id, hostname, instance_uuid, event, '
+            'vir_domain_event, generated_time, due_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            (n.notification_id, n.hostname, n.instance_uuid, n.event,
+             n.vir_domain_event, _stamp(n.generated_time), due_at))
+
+    def reschedule(self, notification_id: str, due_at: float) -> None:
+        self._write('UPDATE outbox SET due_at = ? WHERE notification_id = ?',
+                    (due_at, notification_id))
+
+    def remove(self, notification_id: str) -> None:
+        self._write('DELETE FROM outbox WHERE notification_id = ?',
+                    (notification_id,))
+
+    def bury(self, notification_id: str, reason: str,
+             notification: Notification | None = None) -> None:
+        if not self._write('UPDATE outbox SET dead_reason = ? '
+                           'WHERE notification_id = ?', (reason, notification_id)):
+            if notification is not None:
+                with self._lock:
+                    self._dead_in_memory.append(DeadLetter(notification, reason))
+
+    def _notifications(self, where: str) -> list[tuple[Notification, float, str]]:
+        with self._lock:
+            if self.degraded:
+                return []
+            rows = self._db.execute(
+                'SELECT notification_id, hostname, instance_uuid, event, '
+                'vir_domain_event, generated_time, due_at, dead_reason FROM outbox '
+                f'WHERE {where} ORDER BY seq').fetchall()
+        return [(Notification(notification_id=nid, hostname=host,
+                              instance_uuid=uuid, event=event,
+                              vir_domain_event=detail,
+                              generated_time=_time(generated)), due_at, reason)
+                for nid, host, uuid, event, detail, generated, due_at, reason
+                in rows]
+
+    def pending(self) -> list[tuple[Notification, float]]:
+        return [(n, due_at) for n, due_at, _ in
+                self._notifications('dead_reason IS NULL')]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._lock:
+            in_memory = list(self._dead_in_memory)
+        return [DeadLetter(n, reason) for n, _, reason in
+                self._notifications('dead_reason IS NOT NULL')] + in_memory
