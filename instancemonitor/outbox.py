@@ -83,6 +83,8 @@ class MemoryOutboxStore:
 class _Entry:
     notification: Notification
     due: float
+    # Order of detection: kept through retries and restarts.
+    order: int
     in_flight: bool = False
 
 
@@ -99,14 +101,20 @@ class Outbox:
         self._utcnow = utcnow
         self._cond = threading.Condition()
         self._entries: dict[str, _Entry] = {}
-        # (due, sequence, notification_id); withdrawn ids are skipped lazily.
-        self._due: list[tuple[float, int, str]] = []
-        self._sequence = itertools.count()
+        # Not yet due: (due, push sequence, id). Due: (order, id), so the
+        # earliest detected goes first. Stale items are skipped lazily.
+        self._waiting: list[tuple[float, int, str]] = []
+        self._ready: list[tuple[int, str]] = []
+        self._pushes = itertools.count()
+        self._orders = itertools.count()
         self.dead_lettered = 0
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending()
-        for notification, due_at in recovered:
-            self._schedule(_Entry(notification, now + max(0.0, due_at - now_wall)))
+        with self._cond:
+            for notification, due_at in recovered:
+                self._schedule(_Entry(
+                    notification, now + max(0.0, due_at - now_wall),
+                    next(self._orders)))
         if recovered:
             LOG.info('%d pending notifications recovered from the outbox',
                      len(recovered))
@@ -118,13 +126,20 @@ class Outbox:
         """Keep ``notification`` (durably, if the store is) and schedule it."""
         self._store.insert(notification, self._due_at(delay))
         with self._cond:
-            self._schedule(_Entry(notification, self._monotonic() + delay))
+            self._schedule(_Entry(notification, self._monotonic() + delay,
+                                  next(self._orders)))
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id
         self._entries[nid] = entry
-        heapq.heappush(self._due, (entry.due, next(self._sequence), nid))
+        heapq.heappush(self._waiting, (entry.due, next(self._pushes), nid))
         self._cond.notify()
+
+    def _current(self, nid: str, due: float | None = None) -> _Entry | None:
+        entry = self._entries.get(nid)
+        if entry is None or entry.in_flight or (due is not None and entry.due != due):
+            return None  # withdrawn, settled, taken or rescheduled
+        return entry
 
     def withdraw_held(self, instance_uuid: str) -> list[Notification]:
         """Remove this instance's notifications that are still held back."""
@@ -142,19 +157,22 @@ class Outbox:
         """The next due notification, waiting for one; None once stopped."""
         with self._cond:
             while not stop.is_set():
-                timeout = None
-                while self._due:
-                    due, _, nid = self._due[0]
-                    entry = self._entries.get(nid)
-                    if entry is None or entry.due != due:
-                        heapq.heappop(self._due)  # withdrawn or rescheduled
-                        continue
-                    timeout = due - self._monotonic()
-                    if timeout <= 0:
-                        heapq.heappop(self._due)
+                now, timeout = self._monotonic(), None
+                while self._waiting:
+                    due, _, nid = self._waiting[0]
+                    if due > now:
+                        timeout = due - now
+                        break
+                    heapq.heappop(self._waiting)
+                    entry = self._current(nid, due)
+                    if entry is not None:
+                        heapq.heappush(self._ready, (entry.order, nid))
+                while self._ready:
+                    _, nid = heapq.heappop(self._ready)
+                    entry = self._current(nid)
+                    if entry is not None and entry.due <= now:
                         entry.in_flight = True
                         return entry.notification
-                    break
                 self._cond.wait(timeout)
             return None
 
@@ -182,7 +200,9 @@ class Outbox:
             return False
         self._store.reschedule(notification.notification_id, self._due_at(delay))
         with self._cond:
-            self._schedule(_Entry(notification, self._monotonic() + delay))
+            entry = self._entries[notification.notification_id]
+            entry.due, entry.in_flight = self._monotonic() + delay, False
+            self._schedule(entry)
         return True
 
     def pending(self) -> int:

@@ -201,17 +201,18 @@ class PrivateLibvirtd:
             stop_pid(self.process)
 
     def destroy_guests(self) -> None:
-        """Destroy every running guest; kill by pid what libvirt cannot."""
+        """Destroy and undefine every guest; kill by pid what libvirt cannot."""
         if self.driver != 'qemu':
             return
         if self.process is not None and self.process.poll() is None:
             try:
                 conn = libvirt.open(self.uri)
-                for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                    try:
-                        dom.destroy()
-                    except libvirt.libvirtError:
-                        pass
+                for dom in conn.listAllDomains():
+                    for action in (dom.destroy, dom.undefine):
+                        try:
+                            action()
+                        except libvirt.libvirtError:
+                            pass  # not running, or transient
                 conn.close()
             except libvirt.libvirtError:
                 pass
@@ -240,13 +241,19 @@ class AgentProcess:
         self.log = directory / 'agent.log'
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> 'AgentProcess':
+    def start(self, prefix: tuple[str, ...] = ()) -> 'AgentProcess':
+        """Start it, behind ``prefix`` (a command that execs the rest) if given."""
         with open(self.log, 'ab') as log:
             self.process = subprocess.Popen(
-                [sys.executable, '-m', 'instancemonitor.cmd.agent',
+                [*prefix, sys.executable, '-m', 'instancemonitor.cmd.agent',
                  '--config-file', str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT)
         return self
+
+    def kill(self) -> None:
+        """SIGKILL: the agent dies with whatever it had in hand."""
+        self.process.kill()
+        self.process.wait(10)
 
     def output(self) -> str:
         return self.log.read_text(errors='replace')

@@ -55,8 +55,15 @@ def conn(hypervisor):
 
 @pytest.fixture
 def start_guest(conn):
-    def start(name: str, devices: str = '', **kwargs) -> libvirt.virDomain:
-        return conn.createXML(guest_xml(name, devices, **kwargs))
+    """Start a guest: transient, or ``persistent`` (defined) as Nova's are."""
+    def start(name: str, devices: str = '', persistent: bool = False,
+              **kwargs) -> libvirt.virDomain:
+        xml = guest_xml(name, devices, **kwargs)
+        if not persistent:
+            return conn.createXML(xml)
+        dom = conn.defineXML(xml)
+        dom.create()
+        return dom
     return start
 
 

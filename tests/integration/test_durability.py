@@ -1,0 +1,165 @@
+"""Nothing lost: the real agent process killed, stopped, starved of its API
+and of disk, against a private libvirtd serving the test driver."""
+
+import collections
+import os
+import shutil
+import time
+import uuid
+
+import libvirt
+import pytest
+
+from tests.fakes.recovery_api import RecoveryAPI
+from tests.processes import AgentProcess
+from tests.processes import free_port
+
+DOMAIN_XML = """<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>
+<memory>65536</memory><os><type>hvm</type></os></domain>"""
+
+
+def config(uri: str, endpoint: str, state_path, **callback) -> str:
+    callback = {'retry_max': 2, 'retry_interval': 0.2, 'sender_threads': 1,
+                **callback}
+    return f"""
+[DEFAULT]
+hostname = compute-1
+state_path = {state_path}
+
+[libvirt]
+connection_uri = {uri}
+reconnect_interval = 0.1
+
+[events]
+forward = all
+reboot_window = 0
+
+[callback]
+{''.join(f'{k} = {v}{chr(10)}' for k, v in callback.items())}
+[api]
+endpoint = {endpoint}
+timeout = 2
+"""
+
+
+@pytest.fixture
+def domains(test_libvirtd):
+    """Start N transient domains on the private libvirtd; destroy them all."""
+    conn = libvirt.open(test_libvirtd.uri)
+
+    def start(count: int) -> list[libvirt.virDomain]:
+        return [conn.createXML(DOMAIN_XML.format(name=f'd-{i:04d}', uuid=uuid.uuid4()))
+                for i in range(count)]
+
+    def destroy(doms: list[libvirt.virDomain]) -> list[str]:
+        uuids = []
+        for dom in doms:
+            uuids.append(dom.UUIDString())
+            dom.destroy()
+        return uuids
+    yield start, destroy
+    conn.close()
+
+
+def requests_by_instance(api: RecoveryAPI) -> dict[str, list[dict]]:
+    sent = collections.defaultdict(list)
+    for request in api.requests:
+        body = request.json()['notification']
+        sent[body['payload']['instance_uuid']].append(body)
+    return sent
+
+
+def test_agent_killed_mid_burst_delivers_everything_after_restart(
+        test_libvirtd, domains, tmp_path):
+    start, destroy = domains
+    api = RecoveryAPI().start()
+    api.delay = 0.02  # a slow API, so that a backlog builds up
+    try:
+        agent_config = config(test_libvirtd.uri, api.url, tmp_path / 'state')
+        agent = AgentProcess(agent_config, tmp_path).start()
+        agent.wait_log('Connected to libvirt')
+        uuids = destroy(start(200))
+        api.wait_stored(30, timeout=30)
+        agent.kill()  # SIGKILL with ~170 detected and not yet delivered
+        killed_with = len(api.stored)
+        assert killed_with < 200
+        AgentProcess(agent_config, tmp_path).start()
+        api.wait_stored(200, timeout=60)
+        sent = requests_by_instance(api)
+        assert set(sent) == set(uuids)
+        # Every resend kept its original generated_time: at most one was in
+        # flight at the kill, and Masakari's rule made its resend a 409.
+        assert all(len({b['generated_time'] for b in bodies}) == 1
+                   for bodies in sent.values())
+        assert len(api.requests) - len(api.stored) <= 1
+        print(f'killed after {killed_with} of 200 delivered')
+    finally:
+        api.stop()
+
+
+def test_api_down_far_longer_than_retries_loses_nothing(test_libvirtd, domains,
+                                                        tmp_path):
+    start, destroy = domains
+    port = free_port()  # refused: nothing listens yet
+    agent = AgentProcess(config(test_libvirtd.uri, f'http://127.0.0.1:{port}/v1',
+                                tmp_path / 'state'), tmp_path).start()
+    agent.wait_log('Connected to libvirt')
+    uuids = destroy(start(10))
+    # retry_max 2 x retry_interval 0.2 s: a round is 0.4 s; stay down for ten.
+    agent.wait_log('still not delivered', count=10, timeout=30)
+    api = RecoveryAPI(port=port).start()
+    try:
+        returned = time.monotonic()
+        api.wait_stored(10, timeout=20)
+        assert time.monotonic() - returned < 10
+        order = [n['payload']['instance_uuid'] for n in api.stored]
+        assert sorted(order) == sorted(uuids)
+        # In order of detection, but for the one in flight when it returned.
+        assert [u for u in uuids if u in order[1:]] == order[1:]
+    finally:
+        api.stop()
+    assert agent.process.poll() is None
+
+
+def test_sigterm_is_prompt_and_keeps_what_is_pending(test_libvirtd, domains, tmp_path):
+    start, destroy = domains
+    port = free_port()
+    agent_config = config(test_libvirtd.uri, f'http://127.0.0.1:{port}/v1',
+                          tmp_path / 'state', retry_interval=30)
+    agent = AgentProcess(agent_config, tmp_path).start()
+    agent.wait_log('Connected to libvirt')
+    uuids = destroy(start(5))
+    agent.wait_log('not delivered')
+    stopping = time.monotonic()
+    assert agent.stop(timeout=20) == 0
+    assert time.monotonic() - stopping < 5
+    assert '5 notifications pending' in agent.output()
+    api = RecoveryAPI(port=port).start()
+    try:
+        AgentProcess(agent_config, tmp_path).start()
+        api.wait_stored(5, timeout=20)
+        assert sorted(p[0] for p in api.payloads()) == sorted(uuids)
+    finally:
+        api.stop()
+
+
+def test_a_full_disk_degrades_to_memory_and_loses_nothing(test_libvirtd, domains,
+                                                          recovery_api, tmp_path):
+    start, destroy = domains
+    if os.geteuid() != 0 or not shutil.which('unshare'):
+        pytest.skip('mounting a small filesystem needs root and unshare')
+    state = tmp_path / 'state'
+    state.mkdir()
+    agent = AgentProcess(config(test_libvirtd.uri, recovery_api.url, state),
+                         tmp_path)
+    # A 96 KiB filesystem of the agent's own, in its own mount namespace.
+    agent.start(prefix=('unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+                        'mount -t tmpfs -o size=96k tmpfs "$0" && exec "$@"',
+                        str(state)))
+    agent.wait_log('Connected to libvirt')
+    uuids = destroy(start(300))
+    recovery_api.wait_stored(300, timeout=60)
+    log = agent.wait_log('Cannot write the state database')
+    assert log.count('Cannot write the state database') == 1
+    assert sorted(p[0] for p in recovery_api.payloads()) == sorted(uuids)
+    assert agent.process.poll() is None

@@ -1,0 +1,60 @@
+import libvirt
+
+from instancemonitor.events import EventKind
+from instancemonitor.sources.reconcile import Reconciler
+
+
+class Domain:
+    def __init__(self, uuid, name, state, reason):
+        self.uuid, self._name, self.state_ = uuid, name, (state, reason)
+
+    def UUIDString(self):
+        return self.uuid
+
+    def name(self):
+        return self._name
+
+
+class Conn:
+    def __init__(self, domains, fail=False):
+        self.domains, self.fail = domains, fail
+
+    def getAllDomainStats(self, stats):
+        assert stats == libvirt.VIR_DOMAIN_STATS_STATE
+        if self.fail:
+            raise libvirt.libvirtError('client socket is closed')
+        return [(d, {'state.state': d.state_[0], 'state.reason': d.state_[1]})
+                for d in self.domains]
+
+
+def test_failed_states_become_the_events_that_would_have_reported_them():
+    published = []
+    domains = [
+        Domain('u1', 'killed', libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED),
+        Domain('u2', 'failed', libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_FAILED),
+        Domain('u3', 'io', libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR),
+        Domain('u4', 'wd', libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_WATCHDOG),
+        Domain('u5', 'off', libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED),
+        Domain('u6', 'paused', libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER),
+        Domain('u7', 'up', libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED),
+    ]
+    failures = Reconciler(published.append, lambda: None, 0).scan(Conn(domains))
+    assert failures == 4
+    assert [(e.domain_uuid, e.event, e.detail) for e in published] == [
+        ('u1', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+        ('u2', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+        ('u3', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+         libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
+        ('u4', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+         libvirt.VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG),
+        ('u7', libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED),
+    ]
+    assert {(e.kind, e.source) for e in published} == {
+        (EventKind.LIFECYCLE, 'reconciliation')}
+
+
+def test_a_connection_that_cannot_answer_reports_nothing(caplog):
+    published = []
+    assert Reconciler(published.append, lambda: None, 0).scan(
+        Conn([], fail=True)) == 0
+    assert published == [] and 'nothing is taken for a failure' in caplog.text

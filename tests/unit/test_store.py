@@ -1,0 +1,150 @@
+"""The SQLite state store, and what the agent does when the disk fails it."""
+
+import datetime
+import logging
+import os
+import stat
+import threading
+
+import pytest
+
+from instancemonitor import store
+from instancemonitor.events import Notification
+from instancemonitor.journal import DomainRecord
+from instancemonitor.journal import DomainState
+from instancemonitor.outbox import Outbox
+
+T0 = datetime.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=datetime.UTC)
+
+
+def notification(uuid='3c9a7e36-0a77-4b25-9f1d-9d8c0e0f4b11', seconds=0):
+    return Notification('compute-1', uuid, 'LIFECYCLE', 'STOPPED_FAILED',
+                        T0 + datetime.timedelta(seconds=seconds))
+
+
+def test_files_are_for_the_owner_only(tmp_path):
+    state = tmp_path / 'state'
+    s = store.SqliteStateStore(str(state))
+    s.put(DomainRecord('u', 'vm'))
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    for path in state.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    s.close()
+
+
+def test_journal_and_outbox_survive_a_reopen(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    record = DomainRecord('u1', 'vm-1', DomainState.FAILED, 'LIFECYCLE 5/5', T0,
+                          'LIFECYCLE/STOPPED_FAILED', T0, 1,
+                          frozenset({'LIFECYCLE/STOPPED_FAILED'}))
+    s.put(record)
+    first, second, dead = notification('a'), notification('b', 1), notification('c')
+    for n in (first, second, dead):
+        s.insert(n, 1234.5)
+    s.bury(dead.notification_id, 'HTTP 400: unknown host')
+    s.close()
+    again = store.SqliteStateStore(str(tmp_path))
+    assert again.get('u1') == record
+    assert again.pending() == [(first, 1234.5), (second, 1234.5)]
+    assert [(d.notification, d.reason) for d in again.dead_letters()] == [
+        (dead, 'HTTP 400: unknown host')]
+    again.close()
+
+
+def test_outbox_recovers_pending_notifications_in_order_of_detection(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    box = Outbox(s)
+    ns = [notification(f'u{i}', i) for i in range(5)]
+    for n in ns:
+        box.add(n, delay=3600.0)  # held: not yet due
+    s.close()
+    recovered = Outbox(store.SqliteStateStore(str(tmp_path)))
+    assert recovered.pending() == 5
+    stop = threading.Event()
+
+    def stop_taking():
+        stop.set()
+        recovered.wake()
+    threading.Timer(1.0, stop_taking).start()
+    # Held for an hour, still held after the restart.
+    assert recovered.take(stop) is None
+
+
+def test_due_notifications_go_in_order_of_detection_after_retries():
+    clock = [100.0]
+    box = Outbox(monotonic=lambda: clock[0])
+    a, b, c = notification('a'), notification('b', 1), notification('c', 2)
+    for n in (a, b, c):
+        box.add(n)
+    stop = threading.Event()
+    assert box.take(stop) is a
+    box.retry_later(a, 5.0)
+    assert box.take(stop) is b
+    box.retry_later(b, 5.0)
+    clock[0] += 10  # a, b and c are all due: the earliest detected first
+    assert [box.take(stop) for _ in range(3)] == [a, b, c]
+
+
+def test_a_notification_past_max_age_becomes_a_dead_letter(caplog):
+    now = [T0 + datetime.timedelta(hours=2)]
+    box = Outbox(max_age=3600, utcnow=lambda: now[0])
+    n = notification()
+    box.add(n)
+    assert box.take(threading.Event()) is n
+    with caplog.at_level(logging.ERROR):
+        assert box.retry_later(n, 1.0) is False
+    assert box.pending() == 0 and box.dead_lettered == 1
+    assert [d.notification for d in box.dead_letters()] == [n]
+    assert 'past max_pending_age' in caplog.text
+
+
+def test_a_corrupt_database_is_moved_aside_not_deleted(tmp_path, caplog):
+    garbage = os.urandom(64 * 1024)
+    (tmp_path / store.FILENAME).write_bytes(b'SQLite format 3\0' + garbage)
+    with caplog.at_level(logging.ERROR):
+        s = store.open_state(str(tmp_path))
+    assert s is not None
+    (aside,) = tmp_path.glob(f'{store.FILENAME}.corrupt-*')
+    assert aside.read_bytes().endswith(garbage)
+    assert 'corrupt' in caplog.text
+    s.put(DomainRecord('u', 'vm'))
+    s.close()
+
+
+def test_an_unwritable_state_directory_means_memory_and_one_error(tmp_path, caplog):
+    if os.geteuid() == 0:
+        # root writes anywhere: make the path a file instead of a directory.
+        blocked = tmp_path / 'not-a-directory'
+        blocked.write_text('')
+        state = blocked / 'state'
+    else:
+        tmp_path.chmod(0o500)
+        state = tmp_path / 'state'
+    with caplog.at_level(logging.ERROR):
+        assert store.open_state(str(state)) is None
+    assert caplog.text.count('in memory only') == 1
+
+
+def test_a_failing_write_degrades_to_memory_and_says_so_once(tmp_path, caplog):
+    s = store.SqliteStateStore(str(tmp_path))
+    box = Outbox(s)
+    s._db.execute('PRAGMA query_only = ON')  # every write now fails, for real
+    with caplog.at_level(logging.ERROR):
+        for i in range(3):
+            box.add(notification(f'u{i}'))
+            s.put(DomainRecord(f'u{i}', 'vm'))
+    assert s.degraded
+    assert caplog.text.count('Cannot write the state database') == 1
+    # Detection and delivery go on from memory.
+    assert box.pending() == 3 and s.get('u2') == DomainRecord('u2', 'vm')
+    n = box.take(threading.Event())
+    box.rejected(n, 'HTTP 400')
+    assert [d.notification for d in box.dead_letters()] == [n]
+    s.close()
+
+
+def test_the_database_path_may_not_be_a_directory(tmp_path):
+    (tmp_path / store.FILENAME).mkdir()
+    with pytest.raises(OSError):
+        store.SqliteStateStore(str(tmp_path))
+    assert store.open_state(str(tmp_path)) is None
