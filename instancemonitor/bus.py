@@ -37,10 +37,14 @@ class EventBus:
         return self._queue.qsize()
 
     def run(self, stop: threading.Event) -> None:
-        """Dispatch until ``stop`` is set (call on the dispatch thread)."""
-        while not stop.is_set():
+        """Dispatch until ``stop`` is set and :meth:`wake` is called; what was
+        published before the wake is dispatched first (call on the dispatch
+        thread)."""
+        while True:
             event = self._queue.get()
             if event is None:
+                if stop.is_set():
+                    return
                 continue
             for subscriber in (self._subscribers.get(event.kind, []) +
                                self._subscribers.get(WILDCARD, [])):
@@ -51,5 +55,5 @@ class EventBus:
                                   event)
 
     def wake(self) -> None:
-        """Unblock :meth:`run` so it sees its stop event."""
+        """Let :meth:`run` see its stop event once the queue before it is done."""
         self._queue.put(None)

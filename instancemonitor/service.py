@@ -83,7 +83,11 @@ class AgentService:
         self.reconciler.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the threads; what is still pending stays in the outbox."""
+        """Stop the threads; what is still pending stays in the outbox.
+
+        Sources first, then the bus is drained, so every event detected
+        before the stop is journaled and its notification kept.
+        """
         self.reconciler.stop(timeout)
         self.connection.stop(timeout)
         self._stop.set()

@@ -8,6 +8,7 @@ new one's minus 180 s). Answers can be scripted per request.
 
 import collections
 import datetime
+import json
 import re
 import threading
 import time
@@ -67,6 +68,9 @@ class RecoveryAPI:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self.stored: list[dict] = []       # accepted notifications (202)
+        # (type, hostname, payload) → generated times stored, for the rule.
+        self._stored_times: dict[tuple, list[datetime.datetime]] = (
+            collections.defaultdict(list))
         self.requests: list[Request] = []  # every POST, whatever the answer
         # Scripted answers, used up in order: (status, message) or a delay.
         self.script: collections.deque = collections.deque()
@@ -117,19 +121,16 @@ class RecoveryAPI:
         if error:
             return 400, {'badRequest': {'code': 400, 'message': error}}, {}
         n = document['notification']
+        key = (n['type'], n['hostname'], json.dumps(n['payload'], sort_keys=True))
+        generated = _utc(n['generated_time'])
         with self._changed:
-            for stored in self.stored:
-                if (stored['type'] == n['type']
-                        and stored['hostname'] == n['hostname']
-                        and stored['payload'] == n['payload']
-                        and _utc(stored['generated_time'])
-                        >= _utc(n['generated_time']) - DUPLICATE_WINDOW):
-                    message = (f"Notification received from host {n['hostname']}"
-                               f" of type '{n['type']}' is duplicate.")
-                    return 409, {'conflictingRequest': {
-                        'code': 409, 'message': message}}, {}
+            if any(t >= generated - DUPLICATE_WINDOW for t in self._stored_times[key]):
+                message = (f"Notification received from host {n['hostname']}"
+                           f" of type '{n['type']}' is duplicate.")
+                return 409, {'conflictingRequest': {'code': 409, 'message': message}}, {}
             stored = dict(n, notification_uuid=str(uuid.uuid4()), status='new')
             self.stored.append(stored)
+            self._stored_times[key].append(generated)
             self._changed.notify_all()
         return 202, {'notification': stored}, {}
 

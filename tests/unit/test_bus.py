@@ -60,3 +60,17 @@ def test_publish_never_blocks_and_only_enqueues():
     for i in range(10000):
         bus.publish(DomainEvent(EventKind.REBOOT, str(i), 'n'))
     assert calls == [] and bus.pending() == 10000
+
+
+def test_stopping_dispatches_what_was_published_before_the_stop():
+    bus = EventBus()
+    got = []
+    bus.subscribe(WILDCARD, got.append)
+    events = [DomainEvent(EventKind.REBOOT, str(i), 'n') for i in range(100)]
+    for event in events:
+        bus.publish(event)
+    stop = threading.Event()
+    stop.set()
+    bus.wake()
+    bus.run(stop)  # returns once the queue up to the wake is done
+    assert got == events
