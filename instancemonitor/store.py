@@ -47,6 +47,11 @@ def _time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value) if value else None
 
 
+def _in_memory(state_path: str, error: Exception) -> None:
+    LOG.error('Cannot keep state in %s (%s): the journal and the outbox are in '
+              'memory only and a restart loses them', state_path, error)
+
+
 def open_state(state_path: str) -> 'SqliteStateStore | None':
     """The durable store under ``state_path``, or None (logged) if unusable.
 
@@ -58,9 +63,7 @@ def open_state(state_path: str) -> 'SqliteStateStore | None':
     except sqlite3.DatabaseError as error:
         path = pathlib.Path(state_path) / FILENAME
         if isinstance(error, sqlite3.OperationalError) or not path.exists():
-            LOG.error('Cannot keep state in %s (%s): the journal and the '
-                      'outbox are in memory only and a restart loses them',
-                      state_path, error)
+            _in_memory(state_path, error)
             return None
         stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%SZ')
         aside = path.with_name(f'{FILENAME}.corrupt-{stamp}')
@@ -73,9 +76,7 @@ def open_state(state_path: str) -> 'SqliteStateStore | None':
                   'started afresh', path, error, aside)
         return open_state(state_path)
     except OSError as error:
-        LOG.error('Cannot keep state in %s (%s): the journal and the outbox '
-                  'are in memory only and a restart loses them', state_path,
-                  error)
+        _in_memory(state_path, error)
         return None
 
 
