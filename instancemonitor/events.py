@@ -20,10 +20,22 @@ class EventKind(enum.StrEnum):
     IO_ERROR_REASON = 'IO_ERROR_REASON'
     CONTROL_ERROR = 'CONTROL_ERROR'
     AGENT_LIFECYCLE = 'AGENT_LIFECYCLE'
+    # The in-guest heartbeat: event is the health, detail the failed pings.
+    HEARTBEAT = 'HEARTBEAT'
 
 
 # ``event`` / ``detail`` of a kind that carries no such code (REBOOT, ...).
 NO_CODE = -1
+
+
+class Health(enum.IntEnum):
+    """A HEARTBEAT event's ``event`` code; its ``detail`` is the failed pings."""
+
+    DISCOVERY = 0
+    HEALTHY = 1
+    FAILING = 2
+    REPORTED = 3
+    NEVER_ANSWERED = 4
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

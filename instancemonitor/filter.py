@@ -13,6 +13,7 @@ import libvirt
 from instancemonitor.events import NO_CODE
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
+from instancemonitor.events import Health
 
 _LIFECYCLE = EventKind.LIFECYCLE
 _WATCHDOG = EventKind.WATCHDOG
@@ -106,6 +107,8 @@ class Verdict:
     hold: float = 0.0
     # The domain is running again: a failure episode ends.
     running_again: bool = False
+    # The episode opened by this pair ('EVENT/DETAIL') is over, if it is open.
+    recovered: str = ''
 
 
 IGNORED = Verdict()
@@ -122,13 +125,18 @@ def table_key(event: DomainEvent) -> tuple[EventKind, int, int]:
 class EventFilter:
     """Classifies domain events for the notification chain."""
 
-    def __init__(self, forward_all: bool, reboot_window: float) -> None:
+    def __init__(self, forward_all: bool, reboot_window: float,
+                 heartbeat_event: str = 'QEMU_GUEST_AGENT_ERROR') -> None:
         self._forward_all = forward_all
         self._reboot_window = reboot_window
+        # A heartbeat failure is notified as (heartbeat_event, STOPPED_FAILED).
+        self._heartbeat_pair = (heartbeat_event, 'STOPPED_FAILED')
 
     def classify(self, event: DomainEvent) -> Verdict:
         if event.kind == EventKind.LIFECYCLE and event.event in _RUNNING_AGAIN:
             return Verdict(running_again=True)
+        if event.kind == EventKind.HEARTBEAT:
+            return self._classify_heartbeat(event)
         pair = NOTIFICATION_TABLE.get(table_key(event))
         if pair is None:
             return IGNORED
@@ -139,3 +147,10 @@ class EventFilter:
                 event.event in _HELD_FOR_REBOOT)
         return Verdict(pair=pair, recovery=recovery,
                        hold=self._reboot_window if held else 0.0)
+
+    def _classify_heartbeat(self, event: DomainEvent) -> Verdict:
+        if event.event in (Health.REPORTED, Health.NEVER_ANSWERED):
+            return Verdict(pair=self._heartbeat_pair, recovery=True)
+        if event.event == Health.HEALTHY:
+            return Verdict(recovered='/'.join(self._heartbeat_pair))
+        return IGNORED

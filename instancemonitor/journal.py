@@ -22,6 +22,7 @@ import libvirt
 
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
+from instancemonitor.events import Health
 from instancemonitor.events import Notification
 from instancemonitor.filter import Verdict
 
@@ -52,6 +53,8 @@ class DomainRecord:
     # The pairs ('EVENT/DETAIL') notified since the domain last ran, so that
     # reconciliation does not report the same state again.
     reported: frozenset[str] = frozenset()
+    # The in-guest heartbeat's view: 'healthy', 'failing(2)', ... or ''.
+    heartbeat: str = ''
 
 
 class JournalStore(Protocol):
@@ -89,6 +92,12 @@ class MemoryJournalStore:
             return [dataclasses.replace(r) for r in self._records.values()]
 
 
+def heartbeat_state(event: DomainEvent) -> str:
+    health = Health(event.event)
+    name = health.name.lower()
+    return f'{name}({event.detail})' if health is Health.FAILING else name
+
+
 def describe(event: DomainEvent) -> str:
     return f'{event.kind.value} {event.event}/{event.detail}'
 
@@ -119,8 +128,11 @@ class Journal:
                                         name=event.domain_name)
         record.last_event = describe(event)
         record.last_seen = event.detected_at
+        if event.kind == EventKind.HEARTBEAT:
+            record.heartbeat = heartbeat_state(event)
         notification = None
-        if verdict.running_again:
+        if verdict.running_again or (verdict.recovered and
+                                     record.failure == verdict.recovered):
             if record.state is DomainState.FAILED:
                 LOG.info('Domain %s (%s) is running again after %s; '
                          'watching it afresh', record.name, record.uuid,

@@ -2,8 +2,9 @@
 
 Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
 ``libvirt-connection`` (connect, reconnect, the scan after each connect),
-``reconcile`` (periodic state scans), ``event-dispatch`` (the bus: filter,
-journal, outbox) and ``sender-masakari-N`` (delivery).
+``reconcile`` (periodic state scans), ``heartbeat`` (guest-ping rounds, on
+a ``heartbeat-ping`` pool that grows only as far as needed), ``event-dispatch``
+(the bus: filter, journal, outbox) and ``sender-masakari-N`` (delivery).
 """
 
 import logging
@@ -25,6 +26,9 @@ from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Sink
 from instancemonitor.sinks import masakari
+from instancemonitor.sources.heartbeat import HealthTracker
+from instancemonitor.sources.heartbeat import Heartbeat
+from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
 from instancemonitor.sources.reconcile import Reconciler
 from instancemonitor.virt import eventloop
@@ -46,7 +50,9 @@ class AgentService:
                              max_age=conf.callback.max_pending_age)
         self.bus.subscribe(WILDCARD, NotificationPipeline(
             EventFilter(forward_all=conf.events.forward == 'all',
-                        reboot_window=conf.events.reboot_window),
+                        reboot_window=conf.events.reboot_window,
+                        heartbeat_event=conf.introspectiveinstancemonitor
+                        .notification_event),
             self.journal, self.outbox))
         self.sender = Sender(
             self.outbox, sink,
@@ -68,10 +74,22 @@ class AgentService:
         # After the event callbacks: a failure between the two is seen twice
         # at worst, and the journal keeps one.
         self.connection.on_connect(self.reconciler.register)
+        self.heartbeat = self._heartbeat(conf.introspectiveinstancemonitor)
         self._stop = threading.Event()
         self._dispatcher = threading.Thread(
             target=self.bus.run, args=(self._stop,), name='event-dispatch',
             daemon=True)
+
+    def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
+        if not opts.enabled:
+            return None
+        agents = LibvirtAgents(lambda: self.connection.connection,
+                               opts.guest_monitoring_timeout)
+        return Heartbeat(
+            self.bus.publish, agents.targets, agents.ping,
+            HealthTracker(opts.guest_monitoring_failure_threshold,
+                          opts.startup_grace, opts.report_never_answered),
+            interval=opts.guest_monitoring_interval, workers=opts.ping_workers)
 
     def start(self) -> None:
         LOG.info('instancemonitor starting: host %s, libvirt %s',
@@ -81,6 +99,8 @@ class AgentService:
         self.sender.start()
         self.connection.start()
         self.reconciler.start()
+        if self.heartbeat is not None:
+            self.heartbeat.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads; what is still pending stays in the outbox.
@@ -88,6 +108,8 @@ class AgentService:
         Sources first, then the bus is drained, so every event detected
         before the stop is journaled and its notification kept.
         """
+        if self.heartbeat is not None:
+            self.heartbeat.stop(timeout)
         self.reconciler.stop(timeout)
         self.connection.stop(timeout)
         self._stop.set()

@@ -28,7 +28,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
     uuid TEXT PRIMARY KEY, name TEXT NOT NULL, state TEXT NOT NULL,
     last_event TEXT NOT NULL, last_seen TEXT, failure TEXT NOT NULL,
-    failed_at TEXT, notified INTEGER NOT NULL, reported TEXT NOT NULL);
+    failed_at TEXT, notified INTEGER NOT NULL, reported TEXT NOT NULL,
+    heartbeat TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     notification_id TEXT UNIQUE NOT NULL, hostname TEXT NOT NULL,
@@ -111,7 +112,7 @@ class SqliteStateStore:
                 raise sqlite3.DatabaseError(check)
             rows = self._db.execute(
                 'SELECT uuid, name, state, last_event, last_seen, failure, '
-                'failed_at, notified, reported FROM domains').fetchall()
+                'failed_at, notified, reported, heartbeat FROM domains').fetchall()
         except sqlite3.Error:
             self._db.close()
             raise
@@ -145,21 +146,22 @@ class SqliteStateStore:
     @staticmethod
     def _record(row: tuple) -> DomainRecord:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
-            reported = row
+            reported, heartbeat = row
         return DomainRecord(uuid=uuid, name=name, state=DomainState(state),
                             last_event=last_event, last_seen=_time(last_seen),
                             failure=failure, failed_at=_time(failed_at),
                             notified=notified,
-                            reported=frozenset(filter(None, reported.split(','))))
+                            reported=frozenset(filter(None, reported.split(','))),
+                            heartbeat=heartbeat)
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
             self._records[record.uuid] = dataclasses.replace(record)
         self._write(
-            'INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (record.uuid, record.name, record.state.value, record.last_event,
              _stamp(record.last_seen), record.failure, _stamp(record.failed_at),
-             record.notified, ','.join(sorted(record.reported))))
+             record.notified, ','.join(sorted(record.reported)), record.heartbeat))
 
     def forget(self, uuid: str) -> None:
         with self._lock:

@@ -13,11 +13,12 @@ from instancemonitor.conf import api
 from instancemonitor.conf import callback
 from instancemonitor.conf import default
 from instancemonitor.conf import events
+from instancemonitor.conf import introspective
 from instancemonitor.conf import libvirt
 
 CONF = cfg.CONF
 
-_GROUP_MODULES = (default, libvirt, events, callback, api)
+_GROUP_MODULES = (default, libvirt, events, callback, api, introspective)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

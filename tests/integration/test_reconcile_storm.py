@@ -59,7 +59,7 @@ def test_a_crash_nobody_saw_is_notified_once_across_agent_restarts(
     # (Masakari takes the same payload within 180 s for a duplicate: 409.)
 
 
-AGENT_THREADS = ('libvirt-', 'event-dispatch', 'sender-', 'reconcile')
+AGENT_THREADS = ('libvirt-', 'event-dispatch', 'sender-', 'reconcile', 'heartbeat')
 
 
 def agent_threads() -> int:
