@@ -16,6 +16,7 @@ from instancemonitor import store
 from instancemonitor.bus import WILDCARD
 from instancemonitor.bus import EventBus
 from instancemonitor.conf import default as default_conf
+from instancemonitor.events import EventKind
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.journal import MemoryJournalStore
@@ -85,11 +86,13 @@ class AgentService:
             return None
         agents = LibvirtAgents(lambda: self.connection.connection,
                                opts.guest_monitoring_timeout)
-        return Heartbeat(
+        heartbeat = Heartbeat(
             self.bus.publish, agents.targets, agents.ping,
             HealthTracker(opts.guest_monitoring_failure_threshold,
                           opts.startup_grace, opts.report_never_answered),
             interval=opts.guest_monitoring_interval, workers=opts.ping_workers)
+        self.bus.subscribe(EventKind.AGENT_LIFECYCLE, heartbeat.on_agent_lifecycle)
+        return heartbeat
 
     def start(self) -> None:
         LOG.info('instancemonitor starting: host %s, libvirt %s',

@@ -37,6 +37,7 @@ LOG = logging.getLogger(__name__)
 THREAD_NAME = 'heartbeat'
 AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 GUEST_PING = '{"execute": "guest-ping"}'
+_AGENT_CONNECTED = libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -162,15 +163,22 @@ class Heartbeat:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix='heartbeat-ping')
         self._stop = threading.Event()
+        self._wakeup = threading.Event()
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
                                         daemon=True)
         self.rounds = 0
+
+    def on_agent_lifecycle(self, event: DomainEvent) -> None:
+        """A bus subscriber: an agent that just connected is pinged at once."""
+        if event.event == _AGENT_CONNECTED:
+            self._wakeup.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wakeup.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -182,7 +190,8 @@ class Heartbeat:
                 self.round()
             except libvirt.libvirtError as error:
                 LOG.warning('Heartbeat round failed (%s)', error.get_error_message())
-            self._stop.wait(max(0.0, self._interval - (clock.monotonic() - started)))
+            self._wakeup.wait(max(0.0, self._interval - (clock.monotonic() - started)))
+            self._wakeup.clear()
 
     def round(self) -> None:
         """Ping every target once, in parallel; publish what changed."""
