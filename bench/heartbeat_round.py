@@ -1,0 +1,59 @@
+"""Heartbeat round time: many guest agents, some hung.
+
+The agent call is a stand-in with controlled delays (a healthy agent answers
+in ~1 ms, as a real qemu-ga does; a hung one holds the call for the whole
+per-call timeout, as libvirt does); everything else is the agent's own
+Heartbeat and HealthTracker. Prints one row per case.
+
+    python bench/heartbeat_round.py
+"""
+
+import os
+import platform
+import time
+
+from instancemonitor.sources.heartbeat import HealthTracker
+from instancemonitor.sources.heartbeat import Heartbeat
+from instancemonitor.sources.heartbeat import Target
+
+HEALTHY_DELAY = 0.001
+
+
+def round_time(domains: int, hung: int, timeout: float, workers: int) -> float:
+    targets = [Target(f'u{i}', f'vm{i}', i) for i in range(domains)]
+    hung_ids = set(range(hung))
+
+    def ping(target: Target) -> bool:
+        if target.domain in hung_ids:
+            time.sleep(timeout)
+            return False
+        time.sleep(HEALTHY_DELAY)
+        return True
+
+    beat = Heartbeat(lambda event: None, lambda: targets, ping,
+                     HealthTracker(3, 300.0, False), interval=60, workers=workers)
+    try:
+        beat.round()  # warm the pool
+        started = time.monotonic()
+        beat.round()
+        return time.monotonic() - started
+    finally:
+        beat.stop()
+
+
+def main() -> None:
+    print(f'# {os.cpu_count()} cores, Python {platform.python_version()}, '
+          f'healthy ping {HEALTHY_DELAY * 1000:.0f} ms')
+    print(f'{"domains":>8} {"hung":>5} {"timeout s":>9} {"workers":>8} {"round s":>8}')
+    for domains, hung, timeout, workers in (
+            (500, 0, 2.0, 64),
+            (500, 50, 2.0, 64),
+            (500, 100, 2.0, 64),
+            (500, 50, 2.0, 128),
+            (100, 10, 1.0, 1)):  # one at a time, as masakari-monitors pings
+        seconds = round_time(domains, hung, timeout, workers)
+        print(f'{domains:>8} {hung:>5} {timeout:>9.1f} {workers:>8} {seconds:>8.2f}')
+
+
+if __name__ == '__main__':
+    main()
