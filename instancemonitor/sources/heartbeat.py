@@ -69,14 +69,16 @@ class HealthTracker:
         state = self._states.get(uuid)
         return state.health if state else None
 
-    def track(self, uuids: set[str]) -> None:
-        """The domains to watch now; the others are forgotten, so a domain
-        that runs again starts from discovery."""
+    def track(self, uuids: set[str]) -> set[str]:
+        """The domains to watch now; return those new to discovery. The
+        others are forgotten, so a domain that runs again starts over."""
         now = self._monotonic()
-        for uuid in uuids - self._states.keys():
+        new = uuids - self._states.keys()
+        for uuid in new:
             self._states[uuid] = _State(Health.DISCOVERY, now)
         for uuid in self._states.keys() - uuids:
             del self._states[uuid]
+        return new
 
     def observe(self, uuid: str, answered: bool) -> tuple[Health, int] | None:
         """Apply one ping's outcome; return the new (health, failures) if it
@@ -196,7 +198,10 @@ class Heartbeat:
     def round(self) -> None:
         """Ping every target once, in parallel; publish what changed."""
         targets = self._targets()
-        self._tracker.track({t.uuid for t in targets})
+        new = self._tracker.track({t.uuid for t in targets})
+        for target in targets:
+            if target.uuid in new:
+                self._report(target, Health.DISCOVERY, 0)
         answers = list(self._pool.map(self._ping, targets))
         for target, answered in zip(targets, answers, strict=True):
             change = self._tracker.observe(target.uuid, answered)

@@ -115,6 +115,8 @@ def test_a_round_pings_in_parallel_so_hung_agents_do_not_add_up():
     assert peak[0] >= 50  # every hung ping waited at the same time
     healthy = {e.domain_uuid for e in published if e.event == Health.HEALTHY}
     assert len(healthy) == 450 and not any(f'u{i}' in healthy for i in hung)
+    discovered = [e.domain_uuid for e in published if e.event == Health.DISCOVERY]
+    assert sorted(discovered) == sorted(t.uuid for t in targets)  # once each
     beat.stop()
 
 
@@ -135,8 +137,11 @@ def feed(journal, event_filter, event):
 
 def test_a_heartbeat_report_is_one_recovery_notification_per_episode():
     f, j = EventFilter(False, 0.0), Journal(MemoryJournalStore(), 'compute-1')
+    assert feed(j, f, beat_event(Health.DISCOVERY)) == []
+    assert j.records()[0].heartbeat == 'discovery'
     assert feed(j, f, beat_event(Health.HEALTHY)) == []
     assert feed(j, f, beat_event(Health.FAILING, 1)) == []
+    assert j.records()[0].heartbeat == 'failing(1)'
     (n,) = feed(j, f, beat_event(Health.REPORTED, 3, seconds=30))
     assert (n.event, n.vir_domain_event) == ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
     assert n.generated_time == T0 + datetime.timedelta(seconds=30)
