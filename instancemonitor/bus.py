@@ -36,12 +36,18 @@ class EventBus:
     def pending(self) -> int:
         return self._queue.qsize()
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event,
+            progress: Callable[[], None] = lambda: None,
+            tick: float | None = None) -> None:
         """Dispatch until ``stop`` is set and :meth:`wake` is called; what was
         published before the wake is dispatched first (call on the dispatch
-        thread)."""
+        thread). ``progress`` is called at least every ``tick`` seconds."""
         while True:
-            event = self._queue.get()
+            progress()
+            try:
+                event = self._queue.get(timeout=tick)
+            except queue.Empty:
+                continue
             if event is None:
                 if stop.is_set():
                     return

@@ -153,8 +153,11 @@ class Outbox:
             self._store.remove(notification.notification_id)
         return withdrawn
 
-    def take(self, stop: threading.Event) -> Notification | None:
-        """The next due notification, waiting for one; None once stopped."""
+    def take(self, stop: threading.Event,
+             timeout: float | None = None) -> Notification | None:
+        """The next due notification, waiting for one; None once stopped or
+        after ``timeout`` seconds without one."""
+        deadline = None if timeout is None else self._monotonic() + timeout
         with self._cond:
             while not stop.is_set():
                 now, timeout = self._monotonic(), None
@@ -173,6 +176,11 @@ class Outbox:
                     if entry is not None and entry.due <= now:
                         entry.in_flight = True
                         return entry.notification
+                if deadline is not None:
+                    if now >= deadline:
+                        return None
+                    left = deadline - now
+                    timeout = left if timeout is None else min(timeout, left)
                 self._cond.wait(timeout)
             return None
 

@@ -11,11 +11,14 @@ import threading
 
 import tenacity
 
+from instancemonitor import clock
 from instancemonitor.events import Notification
 from instancemonitor.outbox import Outbox
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
 from instancemonitor.sinks import Sink
+from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.supervision import Liveness
 
 LOG = logging.getLogger(__name__)
 
@@ -47,10 +50,11 @@ class _Stopping(Exception):
 
 class Sender:
     def __init__(self, outbox: Outbox, sink: Sink, policy: RetryPolicy,
-                 threads: int = 1) -> None:
+                 threads: int = 1, liveness: Liveness | None = None) -> None:
         self._outbox = outbox
         self._sink = sink
         self._policy = policy
+        self._liveness = liveness or Liveness()
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, daemon=True,
@@ -68,8 +72,15 @@ class Sender:
         for thread in self._threads:
             thread.join(timeout)
 
+    def _mark(self) -> None:
+        self._liveness.mark(threading.current_thread().name)
+
     def _run(self) -> None:
-        while (notification := self._outbox.take(self._stop)) is not None:
+        while not self._stop.is_set():
+            self._mark()
+            notification = self._outbox.take(self._stop, timeout=PROGRESS_TICK)
+            if notification is None:
+                continue
             try:
                 answer = self.deliver(notification)
             except Exception:
@@ -101,8 +112,11 @@ class Sender:
             return Answer(Outcome.RETRY, None, 'sender stopped')
 
     def _sleep(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise _Stopping()
+        deadline = clock.monotonic() + seconds
+        while (remaining := deadline - clock.monotonic()) > 0:
+            if self._stop.wait(min(remaining, PROGRESS_TICK)):
+                raise _Stopping()
+            self._mark()
 
     def _settle(self, notification: Notification, answer: Answer) -> None:
         nid = notification.notification_id

@@ -10,6 +10,7 @@ a ``heartbeat-ping`` pool that grows only as far as needed), ``event-dispatch``
 import logging
 import threading
 
+import libvirt
 from oslo_config import cfg
 
 from instancemonitor import store
@@ -32,6 +33,8 @@ from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
 from instancemonitor.sources.reconcile import Reconciler
+from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.supervision import Liveness
 from instancemonitor.virt import eventloop
 from instancemonitor.virt.connection import LibvirtConnection
 
@@ -44,6 +47,7 @@ class AgentService:
         if sink is None:
             sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
         self.hostname = default_conf.hostname(conf)
+        self.liveness = Liveness()
         self.bus = EventBus()
         self.store = store.open_state(conf.state_path)
         self.journal = Journal(self.store or MemoryJournalStore(), self.hostname)
@@ -61,7 +65,7 @@ class AgentService:
                         interval=conf.callback.retry_interval,
                         backoff=conf.callback.retry_backoff,
                         interval_max=conf.callback.retry_interval_max),
-            threads=conf.callback.sender_threads)
+            threads=conf.callback.sender_threads, liveness=self.liveness)
         self.connection = LibvirtConnection(
             conf.libvirt.connection_uri,
             keepalive_interval=conf.libvirt.keepalive_interval,
@@ -78,8 +82,10 @@ class AgentService:
         self.heartbeat = self._heartbeat(conf.introspectiveinstancemonitor)
         self._stop = threading.Event()
         self._dispatcher = threading.Thread(
-            target=self.bus.run, args=(self._stop,), name='event-dispatch',
-            daemon=True)
+            target=self.bus.run, name='event-dispatch', daemon=True,
+            args=(self._stop, lambda: self.liveness.mark('event-dispatch'),
+                  PROGRESS_TICK))
+        self._loop_timer: int | None = None
 
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:
@@ -90,14 +96,27 @@ class AgentService:
             self.bus.publish, agents.targets, agents.ping,
             HealthTracker(opts.guest_monitoring_failure_threshold,
                           opts.startup_grace, opts.report_never_answered),
-            interval=opts.guest_monitoring_interval, workers=opts.ping_workers)
+            interval=opts.guest_monitoring_interval, workers=opts.ping_workers,
+            progress=lambda: self.liveness.mark('heartbeat'))
         self.bus.subscribe(EventKind.AGENT_LIFECYCLE, heartbeat.on_agent_lifecycle)
         return heartbeat
+
+    def status(self) -> str:
+        """One line for systemd's STATUS=."""
+        if not self.connection.connected:
+            return f'libvirt disconnected ({self.connection.uri}), retrying'
+        return (f'watching {self.connection.uri}; {self.outbox.pending()} '
+                f'notifications pending, {self.outbox.dead_lettered} dead-lettered')
 
     def start(self) -> None:
         LOG.info('instancemonitor starting: host %s, libvirt %s',
                  self.hostname, self.connection.uri)
         eventloop.start()
+        # Proves the event loop turns: the callback only records the time.
+        self.liveness.mark(eventloop.THREAD_NAME)
+        self._loop_timer = libvirt.virEventAddTimeout(
+            int(PROGRESS_TICK * 1000),
+            lambda _timer, _opaque: self.liveness.mark(eventloop.THREAD_NAME), None)
         self._dispatcher.start()
         self.sender.start()
         self.connection.start()
@@ -111,6 +130,9 @@ class AgentService:
         Sources first, then the bus is drained, so every event detected
         before the stop is journaled and its notification kept.
         """
+        if self._loop_timer is not None:
+            libvirt.virEventRemoveTimeout(self._loop_timer)
+            self._loop_timer = None
         if self.heartbeat is not None:
             self.heartbeat.stop(timeout)
         self.reconciler.stop(timeout)

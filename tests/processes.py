@@ -241,13 +241,16 @@ class AgentProcess:
         self.log = directory / 'agent.log'
         self.process: subprocess.Popen | None = None
 
-    def start(self, prefix: tuple[str, ...] = ()) -> 'AgentProcess':
-        """Start it, behind ``prefix`` (a command that execs the rest) if given."""
+    def start(self, prefix: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> 'AgentProcess':
+        """Start it, behind ``prefix`` (a command that execs the rest) if
+        given, with ``env`` added to the environment."""
         with open(self.log, 'ab') as log:
             self.process = subprocess.Popen(
                 [*prefix, sys.executable, '-m', 'instancemonitor.cmd.agent',
                  '--config-file', str(self.config_path)],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})})
         return self
 
     def kill(self) -> None:

@@ -18,6 +18,7 @@ from oslo_log import log as oslo_logging
 import instancemonitor.conf
 from instancemonitor.service import AgentService
 from instancemonitor.sinks.masakari import ConfigurationError
+from instancemonitor.supervision import Supervisor
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     service.start()
-    stop.wait()
+    supervisor = Supervisor(service.liveness, service.status)
+    supervisor.ready()
+    while not stop.wait(supervisor.tick):
+        supervisor.check()
+    supervisor.stopping()
     service.stop()
     return 0
 

@@ -31,6 +31,7 @@ from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
+from instancemonitor.supervision import PROGRESS_TICK
 
 LOG = logging.getLogger(__name__)
 
@@ -156,8 +157,10 @@ class Heartbeat:
     def __init__(self, publish: Callable[[DomainEvent], None],
                  targets: Callable[[], list[Target]],
                  ping: Callable[[Target], bool], tracker: HealthTracker,
-                 interval: float, workers: int) -> None:
+                 interval: float, workers: int,
+                 progress: Callable[[], None] = lambda: None) -> None:
         self._publish = publish
+        self._progress = progress
         self._targets = targets
         self._ping = ping
         self._tracker = tracker
@@ -188,11 +191,15 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = clock.monotonic()
+            self._progress()
             try:
                 self.round()
             except libvirt.libvirtError as error:
                 LOG.warning('Heartbeat round failed (%s)', error.get_error_message())
-            self._wakeup.wait(max(0.0, self._interval - (clock.monotonic() - started)))
+            while (wait := self._interval - (clock.monotonic() - started)) > 0:
+                self._progress()
+                if self._wakeup.wait(min(wait, PROGRESS_TICK)):
+                    break
             self._wakeup.clear()
 
     def round(self) -> None:
