@@ -8,6 +8,7 @@ rejected, which keeps it as a dead letter and logs the server's message.
 
 import logging
 import threading
+from collections.abc import Callable
 
 import tenacity
 
@@ -50,8 +51,11 @@ class _Stopping(Exception):
 
 class Sender:
     def __init__(self, outbox: Outbox, sink: Sink, policy: RetryPolicy,
-                 threads: int = 1, liveness: Liveness | None = None) -> None:
+                 threads: int = 1, liveness: Liveness | None = None,
+                 on_settle: Callable[[Notification, Answer], None] = lambda n, a: None,
+                 ) -> None:
         self._outbox = outbox
+        self._on_settle = on_settle
         self._sink = sink
         self._policy = policy
         self._liveness = liveness or Liveness()
@@ -121,6 +125,8 @@ class Sender:
     def _settle(self, notification: Notification, answer: Answer) -> None:
         nid = notification.notification_id
         payload = f'{notification.event}/{notification.vir_domain_event}'
+        if answer.outcome is not Outcome.RETRY:
+            self._on_settle(notification, answer)
         if answer.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
             self._outbox.delivered(notification)
             LOG.info('Notification %s (%s of %s) delivered to %s (%s)', nid,

@@ -21,6 +21,8 @@ from instancemonitor.events import EventKind
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.journal import MemoryJournalStore
+from instancemonitor.metrics import AgentMetrics
+from instancemonitor.metrics import LiveState
 from instancemonitor.outbox import MemoryOutboxStore
 from instancemonitor.outbox import Outbox
 from instancemonitor.pipeline import NotificationPipeline
@@ -59,13 +61,23 @@ class AgentService:
                         heartbeat_event=conf.introspectiveinstancemonitor
                         .notification_event),
             self.journal, self.outbox))
+        self.metrics = AgentMetrics(LiveState(
+            connected=lambda: self.connection.connected,
+            reconnects=lambda: max(0, self.connection.connects - 1),
+            pending=lambda: self.outbox.pending(),
+            dead_lettered=lambda: self.outbox.dead_lettered,
+            heartbeat=lambda: (self.heartbeat.tracker.counts()
+                               if self.heartbeat else {})))
+        self.bus.subscribe(WILDCARD, self.metrics.observe_event)
+        self._metrics_address = (conf.metrics.host, conf.metrics.port)
         self.sender = Sender(
             self.outbox, sink,
             RetryPolicy(retry_max=conf.callback.retry_max,
                         interval=conf.callback.retry_interval,
                         backoff=conf.callback.retry_backoff,
                         interval_max=conf.callback.retry_interval_max),
-            threads=conf.callback.sender_threads, liveness=self.liveness)
+            threads=conf.callback.sender_threads, liveness=self.liveness,
+            on_settle=self.metrics.settled)
         self.connection = LibvirtConnection(
             conf.libvirt.connection_uri,
             keepalive_interval=conf.libvirt.keepalive_interval,
@@ -111,6 +123,8 @@ class AgentService:
     def start(self) -> None:
         LOG.info('instancemonitor starting: host %s, libvirt %s',
                  self.hostname, self.connection.uri)
+        if self._metrics_address[1]:
+            self.metrics.serve(*self._metrics_address)
         eventloop.start()
         # Proves the event loop turns: the callback only records the time.
         self.liveness.mark(eventloop.THREAD_NAME)
@@ -141,6 +155,7 @@ class AgentService:
         self.bus.wake()
         self._dispatcher.join(timeout)
         self.sender.stop(timeout)
+        self.metrics.stop()
         LOG.info('instancemonitor stopped; %d notifications pending',
                  self.outbox.pending())
         if self.store is not None:

@@ -15,10 +15,11 @@ from instancemonitor.conf import default
 from instancemonitor.conf import events
 from instancemonitor.conf import introspective
 from instancemonitor.conf import libvirt
+from instancemonitor.conf import metrics
 
 CONF = cfg.CONF
 
-_GROUP_MODULES = (default, libvirt, events, callback, api, introspective)
+_GROUP_MODULES = (default, libvirt, events, callback, api, introspective, metrics)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

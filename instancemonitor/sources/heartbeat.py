@@ -66,6 +66,13 @@ class HealthTracker:
         self._monotonic = monotonic
         self._states: dict[str, _State] = {}
 
+    def counts(self) -> dict[str, int]:
+        """How many domains are in each state."""
+        counts = dict.fromkeys((h.name.lower() for h in Health), 0)
+        for state in list(self._states.values()):
+            counts[state.health.name.lower()] += 1
+        return counts
+
     def health(self, uuid: str) -> Health | None:
         state = self._states.get(uuid)
         return state.health if state else None
@@ -163,7 +170,7 @@ class Heartbeat:
         self._progress = progress
         self._targets = targets
         self._ping = ping
-        self._tracker = tracker
+        self.tracker = tracker
         self._interval = interval
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix='heartbeat-ping')
@@ -205,13 +212,13 @@ class Heartbeat:
     def round(self) -> None:
         """Ping every target once, in parallel; publish what changed."""
         targets = self._targets()
-        new = self._tracker.track({t.uuid for t in targets})
+        new = self.tracker.track({t.uuid for t in targets})
         for target in targets:
             if target.uuid in new:
                 self._report(target, Health.DISCOVERY, 0)
         answers = list(self._pool.map(self._ping, targets))
         for target, answered in zip(targets, answers, strict=True):
-            change = self._tracker.observe(target.uuid, answered)
+            change = self.tracker.observe(target.uuid, answered)
             if change is not None:
                 self._report(target, *change)
         self.rounds += 1
@@ -220,9 +227,9 @@ class Heartbeat:
         if health is Health.NEVER_ANSWERED:
             LOG.warning('Guest agent of %s (%s) has not answered since the domain '
                         'was first seen running%s', target.name, target.uuid,
-                        '' if self._tracker.reports_never_answered
+                        '' if self.tracker.reports_never_answered
                         else '; not reported (report_never_answered is off)')
-            if not self._tracker.reports_never_answered:
+            if not self.tracker.reports_never_answered:
                 return
         elif health is Health.REPORTED:
             LOG.warning('Guest agent of %s (%s) missed %d pings in a row',

@@ -90,6 +90,9 @@ reboot_window = 0.5
 [callback]
 retry_interval = 0.5
 
+[metrics]
+port = 0
+
 [api]
 endpoint = {endpoint}
 {extra}"""

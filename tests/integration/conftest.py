@@ -18,6 +18,7 @@ def start_agent(make_conf, recovery_api, tmp_path):
         groups.setdefault('callback', {}).setdefault('retry_interval', 0.1)
         groups.setdefault('libvirt', {}).setdefault('connection_uri', uri)
         groups.setdefault('DEFAULT', {}).setdefault('hostname', 'compute-1')
+        groups.setdefault('metrics', {}).setdefault('port', 0)
         agent = AgentService(make_conf(**groups))
         agents.append(agent)
         agent.start()

@@ -47,6 +47,9 @@ reboot_window = 0
 [callback]
 retry_interval = 0.2
 
+[metrics]
+port = 0
+
 [api]
 {api_section}
 """

@@ -36,6 +36,9 @@ reboot_window = 0
 
 [callback]
 {''.join(f'{k} = {v}{chr(10)}' for k, v in callback.items())}
+[metrics]
+port = 0
+
 [api]
 endpoint = {endpoint}
 timeout = 2

@@ -1,0 +1,124 @@
+"""Prometheus metrics (prometheus-client), on a registry of the agent's own.
+
+Counters and the latency histogram are updated as things happen (a bus
+subscriber, the sender's settle hook); gauges are read from the live state
+at each scrape.
+"""
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from instancemonitor import clock
+from instancemonitor.events import DomainEvent
+from instancemonitor.events import Notification
+from instancemonitor.sinks import Answer
+from instancemonitor.sinks import Outcome
+
+LOG = logging.getLogger(__name__)
+
+THREAD_NAME = 'metrics-http'
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+                   300, 3600)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveState:
+    """Where the gauges read from, at scrape time."""
+
+    connected: Callable[[], bool]
+    reconnects: Callable[[], int]
+    pending: Callable[[], int]
+    dead_lettered: Callable[[], int]
+    heartbeat: Callable[[], dict[str, int]]
+
+
+class _LiveCollector(Collector):
+    def __init__(self, state: LiveState) -> None:
+        self._state = state
+
+    def collect(self):
+        s = self._state
+        yield GaugeMetricFamily('instancemonitor_libvirt_connected',
+                                '1 while the libvirt connection is open',
+                                value=int(s.connected()))
+        yield CounterMetricFamily('instancemonitor_libvirt_reconnects',
+                                  'Connections opened after a lost one',
+                                  value=s.reconnects())
+        yield GaugeMetricFamily('instancemonitor_outbox_pending',
+                                'Notifications waiting for a final answer',
+                                value=s.pending())
+        yield CounterMetricFamily('instancemonitor_notifications_dead_lettered',
+                                  'Notifications kept as dead letters: rejected '
+                                  'or past max_pending_age', value=s.dead_lettered())
+        health = GaugeMetricFamily('instancemonitor_heartbeat_domains',
+                                   'Domains watched by the heartbeat, by state',
+                                   labels=['state'])
+        for state, count in sorted(s.heartbeat().items()):
+            health.add_metric([state], count)
+        yield health
+
+
+class AgentMetrics:
+    def __init__(self, state: LiveState) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self._events = prometheus_client.Counter(
+            'instancemonitor_domain_events', 'Domain events seen, by kind and source',
+            ['kind', 'source'], registry=self.registry)
+        self._sent = prometheus_client.Counter(
+            'instancemonitor_notifications_sent',
+            'Notifications the API accepted, or already had (409 duplicate)',
+            registry=self.registry)
+        self._rejected = prometheus_client.Counter(
+            'instancemonitor_notifications_rejected',
+            'Notifications the API rejected for good, by HTTP status',
+            ['status'], registry=self.registry)
+        self._latency = prometheus_client.Histogram(
+            'instancemonitor_delivery_latency_seconds',
+            'From detection of a failure to the API accepting its notification',
+            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._last_delivery = prometheus_client.Gauge(
+            'instancemonitor_last_delivery_timestamp_seconds',
+            'When a notification was last delivered (Unix time)',
+            registry=self.registry)
+        self.registry.register(_LiveCollector(state))
+        self._server: WSGIServer | None = None
+
+    def observe_event(self, event: DomainEvent) -> None:
+        """A bus subscriber (for every kind)."""
+        self._events.labels(event.kind.value, event.source).inc()
+
+    def settled(self, notification: Notification, answer: Answer) -> None:
+        """The sender's hook: a notification got its final answer."""
+        if answer.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
+            now = clock.utcnow()
+            self._sent.inc()
+            self._latency.observe(
+                max(0.0, (now - notification.generated_time).total_seconds()))
+            self._last_delivery.set(now.timestamp())
+        elif answer.outcome is Outcome.REJECTED:
+            self._rejected.labels(str(answer.status or '')).inc()
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics``; a port in use is logged, not fatal."""
+        try:
+            self._server, thread = prometheus_client.start_http_server(
+                port, host, self.registry)
+        except OSError as error:
+            LOG.error('[metrics] port %d on %s: %s; metrics are off', port, host,
+                      error)
+            return
+        thread.name = THREAD_NAME
+        LOG.info('Metrics on http://%s:%d/metrics', host, port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
