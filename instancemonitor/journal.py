@@ -173,3 +173,12 @@ class Journal:
 
     def records(self) -> list[DomainRecord]:
         return self._store.records()
+
+    def forget(self, uuid: str) -> bool:
+        """Drop a domain's record (an operator's decision)."""
+        record = self._store.get(uuid)
+        if record is None:
+            return False
+        self._store.forget(uuid)
+        LOG.info('Domain %s (%s) forgotten by the operator', record.name, uuid)
+        return True

@@ -51,6 +51,8 @@ class OutboxStore(Protocol):
 
     def dead_letters(self) -> list[DeadLetter]: ...
 
+    def unbury(self, notification_id: str, due_at: float) -> Notification | None: ...
+
 
 class MemoryOutboxStore:
     """Keeps only dead letters, for the life of the process."""
@@ -77,6 +79,13 @@ class MemoryOutboxStore:
 
     def dead_letters(self) -> list[DeadLetter]:
         return list(self._dead)
+
+    def unbury(self, notification_id: str, due_at: float) -> Notification | None:
+        for dead in self._dead:
+            if dead.notification.notification_id == notification_id:
+                self._dead.remove(dead)
+                return dead.notification
+        return None
 
 
 @dataclasses.dataclass(slots=True)
@@ -211,6 +220,18 @@ class Outbox:
             entry = self._entries[notification.notification_id]
             entry.due, entry.in_flight = self._monotonic() + delay, False
             self._schedule(entry)
+        return True
+
+    def requeue(self, notification_id: str) -> bool:
+        """Send a dead letter again (an operator's decision)."""
+        notification = self._store.unbury(notification_id, self._due_at(0.0))
+        if notification is None:
+            return False
+        with self._cond:
+            self._schedule(_Entry(notification, self._monotonic(), next(self._orders)))
+        LOG.info('Dead letter %s (%s/%s of %s) queued again by the operator',
+                 notification_id, notification.event, notification.vir_domain_event,
+                 notification.instance_uuid)
         return True
 
     def pending(self) -> int:

@@ -8,11 +8,13 @@ a ``heartbeat-ping`` pool that grows only as far as needed), ``event-dispatch``
 """
 
 import logging
+import os
 import threading
 
 import libvirt
 from oslo_config import cfg
 
+from instancemonitor import clock
 from instancemonitor import store
 from instancemonitor.bus import WILDCARD
 from instancemonitor.bus import EventBus
@@ -98,6 +100,7 @@ class AgentService:
             args=(self._stop, lambda: self.liveness.mark('event-dispatch'),
                   PROGRESS_TICK))
         self._loop_timer: int | None = None
+        self._recorded_status = ''
 
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:
@@ -119,6 +122,23 @@ class AgentService:
             return f'libvirt disconnected ({self.connection.uri}), retrying'
         return (f'watching {self.connection.uri}; {self.outbox.pending()} '
                 f'notifications pending, {self.outbox.dead_lettered} dead-lettered')
+
+    def tick(self) -> None:
+        """Periodic duties of the main thread: the status row for
+        ``instancemonitor-status`` and the operator commands it queued."""
+        if self.store is None:
+            return
+        status = self.status()
+        if status != self._recorded_status:
+            self.store.set_agent_status({
+                'status': status, 'pid': str(os.getpid()),
+                'since': clock.utcnow().isoformat(timespec='seconds')})
+            self._recorded_status = status
+        for verb, arg in self.store.take_commands():
+            done = (self.outbox.requeue(arg) if verb == 'requeue'
+                    else self.journal.forget(arg) if verb == 'forget' else False)
+            if not done:
+                LOG.warning('Operator command %s %s: nothing to do', verb, arg)
 
     def start(self) -> None:
         LOG.info('instancemonitor starting: host %s, libvirt %s',

@@ -37,6 +37,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     vir_domain_event TEXT NOT NULL, generated_time TEXT NOT NULL,
     due_at REAL NOT NULL, dead_reason TEXT);
 CREATE INDEX IF NOT EXISTS outbox_dead ON outbox (dead_reason);
+CREATE TABLE IF NOT EXISTS agent (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, verb TEXT NOT NULL, arg TEXT NOT NULL);
 """
 
 
@@ -135,6 +139,41 @@ class SqliteStateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def set_agent_status(self, status: dict[str, str]) -> None:
+        """What ``instancemonitor-status`` shows of the running agent."""
+        for key, value in status.items():
+            self._write('INSERT OR REPLACE INTO agent VALUES (?, ?)', (key, value))
+
+    def take_commands(self) -> list[tuple[str, str]]:
+        """Operator commands queued by ``instancemonitor-status``, oldest first;
+        they are removed as they are returned."""
+        with self._lock:
+            if self.degraded:
+                return []
+            try:
+                rows = self._db.execute(
+                    'SELECT id, verb, arg FROM commands ORDER BY id').fetchall()
+                if rows:
+                    self._db.execute('DELETE FROM commands WHERE id <= ?',
+                                     (rows[-1][0],))
+            except sqlite3.Error as error:
+                LOG.warning('Cannot read operator commands: %s', error)
+                return []
+        return [(verb, arg) for _, verb, arg in rows]
+
+    def unbury(self, notification_id: str, due_at: float) -> Notification | None:
+        """Make a dead letter pending again; return it, or None if unknown."""
+        dead = {d.notification.notification_id: d.notification
+                for d in self.dead_letters()}
+        notification = dead.get(notification_id)
+        if notification is not None:
+            self._write('UPDATE outbox SET dead_reason = NULL, due_at = ? '
+                        'WHERE notification_id = ?', (due_at, notification_id))
+            with self._lock:
+                self._dead_in_memory = [d for d in self._dead_in_memory
+                                        if d.notification is not notification]
+        return notification
 
     # JournalStore
 

@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     service.start()
     supervisor = Supervisor(service.liveness, service.status)
     supervisor.ready()
+    service.tick()
     while not stop.wait(supervisor.tick):
         supervisor.check()
+        service.tick()
     supervisor.stopping()
     service.stop()
     return 0

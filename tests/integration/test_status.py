@@ -1,0 +1,59 @@
+"""instancemonitor-status against the state of a running agent."""
+
+import json
+import subprocess
+import sys
+
+from tests.integration.test_daemon import config
+from tests.integration.test_daemon import destroy_test_domain
+from tests.processes import AgentProcess
+from tests.processes import wait_for
+
+
+def status(config_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, '-m', 'instancemonitor.cmd.status',
+         '--config-file', str(config_path), *args],
+        capture_output=True, text=True, timeout=30)
+
+
+def test_status_shows_the_journal_and_outbox_and_takes_operator_commands(
+        test_libvirtd, recovery_api, tmp_path):
+    recovery_api.answer((400, 'Host with name compute-1 could not be found.'))
+    agent = AgentProcess(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                                tmp_path / 'state'), tmp_path).start()
+    agent.wait_log('Connected to libvirt')
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    agent.wait_log('kept as a dead letter')
+
+    def watching():
+        shown = status(agent.config_path)
+        assert shown.returncode == 0, shown.stderr
+        return shown if 'Agent: watching test+unix' in shown.stdout else None
+    # The agent writes its status line every few seconds.
+    shown = wait_for(watching, 15, 'the status line')
+    assert domain_uuid in shown.stdout and 'Dead letters (1)' in shown.stdout
+    assert 'HTTP 400: Host with name compute-1 could not be found.' in shown.stdout
+
+    state = json.loads(status(agent.config_path, '--json').stdout)
+    (domain,) = state['domains']
+    assert (domain['uuid'], domain['name']) == (domain_uuid, 'test')
+    (dead,) = state['dead_letters']
+    assert dead['instance_uuid'] == domain_uuid and state['pending'] == []
+
+    # Re-queue: the agent sends it again (the API now accepts it).
+    requeued = status(agent.config_path, 'requeue', dead['notification_id'])
+    assert requeued.returncode == 0 and 'queued' in requeued.stdout
+    (stored,) = recovery_api.wait_stored(1, timeout=15)
+    assert stored['payload']['instance_uuid'] == domain_uuid
+    wait_for(lambda: json.loads(status(agent.config_path, '--json').stdout)
+             ['dead_letters'] == [], 10, 'the dead letter gone')
+
+    assert status(agent.config_path, 'forget', domain_uuid).returncode == 0
+    wait_for(lambda: json.loads(status(agent.config_path, '--json').stdout)
+             ['domains'] == [], 10, 'the domain forgotten')
+    assert 'forgotten by the operator' in agent.output()
+
+    unknown = status(agent.config_path, 'requeue', 'no-such-id')
+    assert unknown.returncode == 1 and 'no dead letter' in unknown.stderr
+    assert agent.stop() == 0
