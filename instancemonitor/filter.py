@@ -128,7 +128,7 @@ class EventFilter:
     def __init__(self, forward_all: bool, reboot_window: float,
                  heartbeat_event: str = 'QEMU_GUEST_AGENT_ERROR') -> None:
         self._forward_all = forward_all
-        self._reboot_window = reboot_window
+        self.reboot_window = reboot_window
         # A heartbeat failure is notified as (heartbeat_event, STOPPED_FAILED).
         self._heartbeat_pair = (heartbeat_event, 'STOPPED_FAILED')
 
@@ -146,7 +146,7 @@ class EventFilter:
         held = (event.kind == EventKind.LIFECYCLE and
                 event.event in _HELD_FOR_REBOOT)
         return Verdict(pair=pair, recovery=recovery,
-                       hold=self._reboot_window if held else 0.0)
+                       hold=self.reboot_window if held else 0.0)
 
     def _classify_heartbeat(self, event: DomainEvent) -> Verdict:
         if event.event in (Health.REPORTED, Health.NEVER_ANSWERED):

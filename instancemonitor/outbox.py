@@ -105,7 +105,7 @@ class Outbox:
         """``max_age``: seconds after detection when an undelivered
         notification becomes a dead letter; 0 keeps it for ever."""
         self._store = store or MemoryOutboxStore()
-        self._max_age = max_age
+        self.max_age = max_age
         self._monotonic = monotonic
         self._utcnow = utcnow
         self._cond = threading.Condition()
@@ -207,7 +207,7 @@ class Outbox:
     def retry_later(self, notification: Notification, delay: float) -> bool:
         """Schedule another round; False if it became a dead letter instead."""
         age = (self._utcnow() - notification.generated_time).total_seconds()
-        if self._max_age and age > self._max_age:
+        if self.max_age and age > self.max_age:
             LOG.error('Notification %s (%s/%s of %s) undelivered %.0f s after '
                       'detection, past max_pending_age: kept as a dead letter',
                       notification.notification_id, notification.event,

@@ -57,12 +57,12 @@ class AgentService:
         self.journal = Journal(self.store or MemoryJournalStore(), self.hostname)
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
                              max_age=conf.callback.max_pending_age)
+        self.filter = EventFilter(
+            forward_all=conf.events.forward == 'all',
+            reboot_window=conf.events.reboot_window,
+            heartbeat_event=conf.introspectiveinstancemonitor.notification_event)
         self.bus.subscribe(WILDCARD, NotificationPipeline(
-            EventFilter(forward_all=conf.events.forward == 'all',
-                        reboot_window=conf.events.reboot_window,
-                        heartbeat_event=conf.introspectiveinstancemonitor
-                        .notification_event),
-            self.journal, self.outbox))
+            self.filter, self.journal, self.outbox))
         self.metrics = AgentMetrics(LiveState(
             connected=lambda: self.connection.connected,
             reconnects=lambda: max(0, self.connection.connects - 1),
@@ -72,12 +72,13 @@ class AgentService:
                                if self.heartbeat else {})))
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
         self._metrics_address = (conf.metrics.host, conf.metrics.port)
+        self.retry_policy = RetryPolicy(
+            retry_max=conf.callback.retry_max,
+            interval=conf.callback.retry_interval,
+            backoff=conf.callback.retry_backoff,
+            interval_max=conf.callback.retry_interval_max)
         self.sender = Sender(
-            self.outbox, sink,
-            RetryPolicy(retry_max=conf.callback.retry_max,
-                        interval=conf.callback.retry_interval,
-                        backoff=conf.callback.retry_backoff,
-                        interval_max=conf.callback.retry_interval_max),
+            self.outbox, sink, self.retry_policy,
             threads=conf.callback.sender_threads, liveness=self.liveness,
             on_settle=self.metrics.settled)
         self.connection = LibvirtConnection(
@@ -105,8 +106,8 @@ class AgentService:
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:
             return None
-        agents = LibvirtAgents(lambda: self.connection.connection,
-                               opts.guest_monitoring_timeout)
+        self._agents = agents = LibvirtAgents(lambda: self.connection.connection,
+                                              opts.guest_monitoring_timeout)
         heartbeat = Heartbeat(
             self.bus.publish, agents.targets, agents.ping,
             HealthTracker(opts.guest_monitoring_failure_threshold,
@@ -115,6 +116,24 @@ class AgentService:
             progress=lambda: self.liveness.mark('heartbeat'))
         self.bus.subscribe(EventKind.AGENT_LIFECYCLE, heartbeat.on_agent_lifecycle)
         return heartbeat
+
+    def apply_mutable(self, conf: cfg.ConfigOpts) -> None:
+        """Apply the options a reload (SIGHUP) may change; the log level is
+        oslo.log's own hook."""
+        self.filter.reboot_window = conf.events.reboot_window
+        self.outbox.max_age = conf.callback.max_pending_age
+        policy, callback = self.retry_policy, conf.callback
+        policy.retry_max, policy.interval = callback.retry_max, callback.retry_interval
+        policy.backoff = callback.retry_backoff
+        policy.interval_max = callback.retry_interval_max
+        self.reconciler.set_interval(conf.libvirt.reconcile_interval)
+        if self.heartbeat is not None:
+            opts = conf.introspectiveinstancemonitor
+            self.heartbeat.interval = opts.guest_monitoring_interval
+            self.heartbeat.tracker.threshold = opts.guest_monitoring_failure_threshold
+            self.heartbeat.tracker.grace = opts.startup_grace
+            self.heartbeat.tracker.report_never_answered = opts.report_never_answered
+            self._agents.set_timeout(opts.guest_monitoring_timeout)
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""

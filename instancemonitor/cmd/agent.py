@@ -70,6 +70,16 @@ def load_config(argv: list[str] | None) -> cfg.ConfigOpts:
     return conf
 
 
+def reload(conf: cfg.ConfigOpts) -> None:
+    """SIGHUP: re-read the configuration files; mutable options take effect
+    (log level, intervals, retries), others need a restart."""
+    LOG.info('Received SIGHUP, reloading the configuration')
+    try:
+        conf.mutate_config_files()
+    except Exception:  # a broken file must not stop a running agent
+        LOG.exception('Reloading the configuration failed; keeping the old one')
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         conf = load_config(argv)
@@ -84,19 +94,31 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     conf.log_opt_values(LOG, logging.DEBUG)
 
-    stop = threading.Event()
+    wakeup = threading.Event()
+    requested: set[int] = set()
 
-    def request_stop(signum: int, _frame: object) -> None:
-        LOG.info('Received %s, stopping', signal.Signals(signum).name)
-        stop.set()
+    def on_signal(signum: int, _frame: object) -> None:
+        # Only note it: the main loop acts, outside the signal handler.
+        requested.add(signum)
+        wakeup.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    conf.register_mutate_hook(lambda conf, changed: service.apply_mutable(conf))
     service.start()
     supervisor = Supervisor(service.liveness, service.status)
     supervisor.ready()
     service.tick()
-    while not stop.wait(supervisor.tick):
+    while True:
+        wakeup.wait(supervisor.tick)
+        wakeup.clear()
+        if requested & {signal.SIGTERM, signal.SIGINT}:
+            LOG.info('Received %s, stopping', ' and '.join(
+                signal.Signals(s).name for s in sorted(requested)))
+            break
+        if signal.SIGHUP in requested:
+            requested.discard(signal.SIGHUP)
+            reload(conf)
         supervisor.check()
         service.tick()
     supervisor.stopping()

@@ -17,6 +17,7 @@ def _group() -> cfg.OptGroup:
 callback_opts = [
     cfg.IntOpt(
         'retry_max',
+        mutable=True,
         default=12,
         min=0,
         help="""
@@ -32,6 +33,7 @@ Related options:
 """),
     cfg.FloatOpt(
         'retry_interval',
+        mutable=True,
         default=10.0,
         min=0.0,
         help="""
@@ -44,6 +46,7 @@ Related options:
 """),
     cfg.BoolOpt(
         'retry_backoff',
+        mutable=True,
         default=False,
         help="""
 Wait exponentially longer between attempts, with random jitter.
@@ -60,6 +63,7 @@ Related options:
 """),
     cfg.FloatOpt(
         'retry_interval_max',
+        mutable=True,
         default=300.0,
         min=0.0,
         help="""
@@ -71,6 +75,7 @@ Related options:
 """),
     cfg.FloatOpt(
         'max_pending_age',
+        mutable=True,
         default=86400.0,
         min=0.0,
         help="""

@@ -36,6 +36,7 @@ Related options:
 """),
     cfg.FloatOpt(
         'reboot_window',
+        mutable=True,
         default=1.0,
         min=0.0,
         help="""

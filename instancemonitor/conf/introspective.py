@@ -30,6 +30,7 @@ are never pinged, so this costs nothing where no guest has an agent.
 """),
     cfg.IntOpt(
         'guest_monitoring_interval',
+        mutable=True,
         default=10,
         min=1,
         help="""
@@ -42,6 +43,7 @@ Related options:
 """),
     cfg.IntOpt(
         'guest_monitoring_timeout',
+        mutable=True,
         default=2,
         min=1,
         help="""
@@ -51,6 +53,7 @@ makes libvirt wait its own 5 s per call.
 """),
     cfg.IntOpt(
         'guest_monitoring_failure_threshold',
+        mutable=True,
         default=3,
         min=1,
         help="""
@@ -68,6 +71,7 @@ as long as no more guests than this hang at the same time.
 """),
     cfg.FloatOpt(
         'startup_grace',
+        mutable=True,
         default=300.0,
         min=0.0,
         help="""
@@ -80,6 +84,7 @@ Related options:
 """),
     cfg.BoolOpt(
         'report_never_answered',
+        mutable=True,
         default=False,
         help="""
 Notify a guest whose agent never answered within ``startup_grace``.

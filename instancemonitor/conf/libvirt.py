@@ -53,6 +53,7 @@ Related options:
 """),
     cfg.FloatOpt(
         'reconcile_interval',
+        mutable=True,
         default=60.0,
         min=0.0,
         help="""

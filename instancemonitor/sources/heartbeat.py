@@ -60,9 +60,9 @@ class HealthTracker:
 
     def __init__(self, threshold: int, grace: float, report_never_answered: bool,
                  monotonic: Callable[[], float] = clock.monotonic) -> None:
-        self._threshold = threshold
-        self._grace = grace
-        self._report_never_answered = report_never_answered
+        self.threshold = threshold
+        self.grace = grace
+        self.report_never_answered = report_never_answered
         self._monotonic = monotonic
         self._states: dict[str, _State] = {}
 
@@ -98,18 +98,14 @@ class HealthTracker:
         if answered:
             state.health, state.failures = Health.HEALTHY, 0
         elif state.health is Health.DISCOVERY:
-            if self._monotonic() - state.since >= self._grace:
+            if self._monotonic() - state.since >= self.grace:
                 state.health = Health.NEVER_ANSWERED
         elif state.health in (Health.HEALTHY, Health.FAILING):
             state.failures += 1
-            state.health = (Health.REPORTED if state.failures >= self._threshold
+            state.health = (Health.REPORTED if state.failures >= self.threshold
                             else Health.FAILING)
         after = (state.health, state.failures)
         return after if after != before else None
-
-    @property
-    def reports_never_answered(self) -> bool:
-        return self._report_never_answered
 
 
 def has_agent_channel(domain_xml: str) -> bool:
@@ -125,7 +121,7 @@ class LibvirtAgents:
     def __init__(self, current: Callable[[], libvirt.virConnect | None],
                  timeout: int) -> None:
         self._current = current
-        self._timeout = timeout
+        self.timeout = timeout
         # (uuid, domain id) → has the channel; a new run re-reads the XML.
         self._channel: dict[tuple[str, int], bool] = {}
 
@@ -141,7 +137,7 @@ class LibvirtAgents:
                     self._channel[key] = has_agent_channel(dom.XMLDesc(0))
                     if self._channel[key]:
                         # A hung agent must not cost libvirt's own 5 s a call.
-                        dom.agentSetResponseTimeout(self._timeout)
+                        dom.agentSetResponseTimeout(self.timeout)
                 except libvirt.libvirtError:
                     continue  # gone meanwhile
             if self._channel[key]:
@@ -151,10 +147,15 @@ class LibvirtAgents:
                          if k in live or not v}
         return found
 
+    def set_timeout(self, timeout: int) -> None:
+        """A new per-call timeout, set on every domain at its next look."""
+        self.timeout = timeout
+        self._channel.clear()
+
     def ping(self, target: Target) -> bool:
         try:
             libvirt_qemu.qemuAgentCommand(target.domain, GUEST_PING,
-                                          self._timeout, 0)
+                                          self.timeout, 0)
             return True
         except libvirt.libvirtError:
             return False  # not connected, hung, or the domain stopped
@@ -171,7 +172,7 @@ class Heartbeat:
         self._targets = targets
         self._ping = ping
         self.tracker = tracker
-        self._interval = interval
+        self.interval = interval
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix='heartbeat-ping')
         self._stop = threading.Event()
@@ -203,7 +204,7 @@ class Heartbeat:
                 self.round()
             except libvirt.libvirtError as error:
                 LOG.warning('Heartbeat round failed (%s)', error.get_error_message())
-            while (wait := self._interval - (clock.monotonic() - started)) > 0:
+            while (wait := self.interval - (clock.monotonic() - started)) > 0:
                 self._progress()
                 if self._wakeup.wait(min(wait, PROGRESS_TICK)):
                     break
@@ -227,9 +228,9 @@ class Heartbeat:
         if health is Health.NEVER_ANSWERED:
             LOG.warning('Guest agent of %s (%s) has not answered since the domain '
                         'was first seen running%s', target.name, target.uuid,
-                        '' if self.tracker.reports_never_answered
+                        '' if self.tracker.report_never_answered
                         else '; not reported (report_never_answered is off)')
-            if not self.tracker.reports_never_answered:
+            if not self.tracker.report_never_answered:
                 return
         elif health is Health.REPORTED:
             LOG.warning('Guest agent of %s (%s) missed %d pings in a row',

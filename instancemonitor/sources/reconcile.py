@@ -59,8 +59,9 @@ class Reconciler:
         """``current`` gives the open connection, if any, for periodic scans."""
         self._publish = publish
         self._current = current
-        self._interval = interval
+        self.interval = interval
         self._stop = threading.Event()
+        self._wakeup = threading.Event()
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
                                         daemon=True)
 
@@ -94,17 +95,25 @@ class Reconciler:
         LOG.debug('Domain state scan: %d domains, %d failed', len(states), failures)
         return failures
 
+    def set_interval(self, interval: float) -> None:
+        self.interval = interval
+        self._wakeup.set()
+
     def start(self) -> None:
-        if self._interval > 0:
-            self._thread.start()
+        self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wakeup.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.is_set():
+            # 0: scans only on connection; sleep until the interval changes.
+            if self._wakeup.wait(self.interval or None):
+                self._wakeup.clear()
+                continue
             conn = self._current()
             if conn is not None:
                 self.scan(conn)

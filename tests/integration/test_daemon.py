@@ -162,3 +162,20 @@ def test_daemon_keeps_notifications_while_the_api_is_down(
     finally:
         api.stop()
     wait_for(lambda: 'delivered to masakari' in agent.output(), 10, 'delivery logged')
+
+
+def test_sighup_reloads_log_level_and_intervals(test_libvirtd, recovery_api,
+                                                agent_process, tmp_path):
+    quiet = config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                   tmp_path / 'state').replace('debug = true', 'debug = false')
+    agent = agent_process(quiet)
+    agent.wait_log('Connected to libvirt')
+    time.sleep(1)
+    assert 'Domain state scan' not in agent.output()  # DEBUG, and every 60 s
+    agent.config_path.write_text(quiet.replace('debug = false', 'debug = true')
+                                 .replace('[libvirt]', '[libvirt]\nreconcile_interval = 0.3'))
+    agent.process.send_signal(signal.SIGHUP)
+    agent.wait_log('reloading the configuration')
+    agent.wait_log('Domain state scan', count=3, timeout=10)
+    assert agent.process.poll() is None
+    assert agent.stop() == 0
