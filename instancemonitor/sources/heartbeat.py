@@ -20,7 +20,6 @@ report becomes one notification per failure episode.
 import concurrent.futures
 import dataclasses
 import logging
-import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
 
@@ -32,6 +31,7 @@ from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
 from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class LibvirtAgents:
             return False  # not connected, hung, or the domain stopped
 
 
-class Heartbeat:
+class Heartbeat(Worker):
     def __init__(self, publish: Callable[[DomainEvent], None],
                  targets: Callable[[], list[Target]],
                  ping: Callable[[Target], bool], tracker: HealthTracker,
@@ -175,25 +175,16 @@ class Heartbeat:
         self.interval = interval
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix='heartbeat-ping')
-        self._stop = threading.Event()
-        self._wakeup = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
-                                        daemon=True)
+        super().__init__(THREAD_NAME)
         self.rounds = 0
 
     def on_agent_lifecycle(self, event: DomainEvent) -> None:
         """A bus subscriber: an agent that just connected is pinged at once."""
         if event.event == _AGENT_CONNECTED:
-            self._wakeup.set()
-
-    def start(self) -> None:
-        self._thread.start()
+            self.wake()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wakeup.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:

@@ -10,7 +10,6 @@ A domain that is gone is not listed, and a scan that fails reports nothing.
 """
 
 import logging
-import threading
 from collections.abc import Callable
 
 import libvirt
@@ -19,6 +18,7 @@ from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.journal import RECONCILIATION
+from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _states(conn: libvirt.virConnect) -> list[tuple[libvirt.virDomain, int, int]
     return [(dom, *dom.state()) for dom in conn.listAllDomains()]
 
 
-class Reconciler:
+class Reconciler(Worker):
     def __init__(self, publish: Callable[[DomainEvent], None],
                  current: Callable[[], libvirt.virConnect | None],
                  interval: float) -> None:
@@ -60,10 +60,7 @@ class Reconciler:
         self._publish = publish
         self._current = current
         self.interval = interval
-        self._stop = threading.Event()
-        self._wakeup = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
-                                        daemon=True)
+        super().__init__(THREAD_NAME)
 
     def register(self, conn: libvirt.virConnect) -> list[int]:
         """Scan a new connection (after the event callbacks are registered)."""
@@ -97,16 +94,7 @@ class Reconciler:
 
     def set_interval(self, interval: float) -> None:
         self.interval = interval
-        self._wakeup.set()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wakeup.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.wake()
 
     def _run(self) -> None:
         while not self._stop.is_set():
