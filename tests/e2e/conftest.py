@@ -27,9 +27,11 @@ def guest_xml(name: str, devices: str = '', memory_mib: int = 64,
 
 @pytest.fixture(scope='session')
 def qemu_libvirtd():
-    daemon = PrivateLibvirtd('qemu').start()
-    yield daemon
-    daemon.cleanup()
+    daemon = PrivateLibvirtd('qemu')
+    try:
+        yield daemon.start()
+    finally:
+        daemon.cleanup()  # guests and libvirtd, by pid, even when start failed
 
 
 @pytest.fixture
@@ -136,7 +138,11 @@ def failing_disk(tmp_path):
         ['nbdkit', '-f', '--unix', str(sock), '--filter=error', 'memory',
          'size=16M', 'error=EIO', 'error-rate=100%', f'error-file={flag}'],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(sock.exists, 10, 'nbdkit socket')
+    try:
+        wait_for(sock.exists, 10, 'nbdkit socket')
+    except AssertionError:
+        stop_pid(process)
+        raise
 
     def disk(policy: str) -> str:
         # The source must carry name=: without it libvirt 9.0 drops the

@@ -33,19 +33,23 @@ def start_agent(make_conf, recovery_api, tmp_path):
 @pytest.fixture
 def test_libvirtd():
     """A private libvirtd serving the test driver on a unix socket."""
-    daemon = PrivateLibvirtd().start()
-    yield daemon
-    daemon.cleanup()
+    daemon = PrivateLibvirtd()
+    try:
+        yield daemon.start()
+    finally:
+        daemon.cleanup()  # by pid, even when it failed to start
 
 
 @pytest.fixture
 def agent_process(tmp_path):
+    """Start ``instancemonitor`` processes; every one is stopped by pid after
+    the test, passed or failed."""
     agents = []
 
-    def start(config: str) -> AgentProcess:
-        agent = AgentProcess(config, tmp_path).start()
+    def start(config: str, **options) -> AgentProcess:
+        agent = AgentProcess(config, tmp_path)
         agents.append(agent)
-        return agent
+        return agent.start(**options)
 
     yield start
     for agent in agents:

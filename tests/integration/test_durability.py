@@ -11,7 +11,6 @@ import libvirt
 import pytest
 
 from tests.fakes.recovery_api import RecoveryAPI
-from tests.processes import AgentProcess
 from tests.processes import free_port
 
 DOMAIN_XML = """<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>
@@ -73,20 +72,20 @@ def requests_by_instance(api: RecoveryAPI) -> dict[str, list[dict]]:
 
 
 def test_agent_killed_mid_burst_delivers_everything_after_restart(
-        test_libvirtd, domains, tmp_path):
+        test_libvirtd, domains, agent_process, tmp_path):
     start, destroy = domains
     api = RecoveryAPI().start()
     api.delay = 0.02  # a slow API, so that a backlog builds up
     try:
         agent_config = config(test_libvirtd.uri, api.url, tmp_path / 'state')
-        agent = AgentProcess(agent_config, tmp_path).start()
+        agent = agent_process(agent_config)
         agent.wait_log('Connected to libvirt')
         uuids = destroy(start(200))
         api.wait_stored(30, timeout=30)
         agent.kill()  # SIGKILL with ~170 detected and not yet delivered
         killed_with = len(api.stored)
         assert killed_with < 200
-        AgentProcess(agent_config, tmp_path).start()
+        agent_process(agent_config)
         api.wait_stored(200, timeout=60)
         sent = requests_by_instance(api)
         assert set(sent) == set(uuids)
@@ -101,11 +100,11 @@ def test_agent_killed_mid_burst_delivers_everything_after_restart(
 
 
 def test_api_down_far_longer_than_retries_loses_nothing(test_libvirtd, domains,
-                                                        tmp_path):
+                                                        agent_process, tmp_path):
     start, destroy = domains
     port = free_port()  # refused: nothing listens yet
-    agent = AgentProcess(config(test_libvirtd.uri, f'http://127.0.0.1:{port}/v1',
-                                tmp_path / 'state'), tmp_path).start()
+    agent = agent_process(config(test_libvirtd.uri, f'http://127.0.0.1:{port}/v1',
+                                 tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     uuids = destroy(start(10))
     # retry_max 2 x retry_interval 0.2 s: a round is 0.4 s; stay down for ten.
@@ -124,12 +123,13 @@ def test_api_down_far_longer_than_retries_loses_nothing(test_libvirtd, domains,
     assert agent.process.poll() is None
 
 
-def test_sigterm_is_prompt_and_keeps_what_is_pending(test_libvirtd, domains, tmp_path):
+def test_sigterm_is_prompt_and_keeps_what_is_pending(test_libvirtd, domains,
+                                                     agent_process, tmp_path):
     start, destroy = domains
     port = free_port()
     agent_config = config(test_libvirtd.uri, f'http://127.0.0.1:{port}/v1',
                           tmp_path / 'state', retry_interval=30)
-    agent = AgentProcess(agent_config, tmp_path).start()
+    agent = agent_process(agent_config)
     agent.wait_log('Connected to libvirt')
     uuids = destroy(start(5))
     agent.wait_log('not delivered')
@@ -139,7 +139,7 @@ def test_sigterm_is_prompt_and_keeps_what_is_pending(test_libvirtd, domains, tmp
     assert '5 notifications pending' in agent.output()
     api = RecoveryAPI(port=port).start()
     try:
-        AgentProcess(agent_config, tmp_path).start()
+        agent_process(agent_config)
         api.wait_stored(5, timeout=20)
         assert sorted(p[0] for p in api.payloads()) == sorted(uuids)
     finally:
@@ -147,18 +147,18 @@ def test_sigterm_is_prompt_and_keeps_what_is_pending(test_libvirtd, domains, tmp
 
 
 def test_a_full_disk_degrades_to_memory_and_loses_nothing(test_libvirtd, domains,
-                                                          recovery_api, tmp_path):
+                                                          recovery_api, agent_process,
+                                                          tmp_path):
     start, destroy = domains
     if os.geteuid() != 0 or not shutil.which('unshare'):
         pytest.skip('mounting a small filesystem needs root and unshare')
     state = tmp_path / 'state'
     state.mkdir()
-    agent = AgentProcess(config(test_libvirtd.uri, recovery_api.url, state),
-                         tmp_path)
+    agent_config = config(test_libvirtd.uri, recovery_api.url, state)
     # A 256 KiB filesystem of the agent's own, in its own mount namespace: the
     # database opens, and its write-ahead log fills it within a few dozen
     # notifications.
-    agent.start(prefix=('unshare', '--mount', '--propagation', 'private', 'sh', '-c',
+    agent = agent_process(agent_config, prefix=('unshare', '--mount', '--propagation', 'private', 'sh', '-c',
                         'mount -t tmpfs -o size=256k tmpfs "$0" && exec "$@"',
                         str(state)))
     agent.wait_log('Connected to libvirt')

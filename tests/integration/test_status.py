@@ -6,7 +6,6 @@ import sys
 
 from tests.integration.test_daemon import config
 from tests.integration.test_daemon import destroy_test_domain
-from tests.processes import AgentProcess
 from tests.processes import wait_for
 
 
@@ -18,10 +17,10 @@ def status(config_path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_status_shows_the_journal_and_outbox_and_takes_operator_commands(
-        test_libvirtd, recovery_api, tmp_path):
+        test_libvirtd, recovery_api, agent_process, tmp_path):
     recovery_api.answer((400, 'Host with name compute-1 could not be found.'))
-    agent = AgentProcess(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
-                                tmp_path / 'state'), tmp_path).start()
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                                 tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     domain_uuid = destroy_test_domain(test_libvirtd.uri)
     agent.wait_log('kept as a dead letter')

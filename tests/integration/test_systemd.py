@@ -12,7 +12,6 @@ import pytest
 from tests.fakes.recovery_api import RecoveryAPI
 from tests.integration.test_daemon import config
 from tests.integration.test_daemon import destroy_test_domain
-from tests.processes import AgentProcess
 from tests.processes import skip_or_fail
 
 ROOT = pathlib.Path(__file__).parents[2]
@@ -63,10 +62,11 @@ def notify_socket(tmp_path):
 
 
 def test_ready_status_and_watchdog_over_sd_notify(test_libvirtd, recovery_api,
-                                                  notify_socket, tmp_path):
-    agent = AgentProcess(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
-                                tmp_path / 'state'), tmp_path)
-    agent.start(env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000'})
+                                                  notify_socket, agent_process,
+                                                  tmp_path):
+    agent = agent_process(
+        config(test_libvirtd.uri, f'endpoint = {recovery_api.url}', tmp_path / 'state'),
+        env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000'})
     notify_socket.receive_until(lambda m: m.startswith('READY=1'), 20)
     ready = next(m for _, m in notify_socket.messages if m.startswith('READY=1'))
     assert 'STATUS=' in ready
@@ -82,15 +82,15 @@ def test_ready_status_and_watchdog_over_sd_notify(test_libvirtd, recovery_api,
     notify_socket.receive_until(lambda m: m.startswith('STOPPING=1'), 5)
 
 
-def test_a_wedged_sender_stops_the_watchdog(test_libvirtd, notify_socket, tmp_path):
+def test_a_wedged_sender_stops_the_watchdog(test_libvirtd, notify_socket,
+                                            agent_process, tmp_path):
     api = RecoveryAPI().start()
     api.delay = 6.0  # every POST hangs far past the 2 s watchdog
     try:
-        agent = AgentProcess(
+        agent = agent_process(
             config(test_libvirtd.uri, f'endpoint = {api.url}\ntimeout = 30',
-                   tmp_path / 'state'), tmp_path)
-        agent.start(env={'NOTIFY_SOCKET': notify_socket.path,
-                         'WATCHDOG_USEC': '2000000'})
+                   tmp_path / 'state'),
+            env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000'})
         notify_socket.receive_until(lambda m: m == 'WATCHDOG=1', 20)
         destroy_test_domain(test_libvirtd.uri)
         api.wait_requests(1)
