@@ -11,6 +11,7 @@ import logging
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import loading as ks_loading
+from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from instancemonitor.conf import api as api_conf
@@ -36,12 +37,25 @@ def adapter_from_conf(conf: cfg.ConfigOpts) -> ks_adapter.Adapter:
             '[api] endpoint or [api] auth_type must be set: without Keystone '
             'authentication there is no catalog to find the recovery API in')
     session = ks_loading.load_session_from_conf_options(conf, group, auth=auth)
+    _size_connection_pool(session, conf.callback.sender_threads)
     return ks_adapter.Adapter(
         session,
         service_type=api_conf.SERVICE_TYPE,
         interface=conf.api.api_interface,
         region_name=conf.api.region,
         endpoint_override=conf.api.endpoint)
+
+
+def _size_connection_pool(session: ks_session.Session, senders: int) -> None:
+    """One kept-alive connection per sender thread: requests' default pool
+    keeps 10 per host and discards the rest, reconnecting every time."""
+    current = session.session.get_adapter('https://')
+    pool = ks_session.TCPKeepAliveAdapter(
+        pool_maxsize=max(10, senders),
+        tls_ciphers=getattr(current, 'tls_ciphers', None),
+        tls_min_version=getattr(current, 'tls_min_version', None))
+    for prefix in ('https://', 'http://'):
+        session.session.mount(prefix, pool)
 
 
 def _server_message(body: str) -> str:

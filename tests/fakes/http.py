@@ -59,6 +59,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog (5) resets connections in a burst.
+    request_queue_size = 128
 
     def __init__(self, handler: Handler, port: int) -> None:
         self.handler = handler

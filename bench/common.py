@@ -1,0 +1,81 @@
+"""What the benchmarks share: the agent in this process on libvirt's test
+driver, a loopback receiver that answers in one send (the test tier's
+Masakari stand-in), and figures of this process."""
+
+import os
+import pathlib
+import platform
+import tempfile
+import threading
+import uuid
+
+from oslo_config import cfg
+from oslo_log import log as oslo_logging
+
+from instancemonitor import conf as im_conf
+from instancemonitor.service import AgentService
+from tests.fakes.recovery_api import RecoveryAPI
+
+DOMAIN_XML = ("<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>"
+              "<memory>65536</memory><os><type>hvm</type></os></domain>")
+
+
+def machine() -> str:
+    return (f'{os.cpu_count()} cores, Python {platform.python_version()}, '
+            f'{platform.system()} {platform.release()}')
+
+
+def node_xml(count: int, directory: pathlib.Path) -> str:
+    """A test:/// URI with ``count`` running domains, each its own copy."""
+    path = directory / 'node.xml'
+    path.write_text('<node>' + ''.join(
+        DOMAIN_XML.format(name=f'bench-{i:05d}', uuid=uuid.uuid4())
+        for i in range(count)) + '</node>')
+    return f'test://{path}'
+
+
+def start_agent(uri: str, endpoint: str, **groups: dict) -> AgentService:
+    """The agent with the durable outbox, forwarding every stop at once."""
+    conf = cfg.ConfigOpts()
+    im_conf.register_opts(conf)
+    oslo_logging.register_options(conf)
+    conf([], project='instancemonitor', default_config_files=[],
+         default_config_dirs=[])
+    settings = {
+        'DEFAULT': {'hostname': 'compute-1',
+                    'state_path': tempfile.mkdtemp(prefix='im-bench-')},
+        'libvirt': {'connection_uri': uri},
+        'events': {'forward': 'all', 'reboot_window': 0},
+        'api': {'endpoint': endpoint},
+        'metrics': {'port': 0},
+    }
+    for group, values in groups.items():
+        settings.setdefault(group, {}).update(values)
+    for group, values in settings.items():
+        for name, value in values.items():
+            conf.set_override(name, value, group=None if group == 'DEFAULT' else group)
+    agent = AgentService(conf)
+    agent.start()
+    agent.connection.wait_connected(10)
+    return agent
+
+
+def rss_mib() -> float:
+    with open('/proc/self/status') as status:
+        kib = next(int(line.split()[1]) for line in status
+                   if line.startswith('VmRSS'))
+    return kib / 1024
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def agent_threads() -> int:
+    prefixes = ('libvirt-', 'event-dispatch', 'sender-', 'reconcile', 'heartbeat')
+    return sum(t.name.startswith(prefixes) for t in threading.enumerate())
+
+
+__all__ = ['RecoveryAPI', 'machine', 'node_xml', 'start_agent', 'rss_mib',
+           'cpu_seconds', 'agent_threads']
