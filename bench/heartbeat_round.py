@@ -5,7 +5,7 @@ in ~1 ms, as a real qemu-ga does; a hung one holds the call for the whole
 per-call timeout, as libvirt does); everything else is the agent's own
 Heartbeat and HealthTracker. Prints one row per case.
 
-    python bench/heartbeat_round.py
+    python -m bench.heartbeat_round
 """
 
 import os
