@@ -13,6 +13,7 @@ runs in this process with its defaults (reconnect backoff 0.5 s doubling to
 """
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -61,6 +62,7 @@ def main() -> None:
     finally:
         if agent is not None:
             agent.stop()
+            shutil.rmtree(agent.store.path.parent, ignore_errors=True)
         api.stop()
         daemon.cleanup()
     print(f'# libvirtd SIGKILLed, a guest killed during the gap, libvirtd back; '
