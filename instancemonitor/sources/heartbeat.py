@@ -129,9 +129,10 @@ class LibvirtAgents:
         conn = self._current()
         if conn is None:
             return []
-        found = []
+        found, running = [], set()
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
             key = (dom.UUIDString(), dom.ID())
+            running.add(key)
             if key not in self._channel:
                 try:
                     self._channel[key] = has_agent_channel(dom.XMLDesc(0))
@@ -142,9 +143,8 @@ class LibvirtAgents:
                     continue  # gone meanwhile
             if self._channel[key]:
                 found.append(Target(key[0], dom.name(), dom))
-        live = {(t.uuid, t.domain.ID()) for t in found}
-        self._channel = {k: v for k, v in self._channel.items()
-                         if k in live or not v}
+        # Only runs still going are remembered: the cache stays bounded.
+        self._channel = {k: v for k, v in self._channel.items() if k in running}
         return found
 
     def set_timeout(self, timeout: int) -> None:

@@ -172,3 +172,44 @@ def test_the_heartbeat_event_name_is_configurable():
     assert f.classify(beat_event(Health.REPORTED, 3)).pair == (
         'LIFECYCLE', 'STOPPED_FAILED')
     assert f.classify(beat_event(Health.NEVER_ANSWERED)).recovery
+
+
+class _Dom:
+    def __init__(self, uuid, dom_id, xml):
+        self.uuid, self.dom_id, self.xml, self.xml_reads = uuid, dom_id, xml, 0
+
+    def UUIDString(self):
+        return self.uuid
+
+    def ID(self):
+        return self.dom_id
+
+    def name(self):
+        return self.uuid
+
+    def XMLDesc(self, flags):
+        self.xml_reads += 1
+        return self.xml
+
+    def agentSetResponseTimeout(self, timeout):
+        pass
+
+
+def test_targets_read_each_domain_run_once_and_forget_ended_runs():
+    from instancemonitor.sources.heartbeat import LibvirtAgents
+    channel = ("<domain><devices><channel type='unix'><target type='virtio' "
+               "name='org.qemu.guest_agent.0'/></channel></devices></domain>")
+    running = {'a': _Dom('a', 1, channel), 'b': _Dom('b', 2, '<domain/>')}
+
+    class Conn:
+        def listAllDomains(self, flags):
+            return list(running.values())
+    agents = LibvirtAgents(lambda: Conn(), 1)
+    for _ in range(3):
+        assert [t.uuid for t in agents.targets()] == ['a']
+    assert running['a'].xml_reads == running['b'].xml_reads == 1
+    # Runs that ended, with or without a channel, are not kept.
+    for i in range(100):
+        running = {'a': _Dom('a', 1, channel), 'c': _Dom('c', 10 + i, '<domain/>')}
+        agents.targets()
+    assert len(agents._channel) == 2
