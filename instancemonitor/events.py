@@ -57,9 +57,23 @@ class DomainEvent:
     source: str = 'libvirt'
 
 
+# Notification.sink of the recovery API's notifications.
+RECOVERY_SINK = 'masakari'
+
+
+def _utc_stamp(value: datetime.datetime) -> str:
+    return value.astimezone(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Notification:
-    """One VM notification for the recovery API, frozen at detection."""
+    """One message for one sink, frozen at detection.
+
+    For the recovery API (``sink`` ``masakari``) it is a VM notification,
+    :meth:`body`; for an event subscriber (a webhook, the message bus) it
+    describes one domain event, :meth:`document`. ``notification_id`` stays
+    the same through every resend, so a receiver can drop repeats.
+    """
 
     hostname: str
     instance_uuid: str
@@ -68,17 +82,37 @@ class Notification:
     generated_time: datetime.datetime
     notification_id: str = dataclasses.field(
         default_factory=lambda: uuid.uuid4().hex)
+    sink: str = RECOVERY_SINK
+    instance_name: str = ''
+    # DomainEvent.source: libvirt, heartbeat or reconciliation.
+    source: str = ''
+    # The I/O error's reason, when libvirt gives one.
+    reason: str = ''
 
     def body(self) -> dict:
         """The request body of ``POST /notifications``, in Masakari's schema."""
-        stamp = self.generated_time.astimezone(datetime.UTC)
         return {'notification': {
             'type': 'VM',
             'hostname': self.hostname,
-            'generated_time': stamp.strftime('%Y-%m-%dT%H:%M:%S.%fZ'),
+            'generated_time': _utc_stamp(self.generated_time),
             'payload': {
                 'event': self.event,
                 'instance_uuid': self.instance_uuid,
                 'vir_domain_event': self.vir_domain_event,
             },
         }}
+
+    def document(self) -> dict:
+        """The JSON document an event subscriber receives."""
+        document = {
+            'id': self.notification_id,
+            'host': self.hostname,
+            'instance': {'uuid': self.instance_uuid, 'name': self.instance_name},
+            'event': self.event,
+            'detail': self.vir_domain_event,
+            'time': _utc_stamp(self.generated_time),
+            'source': self.source,
+        }
+        if self.reason:
+            document['reason'] = self.reason
+        return document

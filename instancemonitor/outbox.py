@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from instancemonitor import clock
+from instancemonitor.events import RECOVERY_SINK
 from instancemonitor.events import Notification
 
 LOG = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class DeadLetter:
 
 
 class OutboxStore(Protocol):
-    """Where pending notifications and dead letters are kept.
+    """Where pending notifications and dead letters are kept, for every sink.
 
     ``due_at`` is a wall-clock instant (epoch seconds), so it means the same
     after a restart.
@@ -47,11 +48,12 @@ class OutboxStore(Protocol):
     def bury(self, notification_id: str, reason: str,
              notification: Notification | None = None) -> None: ...
 
-    def pending(self) -> list[tuple[Notification, float]]: ...
+    def pending(self, sink: str) -> list[tuple[Notification, float]]: ...
 
-    def dead_letters(self) -> list[DeadLetter]: ...
+    def dead_letters(self, sink: str) -> list[DeadLetter]: ...
 
-    def unbury(self, notification_id: str, due_at: float) -> Notification | None: ...
+    def unbury(self, notification_id: str, due_at: float,
+               sink: str) -> Notification | None: ...
 
 
 class MemoryOutboxStore:
@@ -74,15 +76,17 @@ class MemoryOutboxStore:
         if notification is not None:
             self._dead.append(DeadLetter(notification, reason))
 
-    def pending(self) -> list[tuple[Notification, float]]:
+    def pending(self, sink: str) -> list[tuple[Notification, float]]:
         return []
 
-    def dead_letters(self) -> list[DeadLetter]:
-        return list(self._dead)
+    def dead_letters(self, sink: str) -> list[DeadLetter]:
+        return [d for d in self._dead if d.notification.sink == sink]
 
-    def unbury(self, notification_id: str, due_at: float) -> Notification | None:
+    def unbury(self, notification_id: str, due_at: float,
+               sink: str) -> Notification | None:
         for dead in self._dead:
-            if dead.notification.notification_id == notification_id:
+            if (dead.notification.notification_id == notification_id
+                    and dead.notification.sink == sink):
                 self._dead.remove(dead)
                 return dead.notification
         return None
@@ -98,12 +102,17 @@ class _Entry:
 
 
 class Outbox:
+    """The notifications of one sink: each sink has its own, over a shared
+    store, so a slow sink never holds up another."""
+
     def __init__(self, store: OutboxStore | None = None,
                  max_age: float = 0.0,
                  monotonic: Callable[[], float] = clock.monotonic,
-                 utcnow: Callable[[], datetime.datetime] = clock.utcnow) -> None:
+                 utcnow: Callable[[], datetime.datetime] = clock.utcnow,
+                 sink: str = RECOVERY_SINK) -> None:
         """``max_age``: seconds after detection when an undelivered
         notification becomes a dead letter; 0 keeps it for ever."""
+        self.sink = sink
         self._store = store or MemoryOutboxStore()
         self.max_age = max_age
         self._monotonic = monotonic
@@ -118,21 +127,24 @@ class Outbox:
         self._orders = itertools.count()
         self.dead_lettered = 0
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
-        recovered = self._store.pending()
+        recovered = self._store.pending(sink)
         with self._cond:
             for notification, due_at in recovered:
                 self._schedule(_Entry(
                     notification, now + max(0.0, due_at - now_wall),
                     next(self._orders)))
         if recovered:
-            LOG.info('%d pending notifications recovered from the outbox',
-                     len(recovered))
+            LOG.info('%d pending notifications for %s recovered from the outbox',
+                     len(recovered), sink)
 
     def _due_at(self, delay: float) -> float:
         return self._utcnow().timestamp() + delay
 
     def add(self, notification: Notification, delay: float = 0.0) -> None:
         """Keep ``notification`` (durably, if the store is) and schedule it."""
+        if notification.sink != self.sink:
+            raise ValueError(f'{notification.sink} notification in the outbox '
+                             f'of {self.sink}')
         self._store.insert(notification, self._due_at(delay))
         with self._cond:
             self._schedule(_Entry(notification, self._monotonic() + delay,
@@ -224,7 +236,8 @@ class Outbox:
 
     def requeue(self, notification_id: str) -> bool:
         """Send a dead letter again (an operator's decision)."""
-        notification = self._store.unbury(notification_id, self._due_at(0.0))
+        notification = self._store.unbury(notification_id, self._due_at(0.0),
+                                          self.sink)
         if notification is None:
             return False
         with self._cond:
@@ -239,7 +252,7 @@ class Outbox:
             return len(self._entries)
 
     def dead_letters(self) -> list[DeadLetter]:
-        return self._store.dead_letters()
+        return self._store.dead_letters(self.sink)
 
     def wake(self) -> None:
         """Wake every waiting :meth:`take` so it sees its stop event."""

@@ -22,7 +22,7 @@ from instancemonitor.outbox import DeadLetter
 LOG = logging.getLogger(__name__)
 
 FILENAME = 'instancemonitor.sqlite'
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -42,6 +42,23 @@ CREATE TABLE IF NOT EXISTS agent (
 CREATE TABLE IF NOT EXISTS commands (
     id INTEGER PRIMARY KEY AUTOINCREMENT, verb TEXT NOT NULL, arg TEXT NOT NULL);
 """
+
+
+# Columns added after version 1, with the value rows of version 1 get.
+_OUTBOX_COLUMNS_V2 = (
+    ('sink', "TEXT NOT NULL DEFAULT 'masakari'"),
+    ('instance_name', "TEXT NOT NULL DEFAULT ''"),
+    ('source', "TEXT NOT NULL DEFAULT ''"),
+    ('reason', "TEXT NOT NULL DEFAULT ''"),
+)
+
+
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a database of an earlier version to this one's columns."""
+    present = {row[1] for row in db.execute('PRAGMA table_info(outbox)')}
+    for column, declaration in _OUTBOX_COLUMNS_V2:
+        if column not in present:
+            db.execute(f'ALTER TABLE outbox ADD COLUMN {column} {declaration}')
 
 
 def _stamp(value: datetime.datetime | None) -> str | None:
@@ -109,6 +126,7 @@ class SqliteStateStore:
             self._db.execute('PRAGMA journal_mode=WAL')
             self._db.execute('PRAGMA synchronous=FULL')
             self._db.executescript(_SCHEMA)
+            _upgrade(self._db)
             self._db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
             # Checks the whole file now rather than failing on a later write.
             (check,) = self._db.execute('PRAGMA quick_check').fetchone()
@@ -162,10 +180,12 @@ class SqliteStateStore:
                 return []
         return [(verb, arg) for _, verb, arg in rows]
 
-    def unbury(self, notification_id: str, due_at: float) -> Notification | None:
-        """Make a dead letter pending again; return it, or None if unknown."""
+    def unbury(self, notification_id: str, due_at: float,
+               sink: str) -> Notification | None:
+        """Make one of ``sink``'s dead letters pending again; return it, or
+        None if it has no such dead letter."""
         dead = {d.notification.notification_id: d.notification
-                for d in self.dead_letters()}
+                for d in self.dead_letters(sink)}
         notification = dead.get(notification_id)
         if notification is not None:
             self._write('UPDATE outbox SET dead_reason = NULL, due_at = ? '
@@ -218,9 +238,11 @@ class SqliteStateStore:
         n = notification
         self._write(
             'INSERT INTO outbox (notification_id, hostname, instance_uuid, event, '
-            'vir_domain_event, generated_time, due_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+            'vir_domain_event, generated_time, due_at, sink, instance_name, '
+            'source, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (n.notification_id, n.hostname, n.instance_uuid, n.event,
-             n.vir_domain_event, _stamp(n.generated_time), due_at))
+             n.vir_domain_event, _stamp(n.generated_time), due_at, n.sink,
+             n.instance_name, n.source, n.reason))
 
     def reschedule(self, notification_id: str, due_at: float) -> None:
         self._write('UPDATE outbox SET due_at = ? WHERE notification_id = ?',
@@ -238,27 +260,32 @@ class SqliteStateStore:
                 with self._lock:
                     self._dead_in_memory.append(DeadLetter(notification, reason))
 
-    def _notifications(self, where: str) -> list[tuple[Notification, float, str]]:
+    def _notifications(self, where: str, sink: str
+                       ) -> list[tuple[Notification, float, str]]:
         with self._lock:
             if self.degraded:
                 return []
             rows = self._db.execute(
                 'SELECT notification_id, hostname, instance_uuid, event, '
-                'vir_domain_event, generated_time, due_at, dead_reason FROM outbox '
-                f'WHERE {where} ORDER BY seq').fetchall()
+                'vir_domain_event, generated_time, due_at, dead_reason, '
+                'instance_name, source, reason FROM outbox '
+                f'WHERE sink = ? AND {where} ORDER BY seq', (sink,)).fetchall()
         return [(Notification(notification_id=nid, hostname=host,
                               instance_uuid=uuid, event=event,
                               vir_domain_event=detail,
-                              generated_time=_time(generated)), due_at, reason)
-                for nid, host, uuid, event, detail, generated, due_at, reason
-                in rows]
+                              generated_time=_time(generated), sink=sink,
+                              instance_name=name, source=source,
+                              reason=io_reason), due_at, dead_reason)
+                for nid, host, uuid, event, detail, generated, due_at, dead_reason,
+                name, source, io_reason in rows]
 
-    def pending(self) -> list[tuple[Notification, float]]:
+    def pending(self, sink: str) -> list[tuple[Notification, float]]:
         return [(n, due_at) for n, due_at, _ in
-                self._notifications('dead_reason IS NULL')]
+                self._notifications('dead_reason IS NULL', sink)]
 
-    def dead_letters(self) -> list[DeadLetter]:
+    def dead_letters(self, sink: str) -> list[DeadLetter]:
         with self._lock:
-            in_memory = list(self._dead_in_memory)
+            in_memory = [d for d in self._dead_in_memory
+                         if d.notification.sink == sink]
         return [DeadLetter(n, reason) for n, _, reason in
-                self._notifications('dead_reason IS NOT NULL')] + in_memory
+                self._notifications('dead_reason IS NOT NULL', sink)] + in_memory

@@ -45,10 +45,11 @@ def read_state(database: Path) -> dict:
             'domains': _rows(db, 'SELECT name, uuid, state, heartbeat, failure, '
                                  'failed_at, last_event, last_seen, notified '
                                  'FROM domains ORDER BY name'),
-            'pending': _rows(db, 'SELECT notification_id, instance_uuid, event, '
+            'pending': _rows(db, 'SELECT notification_id, sink, instance_uuid, event, '
                                  'vir_domain_event, generated_time FROM outbox '
                                  'WHERE dead_reason IS NULL ORDER BY seq'),
-            'dead_letters': _rows(db, 'SELECT notification_id, instance_uuid, event, '
+            'dead_letters': _rows(db, 'SELECT notification_id, sink, instance_uuid, '
+                                      'event, '
                                       'vir_domain_event, generated_time, dead_reason '
                                       'FROM outbox WHERE dead_reason IS NOT NULL '
                                       'ORDER BY seq'),
@@ -83,11 +84,11 @@ def render(state: dict) -> str:
                ('name', 'uuid', 'state', 'heartbeat', 'failure', 'last_event',
                 'last_seen')),
         _table('Pending notifications', state['pending'],
-               ('notification_id', 'instance_uuid', 'event', 'vir_domain_event',
-                'generated_time')),
+               ('notification_id', 'sink', 'instance_uuid', 'event',
+                'vir_domain_event', 'generated_time')),
         _table('Dead letters', state['dead_letters'],
-               ('notification_id', 'instance_uuid', 'event', 'vir_domain_event',
-                'generated_time', 'dead_reason')),
+               ('notification_id', 'sink', 'instance_uuid', 'event',
+                'vir_domain_event', 'generated_time', 'dead_reason')),
     ]) + '\n'
 
 

@@ -1,8 +1,10 @@
 """The SQLite state store, and what the agent does when the disk fails it."""
 
+import dataclasses
 import datetime
 import logging
 import os
+import sqlite3
 import stat
 import threading
 
@@ -45,10 +47,45 @@ def test_journal_and_outbox_survive_a_reopen(tmp_path):
     s.close()
     again = store.SqliteStateStore(str(tmp_path))
     assert again.get('u1') == record
-    assert again.pending() == [(first, 1234.5), (second, 1234.5)]
-    assert [(d.notification, d.reason) for d in again.dead_letters()] == [
+    assert again.pending('masakari') == [(first, 1234.5), (second, 1234.5)]
+    assert [(d.notification, d.reason) for d in again.dead_letters('masakari')] == [
         (dead, 'HTTP 400: unknown host')]
     again.close()
+
+
+def test_each_sink_sees_only_its_own_notifications(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    recovery = notification('a')
+    hook = dataclasses.replace(notification('a'), sink='webhook:billing',
+                               instance_name='vm-a', source='libvirt',
+                               reason='enospc')
+    s.insert(recovery, 1.0)
+    s.insert(hook, 2.0)
+    s.bury(hook.notification_id, 'HTTP 410')
+    assert s.pending('masakari') == [(recovery, 1.0)]
+    assert s.pending('webhook:billing') == []
+    assert [d.notification for d in s.dead_letters('webhook:billing')] == [hook]
+    assert s.unbury(hook.notification_id, 3.0, 'masakari') is None
+    assert s.unbury(hook.notification_id, 3.0, 'webhook:billing') == hook
+    s.close()
+    assert store.SqliteStateStore(str(tmp_path)).pending('webhook:billing') == [
+        (hook, 3.0)]
+
+
+def test_a_version_1_database_is_upgraded_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / store.FILENAME)
+    # Version 1's tables are _SCHEMA; the later columns are added on open.
+    db.executescript(store._SCHEMA + 'PRAGMA user_version=1;')
+    old = notification('a')
+    db.execute("INSERT INTO outbox (notification_id, hostname, instance_uuid, "
+               "event, vir_domain_event, generated_time, due_at) VALUES "
+               "(?, 'compute-1', 'a', 'LIFECYCLE', 'STOPPED_FAILED', ?, 5.0)",
+               (old.notification_id, T0.isoformat()))
+    db.commit()
+    db.close()
+    s = store.SqliteStateStore(str(tmp_path))
+    assert s.pending('masakari') == [(old, 5.0)]
+    s.close()
 
 
 def test_outbox_recovers_pending_notifications_in_order_of_detection(tmp_path):

@@ -1,0 +1,68 @@
+"""Every domain event, named, into the outbox of each event subscriber that
+wants it (webhooks, the message bus): one bus subscriber for all of them.
+
+Each subscriber's notifications go to its own outbox and sender, so a slow
+or dead subscriber holds up neither the others nor the recovery API.
+
+State scans repeat what is already known (every running domain, every
+minute); a scan's event is passed on only when it tells this process
+something new about the domain: the first time, or a changed state.
+"""
+
+import dataclasses
+import logging
+
+import libvirt
+
+from instancemonitor.eventnames import EventPatterns
+from instancemonitor.eventnames import event_name
+from instancemonitor.events import DomainEvent
+from instancemonitor.events import EventKind
+from instancemonitor.events import Notification
+from instancemonitor.journal import RECONCILIATION
+from instancemonitor.outbox import Outbox
+
+LOG = logging.getLogger(__name__)
+
+# A scan reports a running domain as STARTED; RESUMED means the same state.
+_SAME_STATE = {libvirt.VIR_DOMAIN_EVENT_RESUMED: libvirt.VIR_DOMAIN_EVENT_STARTED}
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscription:
+    patterns: EventPatterns
+    outbox: Outbox
+
+
+class EventFanout:
+    def __init__(self, hostname: str, subscriptions: list[Subscription]) -> None:
+        self._hostname = hostname
+        self._subscriptions = subscriptions
+        # Domain uuid → the lifecycle event code of its last known state.
+        self._states: dict[str, int] = {}
+
+    def __call__(self, event: DomainEvent) -> None:
+        if not self._news(event):
+            return
+        name, detail = event_name(event)
+        label = f'{name}/{detail}'
+        for subscription in self._subscriptions:
+            if subscription.patterns.match(label):
+                subscription.outbox.add(Notification(
+                    hostname=self._hostname, instance_uuid=event.domain_uuid,
+                    event=name, vir_domain_event=detail,
+                    generated_time=event.detected_at,
+                    sink=subscription.outbox.sink,
+                    instance_name=event.domain_name, source=event.source,
+                    reason=event.reason))
+
+    def _news(self, event: DomainEvent) -> bool:
+        if event.kind != EventKind.LIFECYCLE:
+            return True
+        if event.event == libvirt.VIR_DOMAIN_EVENT_UNDEFINED:
+            self._states.pop(event.domain_uuid, None)
+            return True
+        state = _SAME_STATE.get(event.event, event.event)
+        known = self._states.get(event.domain_uuid)
+        self._states[event.domain_uuid] = state
+        return event.source != RECONCILIATION or known != state
