@@ -34,8 +34,9 @@ class LiveState:
 
     connected: Callable[[], bool]
     reconnects: Callable[[], int]
-    pending: Callable[[], int]
-    dead_lettered: Callable[[], int]
+    # Per sink: masakari, webhook:NAME, message-bus.
+    pending: Callable[[], dict[str, int]]
+    dead_lettered: Callable[[], dict[str, int]]
     heartbeat: Callable[[], dict[str, int]]
 
 
@@ -51,12 +52,18 @@ class _LiveCollector(Collector):
         yield CounterMetricFamily('instancemonitor_libvirt_reconnects',
                                   'Connections opened after a lost one',
                                   value=s.reconnects())
-        yield GaugeMetricFamily('instancemonitor_outbox_pending',
-                                'Notifications waiting for a final answer',
-                                value=s.pending())
-        yield CounterMetricFamily('instancemonitor_notifications_dead_lettered',
-                                  'Notifications kept as dead letters: rejected '
-                                  'or past max_pending_age', value=s.dead_lettered())
+        pending = GaugeMetricFamily('instancemonitor_outbox_pending',
+                                    'Notifications waiting for a final answer',
+                                    labels=['sink'])
+        for sink, count in sorted(s.pending().items()):
+            pending.add_metric([sink], count)
+        yield pending
+        dead = CounterMetricFamily('instancemonitor_notifications_dead_lettered',
+                                   'Notifications kept as dead letters: rejected '
+                                   'or past max_pending_age', labels=['sink'])
+        for sink, count in sorted(s.dead_lettered().items()):
+            dead.add_metric([sink], count)
+        yield dead
         health = GaugeMetricFamily('instancemonitor_heartbeat_domains',
                                    'Domains watched by the heartbeat, by state',
                                    labels=['state'])
@@ -73,20 +80,20 @@ class AgentMetrics:
             ['kind', 'source'], registry=self.registry)
         self._sent = prometheus_client.Counter(
             'instancemonitor_notifications_sent',
-            'Notifications the API accepted, or already had (409 duplicate)',
-            registry=self.registry)
+            'Notifications a sink accepted, or already had (409 duplicate)',
+            ['sink'], registry=self.registry)
         self._rejected = prometheus_client.Counter(
             'instancemonitor_notifications_rejected',
-            'Notifications the API rejected for good, by HTTP status',
-            ['status'], registry=self.registry)
+            'Notifications a sink rejected for good, by HTTP status',
+            ['sink', 'status'], registry=self.registry)
         self._latency = prometheus_client.Histogram(
             'instancemonitor_delivery_latency_seconds',
-            'From detection of a failure to the API accepting its notification',
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            'From detection of an event to a sink accepting its notification',
+            ['sink'], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._last_delivery = prometheus_client.Gauge(
             'instancemonitor_last_delivery_timestamp_seconds',
-            'When a notification was last delivered (Unix time)',
-            registry=self.registry)
+            'When a notification was last delivered to a sink (Unix time)',
+            ['sink'], registry=self.registry)
         self.registry.register(_LiveCollector(state))
         self._server: WSGIServer | None = None
 
@@ -98,12 +105,13 @@ class AgentMetrics:
         """The sender's hook: a notification got its final answer."""
         if answer.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
             now = clock.utcnow()
-            self._sent.inc()
-            self._latency.observe(
+            sink = notification.sink
+            self._sent.labels(sink).inc()
+            self._latency.labels(sink).observe(
                 max(0.0, (now - notification.generated_time).total_seconds()))
-            self._last_delivery.set(now.timestamp())
+            self._last_delivery.labels(sink).set(now.timestamp())
         elif answer.outcome is Outcome.REJECTED:
-            self._rejected.labels(str(answer.status or '')).inc()
+            self._rejected.labels(notification.sink, str(answer.status or '')).inc()
 
     def serve(self, host: str, port: int) -> None:
         """Serve ``/metrics``; a port in use is logged, not fatal."""

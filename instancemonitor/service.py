@@ -4,7 +4,10 @@ Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
 ``libvirt-connection`` (connect, reconnect, the scan after each connect),
 ``reconcile`` (periodic state scans), ``heartbeat`` (guest-ping rounds, on
 a ``heartbeat-ping`` pool that grows only as far as needed), ``event-dispatch``
-(the bus: filter, journal, outbox) and ``sender-masakari-N`` (delivery).
+(the bus: filter, journal, outboxes), ``sender-masakari-N`` (delivery to the
+recovery API) and one ``sender-webhook:NAME-0`` per webhook and
+``sender-message-bus-0`` (delivery to event subscribers, each from an outbox
+of its own).
 """
 
 import logging
@@ -19,7 +22,13 @@ from instancemonitor import store
 from instancemonitor.bus import WILDCARD
 from instancemonitor.bus import EventBus
 from instancemonitor.conf import default as default_conf
+from instancemonitor.conf import webhooks as webhooks_conf
+from instancemonitor.conf.errors import ConfigurationError
+from instancemonitor.eventnames import EventPatterns
+from instancemonitor.events import RECOVERY_SINK
 from instancemonitor.events import EventKind
+from instancemonitor.fanout import EventFanout
+from instancemonitor.fanout import Subscription
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.journal import MemoryJournalStore
@@ -32,6 +41,8 @@ from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Sink
 from instancemonitor.sinks import masakari
+from instancemonitor.sinks.messagebus import MessageBusSink
+from instancemonitor.sinks.webhook import WebhookSink
 from instancemonitor.sources.heartbeat import HealthTracker
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
@@ -45,29 +56,70 @@ from instancemonitor.virt.connection import LibvirtConnection
 LOG = logging.getLogger(__name__)
 
 
+def _patterns(group: str, events: list[str]) -> EventPatterns:
+    patterns = EventPatterns(events)
+    if not events or patterns.unmatched():
+        raise ConfigurationError(
+            f'[{group}] events: {", ".join(patterns.unmatched()) or "empty"}: '
+            'matches no event (patterns are like *, LIFECYCLE/*, '
+            '*/STOPPED_FAILED)')
+    return patterns
+
+
+def event_sinks(conf: cfg.ConfigOpts,
+                hostname: str) -> list[tuple[Sink, EventPatterns]]:
+    """The event subscribers the configuration asks for, with the events each
+    wants: the webhooks, then the message bus."""
+    sinks: list[tuple[Sink, EventPatterns]] = []
+    for section in webhooks_conf.register_webhooks(conf):
+        opts = conf[section]
+        if not opts.url:
+            raise ConfigurationError(f'[{section}] url: required')
+        sinks.append((WebhookSink.from_conf(opts, section),
+                      _patterns(section, opts.events)))
+    if conf.message_bus.transport_url:
+        sinks.append((MessageBusSink.from_conf(conf.message_bus, hostname),
+                      _patterns('message_bus', conf.message_bus.events)))
+    return sinks
+
+
 class AgentService:
     def __init__(self, conf: cfg.ConfigOpts, sink: Sink | None = None) -> None:
         # A configuration error must stop the agent before it touches disk.
         if sink is None:
             sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
         self.hostname = default_conf.hostname(conf)
+        subscribers = event_sinks(conf, self.hostname)
         self.liveness = Liveness()
         self.bus = EventBus()
         self.store = store.open_state(conf.state_path)
         self.journal = Journal(self.store or MemoryJournalStore(), self.hostname)
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
                              max_age=conf.callback.max_pending_age)
+        # Every sink's outbox, the recovery API's first.
+        self.outboxes = {RECOVERY_SINK: self.outbox}
+        for subscriber, _ in subscribers:
+            self.outboxes[subscriber.name] = Outbox(
+                self.store or MemoryOutboxStore(),
+                max_age=conf.callback.max_pending_age, sink=subscriber.name)
         self.filter = EventFilter(
             forward_all=conf.events.forward == 'all',
             reboot_window=conf.events.reboot_window,
             heartbeat_event=conf.introspectiveinstancemonitor.notification_event)
+        # The recovery API's chain first: subscribers never delay it.
         self.bus.subscribe(WILDCARD, NotificationPipeline(
             self.filter, self.journal, self.outbox))
+        if subscribers:
+            self.bus.subscribe(WILDCARD, EventFanout(self.hostname, [
+                Subscription(patterns, self.outboxes[subscriber.name])
+                for subscriber, patterns in subscribers]))
         self.metrics = AgentMetrics(LiveState(
             connected=lambda: self.connection.connected,
             reconnects=lambda: max(0, self.connection.connects - 1),
-            pending=lambda: self.outbox.pending(),
-            dead_lettered=lambda: self.outbox.dead_lettered,
+            pending=lambda: {name: box.pending()
+                             for name, box in self.outboxes.items()},
+            dead_lettered=lambda: {name: box.dead_lettered
+                                   for name, box in self.outboxes.items()},
             heartbeat=lambda: (self.heartbeat.tracker.counts()
                                if self.heartbeat else {})))
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
@@ -81,6 +133,13 @@ class AgentService:
             self.outbox, sink, self.retry_policy,
             threads=conf.callback.sender_threads, liveness=self.liveness,
             on_settle=self.metrics.settled)
+        # One thread each: a subscriber gets its events in order of detection.
+        self.subscriber_senders = [
+            Sender(self.outboxes[subscriber.name], subscriber, self.retry_policy,
+                   threads=1, liveness=self.liveness,
+                   on_settle=self.metrics.settled)
+            for subscriber, _ in subscribers]
+        self._subscribers = [subscriber for subscriber, _ in subscribers]
         self.connection = LibvirtConnection(
             conf.libvirt.connection_uri,
             keepalive_interval=conf.libvirt.keepalive_interval,
@@ -121,7 +180,8 @@ class AgentService:
         """Apply the options a reload (SIGHUP) may change; the log level is
         oslo.log's own hook."""
         self.filter.reboot_window = conf.events.reboot_window
-        self.outbox.max_age = conf.callback.max_pending_age
+        for outbox in self.outboxes.values():
+            outbox.max_age = conf.callback.max_pending_age
         policy, callback = self.retry_policy, conf.callback
         policy.retry_max, policy.interval = callback.retry_max, callback.retry_interval
         policy.backoff = callback.retry_backoff
@@ -135,12 +195,17 @@ class AgentService:
             self.heartbeat.tracker.report_never_answered = opts.report_never_answered
             self._agents.set_timeout(opts.guest_monitoring_timeout)
 
+    def pending(self) -> int:
+        """Notifications pending, for every sink."""
+        return sum(box.pending() for box in self.outboxes.values())
+
     def status(self) -> str:
         """One line for systemd's STATUS=."""
         if not self.connection.connected:
             return f'libvirt disconnected ({self.connection.uri}), retrying'
-        return (f'watching {self.connection.uri}; {self.outbox.pending()} '
-                f'notifications pending, {self.outbox.dead_lettered} dead-lettered')
+        dead = sum(box.dead_lettered for box in self.outboxes.values())
+        return (f'watching {self.connection.uri}; {self.pending()} '
+                f'notifications pending, {dead} dead-lettered')
 
     def tick(self) -> None:
         """Periodic duties of the main thread: the status row for
@@ -154,7 +219,8 @@ class AgentService:
                 'since': clock.utcnow().isoformat(timespec='seconds')})
             self._recorded_status = status
         for verb, arg in self.store.take_commands():
-            done = (self.outbox.requeue(arg) if verb == 'requeue'
+            done = (any(box.requeue(arg) for box in self.outboxes.values())
+                    if verb == 'requeue'
                     else self.journal.forget(arg) if verb == 'forget' else False)
             if not done:
                 LOG.warning('Operator command %s %s: nothing to do', verb, arg)
@@ -172,6 +238,8 @@ class AgentService:
             lambda _timer, _opaque: self.liveness.mark(eventloop.THREAD_NAME), None)
         self._dispatcher.start()
         self.sender.start()
+        for sender in self.subscriber_senders:
+            sender.start()
         self.connection.start()
         self.reconciler.start()
         if self.heartbeat is not None:
@@ -194,8 +262,13 @@ class AgentService:
         self.bus.wake()
         self._dispatcher.join(timeout)
         self.sender.stop(timeout)
+        for sender in self.subscriber_senders:
+            sender.stop(timeout)
+        for subscriber in self._subscribers:
+            if isinstance(subscriber, MessageBusSink):
+                subscriber.close()
         self.metrics.stop()
         LOG.info('instancemonitor stopped; %d notifications pending',
-                 self.outbox.pending())
+                 self.pending())
         if self.store is not None:
             self.store.close()

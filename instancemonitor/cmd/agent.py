@@ -16,8 +16,9 @@ from oslo_config import cfg
 from oslo_log import log as oslo_logging
 
 import instancemonitor.conf
+from instancemonitor.conf import webhooks as webhooks_conf
+from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.service import AgentService
-from instancemonitor.sinks.masakari import ConfigurationError
 from instancemonitor.supervision import Supervisor
 
 LOG = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ def load_config(argv: list[str] | None) -> cfg.ConfigOpts:
     oslo_logging.register_options(conf)
     try:
         conf(argv, project=PROJECT, prog=PROJECT)
+        webhooks_conf.register_webhooks(conf)
         validate(conf)
     except cfg.Error as error:
         raise ConfigurationError(str(error)) from error

@@ -15,11 +15,15 @@ from instancemonitor.conf import default
 from instancemonitor.conf import events
 from instancemonitor.conf import introspective
 from instancemonitor.conf import libvirt
+from instancemonitor.conf import message_bus
 from instancemonitor.conf import metrics
+from instancemonitor.conf import webhooks
 
 CONF = cfg.CONF
 
-_GROUP_MODULES = (default, libvirt, events, callback, api, introspective, metrics)
+
+_GROUP_MODULES = (default, libvirt, events, callback, api, introspective, metrics,
+                  webhooks, message_bus)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

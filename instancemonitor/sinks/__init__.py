@@ -1,4 +1,6 @@
-"""Where notifications go. A sink makes one attempt and classifies the answer."""
+"""Where notifications go: the recovery API, webhooks, the message bus.
+
+A sink makes one attempt and classifies the answer."""
 
 import dataclasses
 import enum
@@ -24,7 +26,9 @@ class Answer:
     message: str = ''
 
     def __str__(self) -> str:
-        status = f'HTTP {self.status}' if self.status else 'no answer'
+        if not self.status:
+            return self.message or 'no answer'
+        status = f'HTTP {self.status}'
         return f'{status}: {self.message}' if self.message else status
 
 

@@ -15,6 +15,7 @@ from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from instancemonitor.conf import api as api_conf
+from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
@@ -22,10 +23,6 @@ from instancemonitor.sinks import Outcome
 LOG = logging.getLogger(__name__)
 
 _MESSAGE_LIMIT = 500
-
-
-class ConfigurationError(Exception):
-    """The [api] options cannot make a client; names the option."""
 
 
 def adapter_from_conf(conf: cfg.ConfigOpts) -> ks_adapter.Adapter:

@@ -11,7 +11,8 @@ def start_agent(make_conf, recovery_api, tmp_path):
     """Start the agent in this process, through libvirt's real event loop."""
     agents = []
 
-    def start(uri: str = 'test:///default', **groups: dict) -> AgentService:
+    def start(uri: str = 'test:///default', config_files: list[str] | None = None,
+              **groups: dict) -> AgentService:
         groups.setdefault('DEFAULT', {}).setdefault('state_path',
                                                     str(tmp_path / 'state'))
         groups.setdefault('api', {}).setdefault('endpoint', recovery_api.url)
@@ -19,7 +20,7 @@ def start_agent(make_conf, recovery_api, tmp_path):
         groups.setdefault('libvirt', {}).setdefault('connection_uri', uri)
         groups.setdefault('DEFAULT', {}).setdefault('hostname', 'compute-1')
         groups.setdefault('metrics', {}).setdefault('port', 0)
-        agent = AgentService(make_conf(**groups))
+        agent = AgentService(make_conf(config_files, **groups))
         agents.append(agent)
         agent.start()
         assert agent.connection.wait_connected(10)

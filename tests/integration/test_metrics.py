@@ -37,13 +37,16 @@ def test_metrics_count_events_deliveries_and_dead_letters(start_agent, client,
     assert m[('instancemonitor_libvirt_reconnects_total', ())] == 0
     assert m[('instancemonitor_domain_events_total',
               (('kind', 'LIFECYCLE'), ('source', 'libvirt')))] >= 4  # 2 starts, 2 stops
-    assert m[('instancemonitor_notifications_sent_total', ())] == 1
-    assert m[('instancemonitor_notifications_rejected_total', (('status', '400'),))] == 1
-    assert m[('instancemonitor_notifications_dead_lettered_total', ())] == 1
-    assert m[('instancemonitor_outbox_pending', ())] == 0
-    assert m[('instancemonitor_delivery_latency_seconds_count', ())] == 1
-    assert m[('instancemonitor_delivery_latency_seconds_bucket', (('le', '1.0'),))] == 1
-    assert m[('instancemonitor_last_delivery_timestamp_seconds', ())] > 0
+    sink = ('sink', 'masakari')
+    assert m[('instancemonitor_notifications_sent_total', (sink,))] == 1
+    assert m[('instancemonitor_notifications_rejected_total',
+              (sink, ('status', '400')))] == 1
+    assert m[('instancemonitor_notifications_dead_lettered_total', (sink,))] == 1
+    assert m[('instancemonitor_outbox_pending', (sink,))] == 0
+    assert m[('instancemonitor_delivery_latency_seconds_count', (sink,))] == 1
+    assert m[('instancemonitor_delivery_latency_seconds_bucket',
+              (('le', '1.0'), sink))] == 1
+    assert m[('instancemonitor_last_delivery_timestamp_seconds', (sink,))] > 0
     assert m[('instancemonitor_heartbeat_domains', (('state', 'healthy'),))] == 0
 
 

@@ -116,3 +116,34 @@ def test_neither_endpoint_nor_keystone_is_a_config_error(tmp_path):
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
     assert '[api] endpoint or [api] auth_type must be set' in result.stderr
+
+
+@pytest.mark.parametrize('lines, named', [
+    (['[webhooks]', 'enabled = billing'], '[webhook:billing] url: required'),
+    (['[webhooks]', 'enabled = billing', '[webhook:billing]', 'url = ftp://x/'],
+     '[webhook:billing] url'),
+    (['[webhooks]', 'enabled = billing', '[webhook:billing]', 'url = http://x/',
+      'timeout = 0'], '[webhook:billing] timeout'),
+    (['[webhooks]', 'enabled = billing', '[webhook:billing]', 'url = http://x/',
+      'events = LIFECYCLE/*, LIFECYCLE/STOPED_*'],
+     '[webhook:billing] events: LIFECYCLE/STOPED_*'),
+    (['[webhooks]', 'enabled = bad name!'], '[webhooks] enabled'),
+    (['[webhooks]', 'enabled = a, a', '[webhook:a]', 'url = http://x/'],
+     '[webhooks] enabled: a is listed twice'),
+    (['[message_bus]', 'transport_url = rabbit://u:p@127.0.0.1:1/',
+      'events = lifecycle/*'], '[message_bus] events: lifecycle/*'),
+    (['[message_bus]', 'durable = maybe'], '[message_bus] durable'),
+])
+def test_bad_subscriber_options_stop_the_daemon_naming_the_option(tmp_path, lines,
+                                                                  named):
+    path = tmp_path / 'bad.conf'
+    path.write_text('\n'.join(['[api]', 'endpoint = http://127.0.0.1:1/v1',
+                               '[DEFAULT]', f'state_path = {tmp_path}/state',
+                               *lines]) + '\n')
+    result = subprocess.run(
+        [sys.executable, '-m', 'instancemonitor.cmd.agent', '--config-file', str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert named in result.stderr, result.stderr
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'state').exists()
