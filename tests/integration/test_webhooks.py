@@ -118,7 +118,7 @@ def test_a_blocked_webhook_never_delays_the_recovery_api(
     assert [d['instance']['uuid'] for d in slow.wait_unique(5)] == uuids
 
 
-def test_a_receiver_restarted_mid_stream_gets_every_event_in_order(
+def test_a_receiver_restarted_mid_stream_gets_every_event(
         start_agent, client, recovery_api, receivers, tmp_path):
     receiver = receivers()
     start_agent(
@@ -133,8 +133,12 @@ def test_a_receiver_restarted_mid_stream_gets_every_event_in_order(
     receiver.answer(503, 503)  # then it comes back, overloaded at first
     receiver.start_again()
     after = cycle(conn, 5, 'after')
-    got = receiver.wait_unique(20)
-    assert [d['instance']['uuid'] for d in got] == first + during + after
+    got = [d['instance']['uuid'] for d in receiver.wait_unique(20)]
+    assert sorted(got) == sorted(first + during + after)
+    # In order of detection, but for one that was between retries when the
+    # receiver came back.
+    assert got[:5] == first
+    assert [u for u in got if u in after] == after
     assert len(receiver.deliveries) == 20  # each once: nothing was half-sent
 
 
