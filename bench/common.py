@@ -34,12 +34,14 @@ def node_xml(count: int, directory: pathlib.Path) -> str:
     return f'test://{path}'
 
 
-def start_agent(uri: str, endpoint: str, **groups: dict) -> AgentService:
+def start_agent(uri: str, endpoint: str, config_files: list[str] = (),
+                **groups: dict) -> AgentService:
     """The agent with the durable outbox, forwarding every stop at once."""
     conf = cfg.ConfigOpts()
     im_conf.register_opts(conf)
     oslo_logging.register_options(conf)
-    conf([], project='instancemonitor', default_config_files=[],
+    conf([arg for path in config_files for arg in ('--config-file', path)],
+         project='instancemonitor', default_config_files=[],
          default_config_dirs=[])
     settings = {
         'DEFAULT': {'hostname': 'compute-1',

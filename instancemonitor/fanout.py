@@ -9,8 +9,11 @@ minute); a scan's event is passed on only when it tells this process
 something new about the domain: the first time, or a changed state.
 """
 
+import collections
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 
 import libvirt
 
@@ -26,6 +29,10 @@ LOG = logging.getLogger(__name__)
 
 # A scan reports a running domain as STARTED; RESUMED means the same state.
 _SAME_STATE = {libvirt.VIR_DOMAIN_EVENT_RESUMED: libvirt.VIR_DOMAIN_EVENT_STARTED}
+# Domains whose last state is remembered; transient domains never send
+# UNDEFINED, so the least recently seen are forgotten past this (a scan then
+# passes their state on once more).
+REMEMBERED_DOMAINS = 65536
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,19 +42,28 @@ class Subscription:
 
 
 class EventFanout:
-    def __init__(self, hostname: str, subscriptions: list[Subscription]) -> None:
+    def __init__(self, hostname: str, subscriptions: list[Subscription],
+                 batch: Callable[[], contextlib.AbstractContextManager] = (
+                     contextlib.nullcontext),
+                 ) -> None:
+        """``batch``: groups the writes of one event's notifications (the
+        store's one transaction, one fsync for all subscribers)."""
         self._hostname = hostname
         self._subscriptions = subscriptions
+        self._batch = batch
         # Domain uuid → the lifecycle event code of its last known state.
-        self._states: dict[str, int] = {}
+        self._states: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     def __call__(self, event: DomainEvent) -> None:
         if not self._news(event):
             return
         name, detail = event_name(event)
         label = f'{name}/{detail}'
-        for subscription in self._subscriptions:
-            if subscription.patterns.match(label):
+        wanted = [s for s in self._subscriptions if s.patterns.match(label)]
+        if not wanted:
+            return
+        with self._batch():
+            for subscription in wanted:
                 subscription.outbox.add(Notification(
                     hostname=self._hostname, instance_uuid=event.domain_uuid,
                     event=name, vir_domain_event=detail,
@@ -63,6 +79,8 @@ class EventFanout:
             self._states.pop(event.domain_uuid, None)
             return True
         state = _SAME_STATE.get(event.event, event.event)
-        known = self._states.get(event.domain_uuid)
+        known = self._states.pop(event.domain_uuid, None)
         self._states[event.domain_uuid] = state
+        if len(self._states) > REMEMBERED_DOMAINS:
+            self._states.popitem(last=False)
         return event.source != RECONCILIATION or known != state

@@ -10,6 +10,7 @@ recovery API) and one ``sender-webhook:NAME-0`` per webhook and
 of its own).
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -96,11 +97,16 @@ class AgentService:
         self.journal = Journal(self.store or MemoryJournalStore(), self.hostname)
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
                              max_age=conf.callback.max_pending_age)
-        # Every sink's outbox, the recovery API's first.
+        # Every sink's outbox, the recovery API's first. The subscribers'
+        # are in a database of their own: the recovery API's writes never
+        # wait for theirs.
         self.outboxes = {RECOVERY_SINK: self.outbox}
+        self.subscriber_store = (
+            store.open_state(conf.state_path, store.SUBSCRIBERS_FILENAME)
+            if subscribers and self.store else None)
         for subscriber, _ in subscribers:
             self.outboxes[subscriber.name] = Outbox(
-                self.store or MemoryOutboxStore(),
+                self.subscriber_store or MemoryOutboxStore(),
                 max_age=conf.callback.max_pending_age, sink=subscriber.name)
         self.filter = EventFilter(
             forward_all=conf.events.forward == 'all',
@@ -112,7 +118,9 @@ class AgentService:
         if subscribers:
             self.bus.subscribe(WILDCARD, EventFanout(self.hostname, [
                 Subscription(patterns, self.outboxes[subscriber.name])
-                for subscriber, patterns in subscribers]))
+                for subscriber, patterns in subscribers],
+                batch=(self.subscriber_store.batch if self.subscriber_store
+                       else contextlib.nullcontext)))
         self.metrics = AgentMetrics(LiveState(
             connected=lambda: self.connection.connected,
             reconnects=lambda: max(0, self.connection.connects - 1),
@@ -270,5 +278,6 @@ class AgentService:
         self.metrics.stop()
         LOG.info('instancemonitor stopped; %d notifications pending',
                  self.pending())
-        if self.store is not None:
-            self.store.close()
+        for state in (self.store, self.subscriber_store):
+            if state is not None:
+                state.close()

@@ -6,6 +6,7 @@ counts as handled. The database file (and SQLite's -wal/-shm files, which
 take its mode) are readable by the owner only.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -13,6 +14,7 @@ import os
 import pathlib
 import sqlite3
 import threading
+from collections.abc import Iterator
 
 from instancemonitor.events import Notification
 from instancemonitor.journal import DomainRecord
@@ -22,6 +24,9 @@ from instancemonitor.outbox import DeadLetter
 LOG = logging.getLogger(__name__)
 
 FILENAME = 'instancemonitor.sqlite'
+# The event subscribers' outboxes: a database of their own, so the recovery
+# API's writes never queue behind theirs (each change is an fsync).
+SUBSCRIBERS_FILENAME = 'subscribers.sqlite'
 SCHEMA_VERSION = 2
 
 _SCHEMA = """
@@ -74,29 +79,30 @@ def _in_memory(state_path: str, error: Exception) -> None:
               'memory only and a restart loses them', state_path, error)
 
 
-def open_state(state_path: str) -> 'SqliteStateStore | None':
+def open_state(state_path: str,
+               filename: str = FILENAME) -> 'SqliteStateStore | None':
     """The durable store under ``state_path``, or None (logged) if unusable.
 
     A database that is not one, or fails its check, is moved aside and a new
     one started: the old file stays for the operator to look at.
     """
     try:
-        return SqliteStateStore(state_path)
+        return SqliteStateStore(state_path, filename)
     except sqlite3.DatabaseError as error:
-        path = pathlib.Path(state_path) / FILENAME
+        path = pathlib.Path(state_path) / filename
         if isinstance(error, sqlite3.OperationalError) or not path.exists():
             _in_memory(state_path, error)
             return None
         stamp = datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%SZ')
-        aside = path.with_name(f'{FILENAME}.corrupt-{stamp}')
+        aside = path.with_name(f'{filename}.corrupt-{stamp}')
         path.rename(aside)
         for suffix in ('-wal', '-shm'):
-            extra = path.with_name(FILENAME + suffix)
+            extra = path.with_name(filename + suffix)
             if extra.exists():
                 extra.rename(aside.with_name(aside.name + suffix))
         LOG.error('State database %s is corrupt (%s); moved aside to %s and '
                   'started afresh', path, error, aside)
-        return open_state(state_path)
+        return open_state(state_path, filename)
     except OSError as error:
         _in_memory(state_path, error)
         return None
@@ -110,17 +116,19 @@ class SqliteStateStore:
     and goes on in memory: detection and delivery never stop for the disk.
     """
 
-    def __init__(self, state_path: str) -> None:
+    def __init__(self, state_path: str, filename: str = FILENAME) -> None:
         directory = pathlib.Path(state_path)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self.path = directory / FILENAME
+        self.path = directory / filename
         os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
         os.chmod(self.path, 0o600)
         # One connection, shared by the dispatch and sender threads.
         self._db = sqlite3.connect(self.path, check_same_thread=False,
                                    isolation_level=None)
-        self._lock = threading.Lock()
+        # Re-entrant: a batch holds it around the writes it groups.
+        self._lock = threading.RLock()
         self.degraded = False
+        self._closed = False
         self._dead_in_memory: list[DeadLetter] = []
         try:
             self._db.execute('PRAGMA journal_mode=WAL')
@@ -140,22 +148,49 @@ class SqliteStateStore:
             raise
         self._records = {row[0]: self._record(row) for row in rows}
 
+    def _degrade(self, error: sqlite3.Error) -> None:
+        self.degraded = True
+        LOG.error('Cannot write the state database %s (%s): from now on the '
+                  'journal and the outbox are kept in memory only', self.path,
+                  error)
+
     def _write(self, sql: str, params: tuple) -> bool:
         with self._lock:
-            if self.degraded:
+            if self.degraded or self._closed:
                 return False
             try:
                 self._db.execute(sql, params)
                 return True
             except sqlite3.Error as error:
-                self.degraded = True
-                LOG.error('Cannot write the state database %s (%s): from now '
-                          'on the journal and the outbox are kept in memory '
-                          'only', self.path, error)
+                self._degrade(error)
                 return False
 
-    def close(self) -> None:
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes inside are one transaction: one fsync for them all."""
         with self._lock:
+            began = False
+            if not (self.degraded or self._closed):
+                try:
+                    self._db.execute('BEGIN')
+                    began = True
+                except sqlite3.Error as error:
+                    self._degrade(error)
+            try:
+                yield
+            finally:
+                if began:
+                    try:
+                        self._db.execute('COMMIT')
+                    except sqlite3.Error as error:
+                        self._degrade(error)
+
+    def close(self) -> None:
+        """Close the database. A sender thread still stuck in a request
+        after the stop changes nothing any more: what it was sending stays
+        pending on disk, for the next start."""
+        with self._lock:
+            self._closed = True
             self._db.close()
 
     def set_agent_status(self, status: dict[str, str]) -> None:
@@ -167,7 +202,7 @@ class SqliteStateStore:
         """Operator commands queued by ``instancemonitor-status``, oldest first;
         they are removed as they are returned."""
         with self._lock:
-            if self.degraded:
+            if self.degraded or self._closed:
                 return []
             try:
                 rows = self._db.execute(
@@ -263,7 +298,7 @@ class SqliteStateStore:
     def _notifications(self, where: str, sink: str
                        ) -> list[tuple[Notification, float, str]]:
         with self._lock:
-            if self.degraded:
+            if self.degraded or self._closed:
                 return []
             rows = self._db.execute(
                 'SELECT notification_id, hostname, instance_uuid, event, '

@@ -1,6 +1,6 @@
 """``instancemonitor-status``: what the agent knows, read from its state.
 
-Reads the state database read-only, so it is safe while the agent runs.
+Reads the state databases read-only, so it is safe while the agent runs.
 ``requeue`` and ``forget`` are queued for the agent, which applies them
 within seconds while it runs, or when it next starts.
 """
@@ -16,6 +16,7 @@ from oslo_config import cfg
 
 from instancemonitor.conf import default as default_conf
 from instancemonitor.store import FILENAME
+from instancemonitor.store import SUBSCRIBERS_FILENAME
 
 DEFAULT_CONFIG = '/etc/instancemonitor/instancemonitor.conf'
 
@@ -37,22 +38,43 @@ def _rows(db: sqlite3.Connection, sql: str) -> list[dict]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+_PENDING = ('SELECT notification_id, sink, instance_uuid, event, '
+            'vir_domain_event, generated_time FROM outbox '
+            'WHERE dead_reason IS NULL ORDER BY seq')
+_DEAD = ('SELECT notification_id, sink, instance_uuid, event, vir_domain_event, '
+         'generated_time, dead_reason FROM outbox WHERE dead_reason IS NOT NULL '
+         'ORDER BY seq')
+
+
+def _read_only(database: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f'file:{database}?mode=ro', uri=True)
+
+
 def read_state(database: Path) -> dict:
-    db = sqlite3.connect(f'file:{database}?mode=ro', uri=True)
+    """The agent's state; the event subscribers' outboxes are read from
+    their own database next to ``database``, when there is one."""
+    state = _read_main(database)
+    subscribers = database.with_name(SUBSCRIBERS_FILENAME)
+    if subscribers.exists():
+        db = _read_only(subscribers)
+        try:
+            state['pending'] += _rows(db, _PENDING)
+            state['dead_letters'] += _rows(db, _DEAD)
+        finally:
+            db.close()
+    return state
+
+
+def _read_main(database: Path) -> dict:
+    db = _read_only(database)
     try:
         return {
             'agent': dict(db.execute('SELECT key, value FROM agent').fetchall()),
             'domains': _rows(db, 'SELECT name, uuid, state, heartbeat, failure, '
                                  'failed_at, last_event, last_seen, notified '
                                  'FROM domains ORDER BY name'),
-            'pending': _rows(db, 'SELECT notification_id, sink, instance_uuid, event, '
-                                 'vir_domain_event, generated_time FROM outbox '
-                                 'WHERE dead_reason IS NULL ORDER BY seq'),
-            'dead_letters': _rows(db, 'SELECT notification_id, sink, instance_uuid, '
-                                      'event, '
-                                      'vir_domain_event, generated_time, dead_reason '
-                                      'FROM outbox WHERE dead_reason IS NOT NULL '
-                                      'ORDER BY seq'),
+            'pending': _rows(db, _PENDING),
+            'dead_letters': _rows(db, _DEAD),
             'queued_commands': _rows(db, 'SELECT verb, arg FROM commands ORDER BY id'),
         }
     finally:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from tests.fakes.webhook import WebhookReceiver
 from tests.integration.test_daemon import config
 from tests.integration.test_daemon import destroy_test_domain
 from tests.processes import wait_for
@@ -56,3 +57,31 @@ def test_status_shows_the_journal_and_outbox_and_takes_operator_commands(
     unknown = status(agent.config_path, 'requeue', 'no-such-id')
     assert unknown.returncode == 1 and 'no dead letter' in unknown.stderr
     assert agent.stop() == 0
+
+
+def test_status_shows_and_requeues_a_webhooks_dead_letter(
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    receiver = WebhookReceiver()
+    try:
+        receiver.answer(410)  # gone: final
+        agent = agent_process(
+            config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                   tmp_path / 'state')
+            + f'\n[webhooks]\nenabled = audit\n[webhook:audit]\nurl = {receiver.url}\n'
+              'events = LIFECYCLE/STOPPED_DESTROYED\n')
+        agent.wait_log('Connected to libvirt')
+        domain_uuid = destroy_test_domain(test_libvirtd.uri)
+        agent.wait_log('kept as a dead letter')
+        state = json.loads(status(agent.config_path, '--json').stdout)
+        (dead,) = state['dead_letters']
+        assert (dead['sink'], dead['instance_uuid']) == ('webhook:audit', domain_uuid)
+        assert dead['dead_reason'].startswith('HTTP 410')
+        assert 'webhook:audit' in status(agent.config_path).stdout
+        assert status(agent.config_path, 'requeue',
+                      dead['notification_id']).returncode == 0
+        (document,) = receiver.wait_unique(1, timeout=15)
+        assert document['id'] == dead['notification_id']
+        (stored,) = recovery_api.wait_stored(1)  # the recovery API had its own
+        assert stored['payload']['instance_uuid'] == domain_uuid
+    finally:
+        receiver.stop()

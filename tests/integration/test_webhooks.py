@@ -152,7 +152,7 @@ def test_undelivered_events_survive_a_restart_of_the_agent(
     uuids = cycle(client('test:///default'), 3, 'kept')
     wait_for(lambda: agent.outboxes['webhook:ops'].pending() == 3, 10, '3 pending')
     agent.stop()
-    kept = store.SqliteStateStore(str(tmp_path / 'state'))
+    kept = store.SqliteStateStore(str(tmp_path / 'state'), store.SUBSCRIBERS_FILENAME)
     assert [n.instance_uuid for n, _ in kept.pending('webhook:ops')] == uuids
     kept.close()
     receiver.start_again()

@@ -125,3 +125,17 @@ def test_an_io_error_reason_is_in_the_document():
                     libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE, reason='enospc'))
     (n,) = taken(boxes['bus'])
     assert n.document()['reason'] == 'enospc'
+
+
+def test_the_least_recently_seen_domains_are_forgotten(monkeypatch):
+    monkeypatch.setattr('instancemonitor.fanout.REMEMBERED_DOMAINS', 2)
+    fan, boxes = fanout(bus=['*'])
+
+    def scan(domain_uuid):
+        fan(DomainEvent(EventKind.LIFECYCLE, domain_uuid, 'vm',
+                        libvirt.VIR_DOMAIN_EVENT_STARTED,
+                        libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, source=RECONCILIATION))
+    for domain_uuid in ('a', 'b', 'a', 'c', 'a', 'b'):
+        scan(domain_uuid)
+    # 'a' stays remembered (seen again), 'b' is forgotten when 'c' comes.
+    assert [n.instance_uuid for n in taken(boxes['bus'])] == ['a', 'b', 'c', 'b']

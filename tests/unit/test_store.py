@@ -185,3 +185,28 @@ def test_the_database_path_may_not_be_a_directory(tmp_path):
     with pytest.raises(OSError):
         store.SqliteStateStore(str(tmp_path))
     assert store.open_state(str(tmp_path)) is None
+
+
+def test_a_batch_is_one_transaction(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    ns = [dataclasses.replace(notification(f'u{i}'), sink=f'webhook:h{i}')
+          for i in range(3)]
+    reader = sqlite3.connect(tmp_path / store.FILENAME)
+    with s.batch():
+        for n in ns:
+            s.insert(n, 1.0)
+        # Not committed yet: another connection sees none of them.
+        assert reader.execute('SELECT COUNT(*) FROM outbox').fetchone() == (0,)
+    assert reader.execute('SELECT COUNT(*) FROM outbox').fetchone() == (3,)
+    reader.close()
+    s.close()
+
+
+def test_writes_after_close_change_nothing_and_log_nothing(tmp_path, caplog):
+    s = store.SqliteStateStore(str(tmp_path))
+    n = notification()
+    s.insert(n, 1.0)
+    s.close()
+    s.remove(n.notification_id)  # a sender that came back after the stop
+    assert not s.degraded and 'Cannot write' not in caplog.text
+    assert store.SqliteStateStore(str(tmp_path)).pending('masakari') == [(n, 1.0)]

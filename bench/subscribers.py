@@ -1,0 +1,167 @@
+"""What event subscribers cost the recovery API, and how fast they get events.
+
+The agent runs in this process on libvirt's test driver, with its SQLite
+outboxes and the loopback Masakari stand-in. The subscribers' receiving ends
+run in a child process, as they would on other machines: two webhook
+receivers and an oslo.messaging listener on a private RabbitMQ broker
+(Debian's rabbitmq-server). Domains are created and destroyed one at a time,
+each as soon as the recovery API has the previous stop; each figure is from
+the destroy() call to the sink having the stop (CLOCK_MONOTONIC, the same in
+both processes). Three runs:
+
+* none: no subscribers (the recovery API alone);
+* healthy: two webhooks (every event) and the message bus, all answering;
+* stuck: one webhook that never answers and the broker stopped, so those
+  outboxes only grow while the other webhook goes on.
+
+    python -m bench.subscribers [EVENTS]
+"""
+
+import multiprocessing
+import multiprocessing.connection
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+
+import libvirt
+
+from bench.common import DOMAIN_XML
+from bench.common import RecoveryAPI
+from bench.common import machine
+from bench.common import start_agent
+from tests.processes import wait_for
+
+
+def receivers(pipe: multiprocessing.connection.Connection, broker_url: str) -> None:
+    """The child: serve the receiving ends, note when each stop arrives, and
+    answer the parent's requests."""
+    from tests.fakes.webhook import WebhookReceiver
+    from tests.rabbitmq import Consumer
+
+    # sink → domain uuid → when its stop arrived (the later hook for webhooks).
+    arrivals: dict[str, dict[str, float]] = {'webhooks': {}, 'bus': {}}
+    seen_by_hook: dict[str, int] = {}
+
+    class TimedReceiver(WebhookReceiver):
+        def _handle(self, request):
+            answer = super()._handle(request)
+            document = request.json()
+            if 200 <= answer[0] < 300 and document['detail'] == 'STOPPED_DESTROYED':
+                domain_uuid = document['instance']['uuid']
+                seen_by_hook[domain_uuid] = seen_by_hook.get(domain_uuid, 0) + 1
+                if seen_by_hook[domain_uuid] == 2:
+                    arrivals['webhooks'][domain_uuid] = time.monotonic()
+            return answer
+
+    class TimedConsumer(Consumer):
+        def info(self, ctxt, publisher_id, event_type, payload, metadata):
+            if payload['detail'] == 'STOPPED_DESTROYED':
+                arrivals['bus'].setdefault(payload['instance']['uuid'],
+                                           time.monotonic())
+
+    hooks = [TimedReceiver(), TimedReceiver()]
+    consumer = TimedConsumer(broker_url, 'bench').start()
+    pipe.send([hook.url for hook in hooks])
+    while (request := pipe.recv()) != 'stop':
+        if request == 'block':
+            hooks[0].released.clear()
+        elif request == 'collect':
+            pipe.send({sink: dict(times) for sink, times in arrivals.items()})
+    consumer.stop()
+    for hook in hooks:
+        hook.stop()
+
+
+def percentiles(values: list[float]) -> str:
+    values = sorted(values)
+    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
+    return f'{values[len(values) // 2]:>7.2f} {p99:>7.2f}'
+
+
+def config(directory: pathlib.Path, urls: list[str]) -> list[str]:
+    lines = ['[webhooks]', 'enabled = ' + ', '.join(f'h{i}' for i in range(len(urls)))]
+    for index, url in enumerate(urls):
+        lines += [f'[webhook:h{index}]', f'url = {url}', 'timeout = 300']
+    path = directory / 'subscribers.conf'
+    path.write_text('\n'.join(lines) + '\n')
+    return [str(path)]
+
+
+def run(count: int, label: str, files: list[str], bus: dict,
+        pipe: multiprocessing.connection.Connection | None) -> None:
+    api = RecoveryAPI().start()
+    agent = start_agent('test:///default', api.url, files, message_bus=bus,
+                        introspectiveinstancemonitor={'enabled': False},
+                        libvirt={'reconcile_interval': 0})
+    conn = libvirt.open('test:///default')
+    destroyed: dict[str, float] = {}
+    recovery: list[float] = []
+    arrivals: dict[str, dict[str, float]] = {}
+    try:
+        for i in range(count):
+            domain_uuid = str(uuid.uuid4())
+            dom = conn.createXML(DOMAIN_XML.format(name=f'sub-{i}', uuid=domain_uuid))
+            destroyed[domain_uuid] = time.monotonic()
+            dom.destroy()
+            api.wait_stored(i + 1)
+            recovery.append((time.monotonic() - destroyed[domain_uuid]) * 1000)
+        if pipe is not None and label == 'healthy':
+            def all_arrived() -> bool:
+                pipe.send('collect')
+                arrivals.update(pipe.recv())
+                return all(len(times) >= count for times in arrivals.values())
+            wait_for(all_arrived, 60, 'every stop at every subscriber', interval=0.2)
+        waiting = {name: box.pending() for name, box in agent.outboxes.items()
+                   if name != 'masakari' and box.pending()}
+    finally:
+        conn.close()
+        agent.stop()
+        api.stop()
+        shutil.rmtree(agent.store.path.parent, ignore_errors=True)
+    print(f'{label:<8} {"masakari":<14} {percentiles(recovery)}')
+    for sink, times in sorted(arrivals.items()):
+        print(f'{label:<8} {sink:<14} ' + percentiles(
+            [(at - destroyed[u]) * 1000 for u, at in times.items() if u in destroyed]))
+    for name, pending in waiting.items():
+        print(f'{label:<8} {name:<14} {pending} events waiting in its outbox')
+
+
+def main() -> None:
+    from tests.rabbitmq import RabbitMQ
+
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    directory = pathlib.Path(tempfile.mkdtemp(prefix='im-bench-subscribers-'))
+    broker = RabbitMQ(directory / 'rabbitmq')
+    (directory / 'rabbitmq').mkdir(exist_ok=True)
+    pipe, child_pipe = multiprocessing.Pipe()
+    child = None
+    try:
+        broker.start()
+        child = multiprocessing.get_context('spawn').Process(
+            target=receivers, args=(child_pipe, broker.url), name='receivers')
+        child.start()
+        urls = pipe.recv()
+        bus = {'transport_url': broker.url, 'topic': 'bench'}
+        print(f'# subscribers: destroy() -> the sink has the stop, {count} domains; '
+              f'{machine()}')
+        print(f'{"run":<8} {"sink":<14} {"p50 ms":>7} {"p99 ms":>7}')
+        run(count, 'none', [], {}, None)
+        run(count, 'healthy', config(directory, urls), bus, pipe)
+        pipe.send('block')  # the first webhook never answers from now on
+        broker.stop()
+        run(count, 'stuck', config(directory, urls), dict(bus, timeout=1), None)
+    finally:
+        if child is not None:
+            pipe.send('stop')
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+        broker.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
