@@ -8,6 +8,7 @@ on a free port. Every process it starts is stopped by pid.
 
 import os
 import pathlib
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,7 +31,8 @@ class RabbitMQ:
                          '(apt-get install rabbitmq-server)')
         self.dir = directory
         self.port = free_port()
-        self.url = f'rabbit://guest:guest@127.0.0.1:{self.port}/'
+        self.password = secrets.token_hex(8)
+        self.url = f'rabbit://instancemonitor:{self.password}@127.0.0.1:{self.port}/'
         self._epmd_port = free_port()
         self._env = dict(
             os.environ,
@@ -51,7 +53,8 @@ class RabbitMQ:
         (directory / 'home').mkdir(parents=True, exist_ok=True)
         (directory / 'rabbitmq-env.conf').write_text('')
         (directory / 'enabled_plugins').write_text('[].\n')
-        (directory / 'rabbitmq.conf').write_text('')
+        (directory / 'rabbitmq.conf').write_text(
+            f'default_user = instancemonitor\ndefault_pass = {self.password}\n')
         self._epmd: subprocess.Popen | None = None
         self._server: subprocess.Popen | None = None
         self.starts = 0

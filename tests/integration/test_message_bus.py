@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from tests.integration.test_daemon import config
+from tests.integration.test_daemon import destroy_test_domain
 from tests.integration.test_testdriver import DOMAIN_XML
 from tests.processes import wait_for
 from tests.rabbitmq import Consumer
@@ -116,3 +118,20 @@ def test_confirmed_messages_survive_a_broker_crash(
     got = [m['payload']['instance']['uuid'] for m in consumer.wait_unique(10, 60)]
     assert got[:5] == confirmed  # kept by the broker through its crash
     assert sorted(got[5:]) == sorted(during)
+
+
+def test_the_daemon_publishes_and_never_logs_the_broker_password(
+        test_libvirtd, recovery_api, agent_process, rabbitmq, consumers, topic,
+        tmp_path):
+    consumer = consumers(topic).start()
+    agent = agent_process(
+        config(test_libvirtd.uri, f'endpoint = {recovery_api.url}', tmp_path / 'state')
+        + f'\n[message_bus]\ntransport_url = {rabbitmq.url}\ntopic = {topic}\n'
+          'events = LIFECYCLE/STOPPED_*\n')
+    agent.wait_log('Connected to libvirt')
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    (message,) = consumer.wait_unique(1)
+    assert message['payload']['instance']['uuid'] == domain_uuid
+    agent.wait_log('delivered to message-bus')
+    assert rabbitmq.password not in agent.output()
+    assert 'Connected to the message bus at amqp://instancemonitor:**@' in agent.output()
