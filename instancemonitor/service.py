@@ -142,10 +142,11 @@ class AgentService:
             threads=conf.callback.sender_threads, liveness=self.liveness,
             on_settle=self.metrics.settled)
         # One thread each: a subscriber gets its events in order of detection.
+        # Not watched by the systemd watchdog: a sender waiting on its
+        # receiver is not a wedged agent (its backlog shows in the metrics).
         self.subscriber_senders = [
             Sender(self.outboxes[subscriber.name], subscriber, self.retry_policy,
-                   threads=1, liveness=self.liveness,
-                   on_settle=self.metrics.settled)
+                   threads=1, on_settle=self.metrics.settled)
             for subscriber, _ in subscribers]
         self._subscribers = [subscriber for subscriber, _ in subscribers]
         self.connection = LibvirtConnection(

@@ -92,7 +92,9 @@ class MessageBusSink:
             self._url, connect_timeout=self._timeout,
             transport_options={'confirm_publish': True})
         try:
-            connection.connect()
+            # Each broker of the list once, without waiting between them.
+            connection.ensure_connection(max_retries=self._url.count(';') + 1,
+                                         interval_start=0, interval_step=0)
             channel = connection.channel()
             self._queue(channel).declare()
         except BaseException:

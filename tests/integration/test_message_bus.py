@@ -9,6 +9,7 @@ import pytest
 from tests.integration.test_daemon import config
 from tests.integration.test_daemon import destroy_test_domain
 from tests.integration.test_testdriver import DOMAIN_XML
+from tests.processes import free_port
 from tests.processes import wait_for
 from tests.rabbitmq import Consumer
 from tests.rabbitmq import RabbitMQ
@@ -135,3 +136,16 @@ def test_the_daemon_publishes_and_never_logs_the_broker_password(
     agent.wait_log('delivered to message-bus')
     assert rabbitmq.password not in agent.output()
     assert 'Connected to the message bus at amqp://instancemonitor:**@' in agent.output()
+
+
+def test_a_dead_broker_in_the_list_is_passed_over(start_agent, client, rabbitmq,
+                                                 consumers, topic):
+    consumer = consumers(topic).start()
+    dead = rabbitmq.url.replace(f':{rabbitmq.port}/', f':{free_port()}/')
+    start_agent(message_bus={'transport_url': f'{dead};{rabbitmq.url}',
+                             'topic': topic, 'timeout': 2,
+                             'events': ['LIFECYCLE/STOPPED_DESTROYED']},
+                callback={'retry_max': 0})
+    uuids = cycle(client('test:///default'), 3, 'failover')
+    got = consumer.wait_unique(3)
+    assert sorted(m['payload']['instance']['uuid'] for m in got) == sorted(uuids)

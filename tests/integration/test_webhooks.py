@@ -163,7 +163,12 @@ def test_undelivered_events_survive_a_restart_of_the_agent(
 def test_threads_are_named_one_per_subscriber(start_agent, recovery_api, receivers,
                                              tmp_path):
     hook = receivers()
-    start_agent(config_files=webhooks_conf(tmp_path, a={'url': hook.url},
-                                           b={'url': hook.url}))
+    agent = start_agent(config_files=webhooks_conf(tmp_path, a={'url': hook.url},
+                                                   b={'url': hook.url}))
     names = {t.name for t in threading.enumerate()}
     assert {'sender-webhook:a-0', 'sender-webhook:b-0'} <= names
+    # A sender waiting on its receiver must not get the agent restarted by
+    # the systemd watchdog: only the recovery API's senders are watched.
+    watched = agent.liveness.stale(-1.0)
+    assert 'sender-masakari-0' in watched
+    assert not [name for name in watched if 'webhook' in name]
