@@ -108,7 +108,7 @@ def run(count: int, label: str, files: list[str], bus: dict,
             dom.destroy()
             api.wait_stored(i + 1)
             recovery.append((time.monotonic() - destroyed[domain_uuid]) * 1000)
-        if pipe is not None and label == 'healthy':
+        if pipe is not None:
             def all_arrived() -> bool:
                 pipe.send('collect')
                 arrivals.update(pipe.recv())
@@ -135,7 +135,6 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     directory = pathlib.Path(tempfile.mkdtemp(prefix='im-bench-subscribers-'))
     broker = RabbitMQ(directory / 'rabbitmq')
-    (directory / 'rabbitmq').mkdir(exist_ok=True)
     pipe, child_pipe = multiprocessing.Pipe()
     child = None
     try:

@@ -12,7 +12,6 @@ something new about the domain: the first time, or a changed state.
 import collections
 import contextlib
 import dataclasses
-import logging
 from collections.abc import Callable
 
 import libvirt
@@ -24,8 +23,6 @@ from instancemonitor.events import EventKind
 from instancemonitor.events import Notification
 from instancemonitor.journal import RECONCILIATION
 from instancemonitor.outbox import Outbox
-
-LOG = logging.getLogger(__name__)
 
 # A scan reports a running domain as STARTED; RESUMED means the same state.
 _SAME_STATE = {libvirt.VIR_DOMAIN_EVENT_RESUMED: libvirt.VIR_DOMAIN_EVENT_STARTED}

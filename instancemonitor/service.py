@@ -56,22 +56,26 @@ from instancemonitor.virt.connection import LibvirtConnection
 
 LOG = logging.getLogger(__name__)
 
+# A sink of event subscribers (closed when the agent stops).
+EventSink = WebhookSink | MessageBusSink
+
 
 def _patterns(group: str, events: list[str]) -> EventPatterns:
     patterns = EventPatterns(events)
-    if not events or patterns.unmatched():
+    unmatched = patterns.unmatched()
+    if not events or unmatched:
         raise ConfigurationError(
-            f'[{group}] events: {", ".join(patterns.unmatched()) or "empty"}: '
+            f'[{group}] events: {", ".join(unmatched) or "empty"}: '
             'matches no event (patterns are like *, LIFECYCLE/*, '
             '*/STOPPED_FAILED)')
     return patterns
 
 
 def event_sinks(conf: cfg.ConfigOpts,
-                hostname: str) -> list[tuple[Sink, EventPatterns]]:
+                hostname: str) -> list[tuple[EventSink, EventPatterns]]:
     """The event subscribers the configuration asks for, with the events each
     wants: the webhooks, then the message bus."""
-    sinks: list[tuple[Sink, EventPatterns]] = []
+    sinks: list[tuple[EventSink, EventPatterns]] = []
     for section in webhooks_conf.register_webhooks(conf):
         opts = conf[section]
         if not opts.url:
@@ -148,7 +152,8 @@ class AgentService:
             Sender(self.outboxes[subscriber.name], subscriber, self.retry_policy,
                    threads=1, on_settle=self.metrics.settled)
             for subscriber, _ in subscribers]
-        self._subscribers = [subscriber for subscriber, _ in subscribers]
+        self._subscribers: list[EventSink] = [
+            subscriber for subscriber, _ in subscribers]
         self.connection = LibvirtConnection(
             conf.libvirt.connection_uri,
             keepalive_interval=conf.libvirt.keepalive_interval,
@@ -274,8 +279,7 @@ class AgentService:
         for sender in self.subscriber_senders:
             sender.stop(timeout)
         for subscriber in self._subscribers:
-            if isinstance(subscriber, MessageBusSink):
-                subscriber.close()
+            subscriber.close()
         self.metrics.stop()
         LOG.info('instancemonitor stopped; %d notifications pending',
                  self.pending())

@@ -36,6 +36,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def first_of_each(items: list, key) -> list:
+    """The first item of each ``key(item)``, in order: what a receiver keeps
+    of an at-least-once stream once it drops repeats."""
+    seen: dict = {}
+    for item in items:
+        seen.setdefault(key(item), item)
+    return list(seen.values())
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -16,6 +16,7 @@ import threading
 
 import kombu
 
+from tests.processes import first_of_each
 from tests.processes import free_port
 from tests.processes import skip_or_fail
 from tests.processes import stop_pid
@@ -169,11 +170,8 @@ class Consumer:
 
     def unique(self) -> list[dict]:
         """What was received, without repeats (same message_id), in order."""
-        seen: dict[str, dict] = {}
         with self._lock:
-            for message in self.received:
-                seen.setdefault(message['message_id'], message)
-        return list(seen.values())
+            return first_of_each(self.received, lambda m: m['message_id'])
 
     def wait_unique(self, count: int, timeout: float = 30.0) -> list[dict]:
         wait_for(lambda: len(self.unique()) >= count, timeout,

@@ -21,7 +21,6 @@ from instancemonitor.conf import webhooks
 
 CONF = cfg.CONF
 
-
 _GROUP_MODULES = (default, libvirt, events, callback, api, introspective, metrics,
                   webhooks, message_bus)
 

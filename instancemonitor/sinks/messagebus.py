@@ -40,9 +40,9 @@ _ERRORS = (OSError, kombu.exceptions.KombuError, amqp.exceptions.AMQPError)
 def kombu_url(transport_url: str) -> str:
     """oslo.messaging's ``rabbit://`` URLs are AMQP URLs kombu reads as
     ``amqp://``; several are separated by ``;`` (failover)."""
-    return ';'.join('amqp://' + url.strip().removeprefix('rabbit://')
-                    if url.strip().startswith('rabbit://') else url.strip()
-                    for url in transport_url.split(';') if url.strip())
+    urls = [url.strip() for url in transport_url.split(';') if url.strip()]
+    return ';'.join('amqp://' + url.removeprefix('rabbit://')
+                    if url.startswith('rabbit://') else url for url in urls)
 
 
 def envelope(notification: Notification, publisher_id: str) -> dict:

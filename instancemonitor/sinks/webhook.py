@@ -45,6 +45,9 @@ class WebhookSink:
         return cls(name, section.url, section.secret, section.timeout,
                    section.ca_file)
 
+    def close(self) -> None:
+        self._session.close()
+
     def send(self, notification: Notification) -> Answer:
         body = json.dumps(notification.document(), separators=(',', ':')).encode()
         headers = {

@@ -11,6 +11,7 @@ import threading
 
 from tests.fakes.http import HTTPServer
 from tests.fakes.http import Request
+from tests.processes import first_of_each
 from tests.processes import wait_for
 
 
@@ -55,11 +56,8 @@ class WebhookReceiver:
 
     def unique(self) -> list[dict]:
         """Deliveries without repeats (same id), in order of first arrival."""
-        seen: dict[str, dict] = {}
         with self._lock:
-            for document in self.deliveries:
-                seen.setdefault(document['id'], document)
-        return list(seen.values())
+            return first_of_each(self.deliveries, lambda d: d['id'])
 
     def wait_unique(self, count: int, timeout: float = 20.0) -> list[dict]:
         wait_for(lambda: len(self.unique()) >= count, timeout,
