@@ -7,6 +7,7 @@ numbers, and the tables that name them live with the code that reads them.
 import dataclasses
 import datetime
 import enum
+import itertools
 import uuid
 
 
@@ -20,8 +21,11 @@ class EventKind(enum.StrEnum):
     IO_ERROR_REASON = 'IO_ERROR_REASON'
     CONTROL_ERROR = 'CONTROL_ERROR'
     AGENT_LIFECYCLE = 'AGENT_LIFECYCLE'
-    # The in-guest heartbeat: event is the health, detail the failed pings.
+    # The heartbeat's view of a guest agent, when it changes: event is the
+    # health, detail the failed pings in a row.
     HEARTBEAT = 'HEARTBEAT'
+    # One guest-ping's outcome: event is 1 if the agent answered, else 0.
+    PING = 'PING'
 
 
 # ``event`` / ``detail`` of a kind that carries no such code (REBOOT, ...).
@@ -36,6 +40,16 @@ class Health(enum.IntEnum):
     FAILING = 2
     REPORTED = 3
     NEVER_ANSWERED = 4
+    DISCONNECTED = 5
+
+
+# Every event gets the next number when it is made: a state scan takes one
+# before it reads, so an event made after that is known to be newer.
+_SEQUENCE = itertools.count()
+
+
+def next_seq() -> int:
+    return next(_SEQUENCE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +69,9 @@ class DomainEvent:
     detected_at: datetime.datetime = dataclasses.field(
         default_factory=lambda: datetime.datetime.now(datetime.UTC))
     source: str = 'libvirt'
+    # libvirt's id of the domain's run (-1 when it is not running or unknown).
+    domain_id: int = -1
+    seq: int = dataclasses.field(default_factory=next_seq)
 
 
 # Notification.sink of the recovery API's notifications.

@@ -21,7 +21,7 @@ from instancemonitor.eventnames import event_name
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Notification
-from instancemonitor.journal import RECONCILIATION
+from instancemonitor.filter import RECONCILIATION
 from instancemonitor.outbox import Outbox
 
 # A scan reports a running domain as STARTED; RESUMED means the same state.
@@ -52,7 +52,7 @@ class EventFanout:
         self._states: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     def __call__(self, event: DomainEvent) -> None:
-        if not self._news(event):
+        if event.kind == EventKind.PING or not self._news(event):
             return
         name, detail = event_name(event)
         label = f'{name}/{detail}'

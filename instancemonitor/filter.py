@@ -1,4 +1,5 @@
-"""Which domain events become notifications, under which names.
+"""Which domain events become notifications, under which names, and which
+input of the per-domain state machine (``domainstate``) each one is.
 
 ``NOTIFICATION_TABLE`` is the one place that maps libvirt's (kind, event,
 detail) to the notification's ``event`` / ``vir_domain_event`` names. Its
@@ -6,14 +7,13 @@ names are the ones masakari-monitors sends, so a recovery engine sees the same
 payloads from either agent.
 """
 
-import dataclasses
-
 import libvirt
 
+from instancemonitor.domainstate import Input
+from instancemonitor.domainstate import Observation
 from instancemonitor.events import NO_CODE
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
-from instancemonitor.events import Health
 
 _LIFECYCLE = EventKind.LIFECYCLE
 _WATCHDOG = EventKind.WATCHDOG
@@ -75,6 +75,9 @@ NOTIFICATION_TABLE: dict[tuple[EventKind, int, int], tuple[str, str]] = {
         ('IO_ERROR_REASON', 'UNKNOWN'),
 }
 
+# DomainEvent.source of events made from a state scan, not a libvirt event.
+RECONCILIATION = 'reconciliation'
+
 # The pairs the recovery engine acts on (Masakari's own list); forwarded by
 # default, and a domain's failure episode is one of these.
 RECOVERY_PAIRS = frozenset({
@@ -83,35 +86,53 @@ RECOVERY_PAIRS = frozenset({
     ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED'),
 })
 
-# Lifecycle events after which a domain is running again.
-_RUNNING_AGAIN = frozenset({libvirt.VIR_DOMAIN_EVENT_STARTED,
-                            libvirt.VIR_DOMAIN_EVENT_RESUMED})
-# Lifecycle events a reboot produces before the domain starts again.
-_HELD_FOR_REBOOT = frozenset({libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                              libvirt.VIR_DOMAIN_EVENT_SHUTDOWN})
+_STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
+_SUSPENDED = libvirt.VIR_DOMAIN_EVENT_SUSPENDED
+_RESUMED = libvirt.VIR_DOMAIN_EVENT_RESUMED
+_STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
+
+# Lifecycle (event, detail) → the state machine's input. A detail not
+# listed takes its event's entry under NO_CODE.
+_LIFECYCLE_INPUTS: dict[tuple[int, int], Input] = {
+    (_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED): Input.START_MIGRATION_IN,
+    (_STARTED, NO_CODE): Input.START,
+    (_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED): Input.RESUME_MIGRATED,
+    (_RESUMED, NO_CODE): Input.RESUME,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED): Input.PAUSE_MIGRATION,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR): Input.PAUSE_ERROR,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG): Input.PAUSE_ERROR,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_API_ERROR): Input.PAUSE_ERROR,
+    (_SUSPENDED, NO_CODE): Input.PAUSE,
+    (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): Input.STOP_FAILED,
+    (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED): Input.STOP_CRASHED,
+    (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED): Input.STOP_MIGRATED,
+    (_STOPPED, NO_CODE): Input.STOP,
+    (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, NO_CODE): Input.UNDEFINED,
+}
+# A state scan publishes the lifecycle event each state stands for
+# (sources/reconcile.py); as a scan it means this.
+_SCAN_INPUTS: dict[tuple[int, int], Input] = {
+    (_STARTED, NO_CODE): Input.SCAN_RUNNING,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED): Input.SCAN_MIGRATING,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR): Input.SCAN_ERROR_PAUSED,
+    (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG):
+        Input.SCAN_ERROR_PAUSED,
+    (_SUSPENDED, NO_CODE): Input.SCAN_PAUSED,
+    (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): Input.SCAN_FAILED,
+    (_STOPPED, NO_CODE): Input.SCAN_SHUTOFF,
+}
+_AGENT_INPUTS = {
+    libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED:
+        Input.AGENT_CONNECTED,
+    libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_DISCONNECTED:
+        Input.AGENT_DISCONNECTED,
+}
+# Forwarded stops (not recovery pairs) held for the reboot window.
+_HELD_FOR_REBOOT = frozenset({_STOPPED, libvirt.VIR_DOMAIN_EVENT_SHUTDOWN})
 # Kinds whose event code alone is matched: the detail is not a code.
 _MATCH_EVENT_ONLY = frozenset({_WATCHDOG, _IO_ERROR})
 _MATCH_KIND_ONLY = frozenset({EventKind.REBOOT, EventKind.CONTROL_ERROR,
                               EventKind.IO_ERROR_REASON})
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Verdict:
-    """What the filter says of one event."""
-
-    # (event, vir_domain_event) to notify, or None.
-    pair: tuple[str, str] | None = None
-    # The recovery engine acts on ``pair``: it opens a failure episode.
-    recovery: bool = False
-    # Seconds to hold the notification in case the domain starts again.
-    hold: float = 0.0
-    # The domain is running again: a failure episode ends.
-    running_again: bool = False
-    # The episode opened by this pair ('EVENT/DETAIL') is over, if it is open.
-    recovered: str = ''
-
-
-IGNORED = Verdict()
 
 
 def table_key(event: DomainEvent) -> tuple[EventKind, int, int]:
@@ -122,35 +143,53 @@ def table_key(event: DomainEvent) -> tuple[EventKind, int, int]:
     return (event.kind, event.event, event.detail)
 
 
-class EventFilter:
-    """Classifies domain events for the notification chain."""
+def _by_code(table: dict[tuple[int, int], Input], event: DomainEvent) -> Input | None:
+    return (table.get((event.event, event.detail)) or
+            table.get((event.event, NO_CODE)))
 
-    def __init__(self, forward_all: bool, reboot_window: float,
-                 heartbeat_event: str = 'QEMU_GUEST_AGENT_ERROR') -> None:
+
+def _input(event: DomainEvent) -> Input | None:
+    """The state machine's input for ``event``; None for a derived event."""
+    match event.kind:
+        case EventKind.LIFECYCLE if event.source == RECONCILIATION:
+            return _by_code(_SCAN_INPUTS, event)
+        case EventKind.LIFECYCLE:
+            return _by_code(_LIFECYCLE_INPUTS, event) or Input.EVENT
+        case EventKind.IO_ERROR if (
+                event.event == libvirt.VIR_DOMAIN_EVENT_IO_ERROR_REPORT):
+            return Input.IO_ERROR_REPORT
+        case EventKind.REBOOT:
+            return Input.REBOOT
+        case EventKind.AGENT_LIFECYCLE:
+            return _AGENT_INPUTS.get(event.event, Input.EVENT)
+        case EventKind.PING:
+            return Input.PING_OK if event.event else Input.PING_MISS
+        case EventKind.HEARTBEAT:
+            return None  # made by the journal from pings: nothing new
+    return Input.EVENT
+
+
+class EventFilter:
+    """Turns domain events into the state machine's observations, naming
+    the notification each would be and saying whether it is forwarded."""
+
+    def __init__(self, forward_all: bool, reboot_window: float) -> None:
         self._forward_all = forward_all
         self.reboot_window = reboot_window
-        # A heartbeat failure is notified as (heartbeat_event, STOPPED_FAILED).
-        self._heartbeat_pair = (heartbeat_event, 'STOPPED_FAILED')
 
-    def classify(self, event: DomainEvent) -> Verdict:
-        if event.kind == EventKind.LIFECYCLE and event.event in _RUNNING_AGAIN:
-            return Verdict(running_again=True)
-        if event.kind == EventKind.HEARTBEAT:
-            return self._classify_heartbeat(event)
+    def classify(self, event: DomainEvent) -> Observation | None:
+        given = _input(event)
+        if given is None:
+            return None
         pair = NOTIFICATION_TABLE.get(table_key(event))
-        if pair is None:
-            return IGNORED
-        recovery = pair in RECOVERY_PAIRS
-        if not (recovery or self._forward_all):
-            return IGNORED
-        held = (event.kind == EventKind.LIFECYCLE and
-                event.event in _HELD_FOR_REBOOT)
-        return Verdict(pair=pair, recovery=recovery,
-                       hold=self.reboot_window if held else 0.0)
-
-    def _classify_heartbeat(self, event: DomainEvent) -> Verdict:
-        if event.event in (Health.REPORTED, Health.NEVER_ANSWERED):
-            return Verdict(pair=self._heartbeat_pair, recovery=True)
-        if event.event == Health.HEALTHY:
-            return Verdict(recovered='/'.join(self._heartbeat_pair))
-        return IGNORED
+        if pair is not None and not (pair in RECOVERY_PAIRS or self._forward_all):
+            pair = None
+        # Only a stop the engine does not act on is held: a recovery pair
+        # goes out at once (libvirt never restarts a domain whose QEMU died).
+        held = (pair is not None and pair not in RECOVERY_PAIRS and
+                event.kind == EventKind.LIFECYCLE and
+                event.source != RECONCILIATION and event.event in _HELD_FOR_REBOOT)
+        return Observation(
+            input=given, at=event.detected_at, domain_id=event.domain_id,
+            seq=event.seq, from_scan=event.source == RECONCILIATION, pair=pair,
+            hold=self.reboot_window if held else 0.0)

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from instancemonitor import clock
 from instancemonitor.events import DomainEvent
+from instancemonitor.events import EventKind
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
@@ -98,7 +99,9 @@ class AgentMetrics:
         self._server: WSGIServer | None = None
 
     def observe_event(self, event: DomainEvent) -> None:
-        """A bus subscriber (for every kind)."""
+        """A bus subscriber (for every kind but the heartbeat's pings)."""
+        if event.kind == EventKind.PING:
+            return
         self._events.labels(event.kind.value, event.source).inc()
 
     def settled(self, notification: Notification, answer: Answer) -> None:

@@ -1,6 +1,12 @@
-"""The notification chain as one bus subscriber: filter → journal → outbox."""
+"""The notification chain as one bus subscriber: filter → journal → outbox.
+
+The heartbeat's state changes, which the journal works out from pings, go on
+to ``listeners`` (the event subscribers' fan-out, the metrics) after the
+recovery API's notification is queued.
+"""
 
 import logging
+from collections.abc import Callable
 
 from instancemonitor.events import DomainEvent
 from instancemonitor.filter import EventFilter
@@ -12,21 +18,29 @@ LOG = logging.getLogger(__name__)
 
 class NotificationPipeline:
     def __init__(self, event_filter: EventFilter, journal: Journal,
-                 outbox: Outbox) -> None:
+                 outbox: Outbox,
+                 listeners: list[Callable[[DomainEvent], None]] | None = None,
+                 ) -> None:
         self._filter = event_filter
         self._journal = journal
         self._outbox = outbox
+        self.listeners = listeners if listeners is not None else []
 
     def __call__(self, event: DomainEvent) -> None:
-        verdict = self._filter.classify(event)
-        LOG.debug('Event %s of %s (%s): %s', event.kind.value,
-                  event.domain_name, event.domain_uuid, verdict)
-        if verdict.running_again:
-            for withdrawn in self._outbox.withdraw_held(event.domain_uuid):
-                LOG.info('Domain %s (%s) started again within the reboot '
-                         'window: %s/%s not reported', event.domain_name,
-                         event.domain_uuid, withdrawn.event,
-                         withdrawn.vir_domain_event)
-        self._journal.record(
-            event, verdict,
-            queue=lambda notification: self._outbox.add(notification, verdict.hold))
+        observation = self._filter.classify(event)
+        if observation is None:
+            return
+        LOG.debug('Event %s of %s (%s, id %d): %s', event.kind.value,
+                  event.domain_name, event.domain_uuid, event.domain_id,
+                  observation.input)
+        derived = self._journal.record(event, observation, self._outbox.add,
+                                       self._withdraw_held)
+        if derived is not None:
+            for listener in self.listeners:
+                listener(derived)
+
+    def _withdraw_held(self, uuid: str) -> None:
+        for withdrawn in self._outbox.withdraw_held(uuid):
+            LOG.info('Domain %s started again within the reboot window: %s/%s '
+                     'not reported', uuid, withdrawn.event,
+                     withdrawn.vir_domain_event)

@@ -25,6 +25,8 @@ from instancemonitor.bus import EventBus
 from instancemonitor.conf import default as default_conf
 from instancemonitor.conf import webhooks as webhooks_conf
 from instancemonitor.conf.errors import ConfigurationError
+from instancemonitor.domainstate import DomainMachine
+from instancemonitor.domainstate import HeartbeatPolicy
 from instancemonitor.eventnames import EventPatterns
 from instancemonitor.events import RECOVERY_SINK
 from instancemonitor.events import EventKind
@@ -44,7 +46,6 @@ from instancemonitor.sinks import Sink
 from instancemonitor.sinks import masakari
 from instancemonitor.sinks.messagebus import MessageBusSink
 from instancemonitor.sinks.webhook import WebhookSink
-from instancemonitor.sources.heartbeat import HealthTracker
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
@@ -88,6 +89,14 @@ def event_sinks(conf: cfg.ConfigOpts,
     return sinks
 
 
+def heartbeat_policy(opts: cfg.ConfigOpts.GroupAttr) -> HeartbeatPolicy:
+    return HeartbeatPolicy(
+        threshold=opts.guest_monitoring_failure_threshold,
+        grace=opts.startup_grace,
+        report_never_answered=opts.report_never_answered,
+        pair=(opts.notification_event, 'STOPPED_FAILED'))
+
+
 class AgentService:
     def __init__(self, conf: cfg.ConfigOpts, sink: Sink | None = None) -> None:
         # A configuration error must stop the agent before it touches disk.
@@ -98,7 +107,9 @@ class AgentService:
         self.liveness = Liveness()
         self.bus = EventBus()
         self.store = store.open_state(conf.state_path)
-        self.journal = Journal(self.store or MemoryJournalStore(), self.hostname)
+        self.journal = Journal(
+            self.store or MemoryJournalStore(), self.hostname,
+            DomainMachine(heartbeat_policy(conf.introspectiveinstancemonitor)))
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
                              max_age=conf.callback.max_pending_age)
         # Every sink's outbox, the recovery API's first. The subscribers'
@@ -114,17 +125,18 @@ class AgentService:
                 max_age=conf.callback.max_pending_age, sink=subscriber.name)
         self.filter = EventFilter(
             forward_all=conf.events.forward == 'all',
-            reboot_window=conf.events.reboot_window,
-            heartbeat_event=conf.introspectiveinstancemonitor.notification_event)
+            reboot_window=conf.events.reboot_window)
         # The recovery API's chain first: subscribers never delay it.
-        self.bus.subscribe(WILDCARD, NotificationPipeline(
-            self.filter, self.journal, self.outbox))
+        pipeline = NotificationPipeline(self.filter, self.journal, self.outbox)
+        self.bus.subscribe(WILDCARD, pipeline)
         if subscribers:
-            self.bus.subscribe(WILDCARD, EventFanout(self.hostname, [
+            fanout = EventFanout(self.hostname, [
                 Subscription(patterns, self.outboxes[subscriber.name])
                 for subscriber, patterns in subscribers],
                 batch=(self.subscriber_store.batch if self.subscriber_store
-                       else contextlib.nullcontext)))
+                       else contextlib.nullcontext))
+            self.bus.subscribe(WILDCARD, fanout)
+            pipeline.listeners.append(fanout)
         self.metrics = AgentMetrics(LiveState(
             connected=lambda: self.connection.connected,
             reconnects=lambda: max(0, self.connection.connects - 1),
@@ -132,8 +144,9 @@ class AgentService:
                              for name, box in self.outboxes.items()},
             dead_lettered=lambda: {name: box.dead_lettered
                                    for name, box in self.outboxes.items()},
-            heartbeat=lambda: (self.heartbeat.tracker.counts()
+            heartbeat=lambda: (self.journal.heartbeat_counts()
                                if self.heartbeat else {})))
+        pipeline.listeners.append(self.metrics.observe_event)
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
         self._metrics_address = (conf.metrics.host, conf.metrics.port)
         self.retry_policy = RetryPolicy(
@@ -183,8 +196,6 @@ class AgentService:
                                               opts.guest_monitoring_timeout)
         heartbeat = Heartbeat(
             self.bus.publish, agents.targets, agents.ping,
-            HealthTracker(opts.guest_monitoring_failure_threshold,
-                          opts.startup_grace, opts.report_never_answered),
             interval=opts.guest_monitoring_interval, workers=opts.ping_workers,
             progress=lambda: self.liveness.mark('heartbeat'))
         self.bus.subscribe(EventKind.AGENT_LIFECYCLE, heartbeat.on_agent_lifecycle)
@@ -204,10 +215,9 @@ class AgentService:
         if self.heartbeat is not None:
             opts = conf.introspectiveinstancemonitor
             self.heartbeat.interval = opts.guest_monitoring_interval
-            self.heartbeat.tracker.threshold = opts.guest_monitoring_failure_threshold
-            self.heartbeat.tracker.grace = opts.startup_grace
-            self.heartbeat.tracker.report_never_answered = opts.report_never_answered
-            self._agents.set_timeout(opts.guest_monitoring_timeout)
+            self._agents.timeout = opts.guest_monitoring_timeout
+        self.journal.machine.policy = heartbeat_policy(
+            conf.introspectiveinstancemonitor)
 
     def pending(self) -> int:
         """Notifications pending, for every sink."""

@@ -16,9 +16,10 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 
+from instancemonitor.domainstate import Agent
+from instancemonitor.domainstate import DomainRecord
+from instancemonitor.domainstate import Phase
 from instancemonitor.events import Notification
-from instancemonitor.journal import DomainRecord
-from instancemonitor.journal import DomainState
 from instancemonitor.outbox import DeadLetter
 
 LOG = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ FILENAME = 'instancemonitor.sqlite'
 # The event subscribers' outboxes: a database of their own, so the recovery
 # API's writes never queue behind theirs (each change is an fsync).
 SUBSCRIBERS_FILENAME = 'subscribers.sqlite'
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -58,12 +59,35 @@ _OUTBOX_COLUMNS_V2 = (
 )
 
 
+# Columns of the domains table added in version 3 (the state machine's run
+# and the heartbeat's state); ``state`` holds the phase since then.
+_DOMAINS_COLUMNS_V3 = (
+    ('run', 'INTEGER NOT NULL DEFAULT -1'),
+    ('agent', "TEXT NOT NULL DEFAULT ''"),
+    ('agent_failures', 'INTEGER NOT NULL DEFAULT 0'),
+    ('agent_since', 'TEXT'),
+    ('agent_answered', 'INTEGER NOT NULL DEFAULT 0'),
+)
+_DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at, '
+                   'notified, reported, heartbeat, run, agent, agent_failures, '
+                   'agent_since, agent_answered')
+
+
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring a database of an earlier version to this one's columns."""
-    present = {row[1] for row in db.execute('PRAGMA table_info(outbox)')}
-    for column, declaration in _OUTBOX_COLUMNS_V2:
-        if column not in present:
-            db.execute(f'ALTER TABLE outbox ADD COLUMN {column} {declaration}')
+    for table, columns in (('outbox', _OUTBOX_COLUMNS_V2),
+                           ('domains', _DOMAINS_COLUMNS_V3)):
+        present = {row[1] for row in db.execute(f'PRAGMA table_info({table})')}
+        for column, declaration in columns:
+            if column not in present:
+                db.execute(f'ALTER TABLE {table} ADD COLUMN {column} {declaration}')
+
+
+def _phase(state: str, failure: str) -> Phase:
+    """The phase of a stored record; version 2 stored 'running' or 'failed'."""
+    if state == 'failed':
+        return Phase.FAILED if failure == 'LIFECYCLE/STOPPED_FAILED' else Phase.RUNNING
+    return Phase(state)
 
 
 def _stamp(value: datetime.datetime | None) -> str | None:
@@ -141,8 +165,7 @@ class SqliteStateStore:
             if check != 'ok':
                 raise sqlite3.DatabaseError(check)
             rows = self._db.execute(
-                'SELECT uuid, name, state, last_event, last_seen, failure, '
-                'failed_at, notified, reported, heartbeat FROM domains').fetchall()
+                f'SELECT {_DOMAIN_COLUMNS} FROM domains').fetchall()
         except sqlite3.Error:
             self._db.close()
             raise
@@ -240,22 +263,28 @@ class SqliteStateStore:
     @staticmethod
     def _record(row: tuple) -> DomainRecord:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
-            reported, heartbeat = row
-        return DomainRecord(uuid=uuid, name=name, state=DomainState(state),
-                            last_event=last_event, last_seen=_time(last_seen),
-                            failure=failure, failed_at=_time(failed_at),
-                            notified=notified,
+            reported, _heartbeat, run, agent, agent_failures, agent_since, \
+            agent_answered = row
+        return DomainRecord(uuid=uuid, name=name, phase=_phase(state, failure),
+                            run=run, episode=failure, failed_at=_time(failed_at),
                             reported=frozenset(filter(None, reported.split(','))),
-                            heartbeat=heartbeat)
+                            agent=Agent(agent), agent_failures=agent_failures,
+                            agent_since=_time(agent_since),
+                            agent_answered=bool(agent_answered),
+                            last_event=last_event, last_seen=_time(last_seen),
+                            notified=notified)
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
             self._records[record.uuid] = dataclasses.replace(record)
+        r = record
         self._write(
-            'INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-            (record.uuid, record.name, record.state.value, record.last_event,
-             _stamp(record.last_seen), record.failure, _stamp(record.failed_at),
-             record.notified, ','.join(sorted(record.reported)), record.heartbeat))
+            f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) '
+            'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            (r.uuid, r.name, r.phase.value, r.last_event, _stamp(r.last_seen),
+             r.episode, _stamp(r.failed_at), r.notified,
+             ','.join(sorted(r.reported)), r.heartbeat, r.run, r.agent.value,
+             r.agent_failures, _stamp(r.agent_since), int(r.agent_answered)))
 
     def forget(self, uuid: str) -> None:
         with self._lock:

@@ -40,11 +40,15 @@ Related options:
         default=1.0,
         min=0.0,
         help="""
-Seconds a STOPPED or SHUTDOWN event is held before it is sent.
+Seconds a forwarded STOPPED or SHUTDOWN event that the recovery engine does
+not act on (``forward = all``: STOPPED_SHUTDOWN, STOPPED_DESTROYED, ...) is
+held before it is sent.
 
 If the same domain starts again within this window, the stop was part of a
 reboot and is not reported. Each held event is sent this much later than it
-was detected; its ``generated_time`` is still the time of detection.
+was detected; its ``generated_time`` is still the time of detection. A
+failure the engine acts on (LIFECYCLE/STOPPED_FAILED and the others) is never
+held: libvirt never restarts a domain whose QEMU died, so it is sent at once.
 
 Possible values:
 

@@ -47,9 +47,14 @@ Related options:
         default=2,
         min=1,
         help="""
-Seconds one guest-ping may take before it counts as failed. The same value
-is set as the domain's agent response timeout, so that a hung agent never
-makes libvirt wait its own 5 s per call.
+Seconds one guest-ping may take before it counts as failed.
+
+The agent never changes the domain's guest-agent response timeout inside
+libvirtd (``agentSetResponseTimeout``): that setting applies to every
+client's agent commands, Nova's quiesced snapshots included. So once an
+agent has hung, libvirt waits its own fixed 5 s (guest-sync) in every later
+ping, whatever this value; pings run in parallel (``ping_workers``), so hung
+guests cost a round about 5 s in all, not 5 s each.
 """),
     cfg.IntOpt(
         'guest_monitoring_failure_threshold',
@@ -75,8 +80,15 @@ as long as no more guests than this hang at the same time.
         default=300.0,
         min=0.0,
         help="""
-Seconds after the agent first sees a running domain within which its guest
-agent must answer for the first time.
+Seconds within which a guest agent must answer after the heartbeat first
+pings a domain's run, after a guest reboot (a REBOOT event), and after the
+agent closes its channel (the guest shuts down or reboots). A reboot is never
+a heartbeat failure while it lasts less than this.
+
+When it passes without an answer: a guest whose agent answered earlier in
+the same run (before a reboot, before a disconnection) is reported as a
+heartbeat failure; one whose agent never answered in this run is handled as
+``report_never_answered`` says.
 
 Related options:
 

@@ -3,18 +3,20 @@
 A guest whose kernel or application melts down while QEMU runs on produces
 no libvirt event at all; its guest agent stops answering. Every
 ``guest_monitoring_interval`` each running domain with the agent's virtio
-channel is pinged, on a bounded pool, so a hung agent (up to the pool size
-at once) costs a round one timeout, not one timeout per hung guest.
+channel is pinged, on a bounded pool, so hung agents (up to the pool size at
+once) cost a round one wait, not one wait per hung guest.
 
-Per domain (``HealthTracker``, pure and clock-injected)::
+Each answer or miss is published as a PING event with the domain's id; the
+per-domain state machine (``domainstate``) counts misses, knows about
+reboots and runs, and decides what is a failure. An error that says nothing
+about the guest agent (the domain stopped, libvirt went away) publishes
+nothing.
 
-    discovery --answer--> healthy --fail--> failing(1..n) --n=threshold--> reported
-        |                    ^                  |answer                      |answer
-        |                    +------------------+----------------------------+
-        +--no answer within startup_grace--> reported (or only logged)
-
-Each change is published as a HEARTBEAT event; the journal records it and a
-report becomes one notification per failure episode.
+Nothing here changes the domain: the guest agent's response timeout inside
+libvirtd (``agentSetResponseTimeout``) applies to every client's agent
+commands (Nova's quiesced snapshots, set-password), so it is left as it is.
+libvirt then waits its own 5 s guest-sync for an agent that hangs, whatever
+timeout a ping passes; the parallel pool absorbs that.
 """
 
 import concurrent.futures
@@ -29,7 +31,6 @@ import libvirt_qemu
 from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
-from instancemonitor.events import Health
 from instancemonitor.supervision import PROGRESS_TICK
 from instancemonitor.worker import Worker
 
@@ -39,6 +40,12 @@ THREAD_NAME = 'heartbeat'
 AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 GUEST_PING = '{"execute": "guest-ping"}'
 _AGENT_CONNECTED = libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
+# Errors that are the guest agent's answer: not connected or hung, out of
+# step, or still busy with another client's command after libvirt's 30 s
+# wait for the agent job.
+_AGENT_MISSES = frozenset({libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+                           libvirt.VIR_ERR_AGENT_UNSYNCED,
+                           libvirt.VIR_ERR_OPERATION_TIMEOUT})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,66 +53,8 @@ class Target:
     uuid: str
     name: str
     domain: object  # a virDomain, or whatever the ping callable takes
-
-
-@dataclasses.dataclass(slots=True)
-class _State:
-    health: Health
-    since: float
-    failures: int = 0
-
-
-class HealthTracker:
-    """Per-domain heartbeat state; says which transitions to publish."""
-
-    def __init__(self, threshold: int, grace: float, report_never_answered: bool,
-                 monotonic: Callable[[], float] = clock.monotonic) -> None:
-        self.threshold = threshold
-        self.grace = grace
-        self.report_never_answered = report_never_answered
-        self._monotonic = monotonic
-        self._states: dict[str, _State] = {}
-
-    def counts(self) -> dict[str, int]:
-        """How many domains are in each state."""
-        counts = dict.fromkeys((h.name.lower() for h in Health), 0)
-        for state in list(self._states.values()):
-            counts[state.health.name.lower()] += 1
-        return counts
-
-    def health(self, uuid: str) -> Health | None:
-        state = self._states.get(uuid)
-        return state.health if state else None
-
-    def track(self, uuids: set[str]) -> set[str]:
-        """The domains to watch now; return those new to discovery. The
-        others are forgotten, so a domain that runs again starts over."""
-        now = self._monotonic()
-        new = uuids - self._states.keys()
-        for uuid in new:
-            self._states[uuid] = _State(Health.DISCOVERY, now)
-        for uuid in self._states.keys() - uuids:
-            del self._states[uuid]
-        return new
-
-    def observe(self, uuid: str, answered: bool) -> tuple[Health, int] | None:
-        """Apply one ping's outcome; return the new (health, failures) if it
-        changed, else None."""
-        state = self._states.get(uuid)
-        if state is None:
-            return None
-        before = (state.health, state.failures)
-        if answered:
-            state.health, state.failures = Health.HEALTHY, 0
-        elif state.health is Health.DISCOVERY:
-            if self._monotonic() - state.since >= self.grace:
-                state.health = Health.NEVER_ANSWERED
-        elif state.health in (Health.HEALTHY, Health.FAILING):
-            state.failures += 1
-            state.health = (Health.REPORTED if state.failures >= self.threshold
-                            else Health.FAILING)
-        after = (state.health, state.failures)
-        return after if after != before else None
+    # libvirt's id of the domain's run.
+    domain_id: int = -1
 
 
 def has_agent_channel(domain_xml: str) -> bool:
@@ -129,49 +78,46 @@ class LibvirtAgents:
         conn = self._current()
         if conn is None:
             return []
-        found, running = [], set()
+        found, channel = [], {}
         for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
             key = (dom.UUIDString(), dom.ID())
-            running.add(key)
-            if key not in self._channel:
+            if key in self._channel:
+                channel[key] = self._channel[key]
+            else:
                 try:
-                    self._channel[key] = has_agent_channel(dom.XMLDesc(0))
-                    if self._channel[key]:
-                        # A hung agent must not cost libvirt's own 5 s a call.
-                        dom.agentSetResponseTimeout(self.timeout)
+                    channel[key] = has_agent_channel(dom.XMLDesc(0))
                 except libvirt.libvirtError:
                     continue  # gone meanwhile
-            if self._channel[key]:
-                found.append(Target(key[0], dom.name(), dom))
-        # Only runs still going are remembered: the cache stays bounded.
-        self._channel = {k: v for k, v in self._channel.items() if k in running}
+            if channel[key]:
+                found.append(Target(key[0], dom.name(), dom, key[1]))
+        # Only runs still going are remembered: the cache stays bounded. A new
+        # dict, so a reader never sees it change under it.
+        self._channel = channel
         return found
 
-    def set_timeout(self, timeout: int) -> None:
-        """A new per-call timeout, set on every domain at its next look."""
-        self.timeout = timeout
-        self._channel.clear()
-
-    def ping(self, target: Target) -> bool:
+    def ping(self, target: Target) -> bool | None:
+        """True if the agent answered, False if it did not (not connected,
+        hung), None if the error says nothing about the agent."""
         try:
             libvirt_qemu.qemuAgentCommand(target.domain, GUEST_PING,
                                           self.timeout, 0)
             return True
-        except libvirt.libvirtError:
-            return False  # not connected, hung, or the domain stopped
+        except libvirt.libvirtError as error:
+            if error.get_error_code() in _AGENT_MISSES:
+                return False
+            return None
 
 
 class Heartbeat(Worker):
     def __init__(self, publish: Callable[[DomainEvent], None],
                  targets: Callable[[], list[Target]],
-                 ping: Callable[[Target], bool], tracker: HealthTracker,
+                 ping: Callable[[Target], bool | None],
                  interval: float, workers: int,
                  progress: Callable[[], None] = lambda: None) -> None:
         self._publish = publish
         self._progress = progress
         self._targets = targets
         self._ping = ping
-        self.tracker = tracker
         self.interval = interval
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix='heartbeat-ping')
@@ -202,31 +148,18 @@ class Heartbeat(Worker):
             self._wakeup.clear()
 
     def round(self) -> None:
-        """Ping every target once, in parallel; publish what changed."""
-        targets = self._targets()
-        new = self.tracker.track({t.uuid for t in targets})
-        for target in targets:
-            if target.uuid in new:
-                self._report(target, Health.DISCOVERY, 0)
-        answers = list(self._pool.map(self._ping, targets))
-        for target, answered in zip(targets, answers, strict=True):
-            change = self.tracker.observe(target.uuid, answered)
-            if change is not None:
-                self._report(target, *change)
+        """Ping every target once, in parallel; publish each outcome as it
+        comes, so a hung agent delays no other guest's."""
+        pings = {self._pool.submit(self._ping, target): target
+                 for target in self._targets()}
+        for done in concurrent.futures.as_completed(pings):
+            answered = done.result()
+            if answered is None:
+                continue
+            target = pings[done]
+            self._publish(DomainEvent(
+                kind=EventKind.PING, domain_uuid=target.uuid,
+                domain_name=target.name, event=int(answered),
+                detected_at=clock.utcnow(), source='heartbeat',
+                domain_id=target.domain_id))
         self.rounds += 1
-
-    def _report(self, target: Target, health: Health, failures: int) -> None:
-        if health is Health.NEVER_ANSWERED:
-            LOG.warning('Guest agent of %s (%s) has not answered since the domain '
-                        'was first seen running%s', target.name, target.uuid,
-                        '' if self.tracker.report_never_answered
-                        else '; not reported (report_never_answered is off)')
-            if not self.tracker.report_never_answered:
-                return
-        elif health is Health.REPORTED:
-            LOG.warning('Guest agent of %s (%s) missed %d pings in a row',
-                        target.name, target.uuid, failures)
-        self._publish(DomainEvent(
-            kind=EventKind.HEARTBEAT, domain_uuid=target.uuid,
-            domain_name=target.name, event=health, detail=failures,
-            detected_at=clock.utcnow(), source='heartbeat'))

@@ -1,8 +1,8 @@
 """libvirt domain event callbacks → :class:`DomainEvent` on the bus.
 
 CONTRACT: every ``_on_*`` method runs on libvirt's event-loop thread. It may
-only read its arguments (and the domain's name and UUID, which libvirt keeps
-locally), build one immutable :class:`DomainEvent` and publish it, which only
+only read its arguments (and the domain's name, UUID and id, which libvirt
+keeps locally), build one immutable :class:`DomainEvent` and publish it, which only
 enqueues. No logging, no I/O, no call that goes to libvirtd, no lock that
 another thread may hold for long: a callback that waits stalls every event,
 keepalive and close callback of the process.
@@ -44,7 +44,7 @@ class LibvirtEventSource:
         self._publish(DomainEvent(
             kind=kind, domain_uuid=dom.UUIDString(), domain_name=dom.name(),
             event=event, detail=detail, reason=reason,
-            detected_at=clock.utcnow()))
+            detected_at=clock.utcnow(), domain_id=dom.ID()))
 
     def _on_lifecycle(self, _conn, dom, event, detail, _opaque) -> None:
         self._emit(EventKind.LIFECYCLE, dom, event, detail)

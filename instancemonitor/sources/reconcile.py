@@ -1,12 +1,14 @@
-"""State scans: failures no event reported become events after all.
+"""State scans: what no event told, found after all.
 
 Events that happen while the agent is not connected (libvirtd restarting,
 the agent down) are never delivered later. A scan of every domain's state,
-on each connection and every ``reconcile_interval``, finds them: a domain
-shut off because it crashed or failed, or paused on an I/O error or a
-watchdog, is published as the lifecycle event that would have reported it.
-The journal drops what it has notified already, so scans repeat safely.
-A domain that is gone is not listed, and a scan that fails reports nothing.
+on each connection and every ``reconcile_interval``, publishes each domain's
+state as the lifecycle event it stands for, with the domain's id, marked as
+coming from reconciliation. The state machine (``domainstate``) decides what
+is news: a failure nobody reported, or a run it has not seen. A scan takes
+its sequence number before it reads, so the machine can tell a state read
+before an event it already applied. A domain that is gone is not listed, and
+a scan that fails reports nothing.
 """
 
 import logging
@@ -17,29 +19,52 @@ import libvirt
 from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
-from instancemonitor.journal import RECONCILIATION
+from instancemonitor.events import next_seq
+from instancemonitor.filter import RECONCILIATION
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
 
 THREAD_NAME = 'reconcile'
 
-# (state, reason) → the lifecycle (event, detail) it stands for.
-_STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
+_STARTED = libvirt.VIR_DOMAIN_EVENT_STARTED
 _SUSPENDED = libvirt.VIR_DOMAIN_EVENT_SUSPENDED
-STATE_TABLE: dict[tuple[int, int], tuple[int, int]] = {
-    # SIGKILLed QEMU: the event says FAILED, the state says CRASHED.
-    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED):
-        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
-    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_FAILED):
-        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+_STOPPED = libvirt.VIR_DOMAIN_EVENT_STOPPED
+_RUNNING = (_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+# (state, reason) → the lifecycle (event, detail) it stands for; a reason
+# not listed takes the state's entry under None.
+STATE_TABLE: dict[tuple[int, int | None], tuple[int, int]] = {
+    (libvirt.VIR_DOMAIN_RUNNING, None): _RUNNING,
+    (libvirt.VIR_DOMAIN_BLOCKED, None): _RUNNING,
+    # Paused for (either side of) a migration.
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION):
+        (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
     (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR):
         (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
     (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_WATCHDOG):
         (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG),
+    (libvirt.VIR_DOMAIN_PAUSED, None):
+        (_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED),
+    # A SIGKILLed QEMU: the event says FAILED, the state says CRASHED.
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED):
+        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_FAILED):
+        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED):
+        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SAVED):
+        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED):
+        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED),
+    (libvirt.VIR_DOMAIN_SHUTOFF, None):
+        (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN),
 }
-# A running domain: the end of any failure episode the journal has open.
-_RUNNING = (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+_FAILED = (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
+
+
+def lifecycle_of(state: int, reason: int) -> tuple[int, int] | None:
+    """The lifecycle (event, detail) a domain state stands for, if any."""
+    return STATE_TABLE.get((state, reason)) or STATE_TABLE.get((state, None))
 
 
 def _states(conn: libvirt.virConnect) -> list[tuple[libvirt.virDomain, int, int]]:
@@ -68,8 +93,9 @@ class Reconciler(Worker):
         return []
 
     def scan(self, conn: libvirt.virConnect) -> int:
-        """Publish the failures and the running domains found; return the count
-        of failures found."""
+        """Publish every domain's state; return how many are shut off on a
+        failure."""
+        seq = next_seq()
         try:
             states = _states(conn)
         except libvirt.libvirtError as error:
@@ -78,17 +104,15 @@ class Reconciler(Worker):
             return 0
         now, failures = clock.utcnow(), 0
         for dom, state, reason in states:
-            if state == libvirt.VIR_DOMAIN_RUNNING:
-                event, detail = _RUNNING
-            elif (state, reason) in STATE_TABLE:
-                event, detail = STATE_TABLE[(state, reason)]
-                failures += 1
-            else:
-                continue
+            found = lifecycle_of(state, reason)
+            if found is None:
+                continue  # pmsuspended, crashed and preserved, no state
+            failures += found == _FAILED
             self._publish(DomainEvent(
                 kind=EventKind.LIFECYCLE, domain_uuid=dom.UUIDString(),
-                domain_name=dom.name(), event=event, detail=detail,
-                detected_at=now, source=RECONCILIATION))
+                domain_name=dom.name(), event=found[0], detail=found[1],
+                detected_at=now, source=RECONCILIATION, domain_id=dom.ID(),
+                seq=seq))
         LOG.debug('Domain state scan: %d domains, %d failed', len(states), failures)
         return failures
 

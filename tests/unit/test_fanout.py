@@ -14,7 +14,7 @@ from instancemonitor.events import EventKind
 from instancemonitor.events import Health
 from instancemonitor.fanout import EventFanout
 from instancemonitor.fanout import Subscription
-from instancemonitor.journal import RECONCILIATION
+from instancemonitor.filter import RECONCILIATION
 from instancemonitor.outbox import Outbox
 
 UUID = '6695eb01-f6a4-8304-79aa-97f2502e193f'

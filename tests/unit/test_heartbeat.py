@@ -1,82 +1,21 @@
-"""The in-guest heartbeat: its state machine, its rounds, its notifications."""
+"""The heartbeat source: which domains it pings, how, and what it publishes.
 
-import datetime
+What a run of pings means (discovery, failing, reported, reboots) is the
+state machine's, replayed in ``test_scenarios.py``.
+"""
+
 import threading
 import time
 
 import libvirt
+import pytest
 
-from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
-from instancemonitor.events import Health
-from instancemonitor.filter import EventFilter
-from instancemonitor.journal import DomainState
-from instancemonitor.journal import Journal
-from instancemonitor.journal import MemoryJournalStore
-from instancemonitor.sources.heartbeat import HealthTracker
+from instancemonitor.sources import heartbeat
 from instancemonitor.sources.heartbeat import Heartbeat
+from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.heartbeat import Target
 from instancemonitor.sources.heartbeat import has_agent_channel
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-def tracker(clock, threshold=3, grace=60.0, report=False):
-    t = HealthTracker(threshold, grace, report, monotonic=clock)
-    t.track({'u'})
-    return t
-
-
-def run(t, outcomes):
-    return [t.observe('u', answered) for answered in outcomes]
-
-
-def test_a_healthy_guest_is_reported_once_after_threshold_misses():
-    t = tracker(Clock())
-    changes = run(t, [True, True, False, False, False, False, False])
-    assert changes == [(Health.HEALTHY, 0), None, (Health.FAILING, 1),
-                       (Health.FAILING, 2), (Health.REPORTED, 3), None, None]
-
-
-def test_a_miss_short_of_the_threshold_heals_silently():
-    t = tracker(Clock())
-    assert run(t, [True, False, False, True]) == [
-        (Health.HEALTHY, 0), (Health.FAILING, 1), (Health.FAILING, 2),
-        (Health.HEALTHY, 0)]
-
-
-def test_a_reported_guest_that_answers_again_is_reported_again_next_time():
-    t = tracker(Clock(), threshold=2)
-    assert run(t, [True, False, False, True, False, False]) == [
-        (Health.HEALTHY, 0), (Health.FAILING, 1), (Health.REPORTED, 2),
-        (Health.HEALTHY, 0), (Health.FAILING, 1), (Health.REPORTED, 2)]
-
-
-def test_an_agent_that_never_answers_is_flagged_after_the_grace_period():
-    clock = Clock()
-    t = tracker(clock, grace=60.0)
-    assert run(t, [False] * 5) == [None] * 5  # discovery: no failure yet
-    clock.now = 60.0
-    assert run(t, [False, False]) == [(Health.NEVER_ANSWERED, 0), None]
-    assert run(t, [True]) == [(Health.HEALTHY, 0)]
-
-
-def test_a_domain_no_longer_running_is_forgotten_and_starts_over():
-    clock = Clock()
-    t = tracker(clock, grace=10.0)
-    run(t, [True, False])
-    t.track(set())
-    assert t.health('u') is None and t.observe('u', False) is None
-    clock.now = 100.0
-    t.track({'u'})
-    assert t.health('u') is Health.DISCOVERY
-    assert t.observe('u', False) is None  # a new grace period
 
 
 def test_the_channel_is_read_from_the_domain_xml():
@@ -90,7 +29,7 @@ def test_the_channel_is_read_from_the_domain_xml():
 
 
 def test_a_round_pings_in_parallel_so_hung_agents_do_not_add_up():
-    targets = [Target(f'u{i}', f'vm{i}', i) for i in range(500)]
+    targets = [Target(f'u{i}', f'vm{i}', i, domain_id=i) for i in range(500)]
     hung = set(range(0, 500, 10))  # 50 hung agents
     lock, in_flight, peak = threading.Lock(), [0], [0]
 
@@ -100,7 +39,7 @@ def test_a_round_pings_in_parallel_so_hung_agents_do_not_add_up():
             peak[0] = max(peak[0], in_flight[0])
         try:
             if target.domain in hung:
-                time.sleep(0.3)  # the per-call timeout
+                time.sleep(0.3)  # libvirt's wait for a hung agent
                 return False
             return True
         finally:
@@ -108,70 +47,55 @@ def test_a_round_pings_in_parallel_so_hung_agents_do_not_add_up():
                 in_flight[0] -= 1
 
     published = []
-    beat = Heartbeat(published.append, lambda: targets, ping,
-                     HealthTracker(1, 60.0, False), interval=60, workers=64)
-    beat.round()  # discovery → healthy for the 450
-    beat.round()  # healthy → reported for none; the hung never answered
-    assert peak[0] >= 50  # every hung ping waited at the same time
-    healthy = {e.domain_uuid for e in published if e.event == Health.HEALTHY}
-    assert len(healthy) == 450 and not any(f'u{i}' in healthy for i in hung)
-    discovered = [e.domain_uuid for e in published if e.event == Health.DISCOVERY]
-    assert sorted(discovered) == sorted(t.uuid for t in targets)  # once each
+    beat = Heartbeat(published.append, lambda: targets, ping, interval=60,
+                     workers=64)
+    started = time.monotonic()
+    beat.round()
+    took = time.monotonic() - started
     beat.stop()
+    assert peak[0] >= 50  # every hung ping waited at the same time
+    assert took < 0.3 * 5  # one wait for all of them, not fifty
+    assert {e.kind for e in published} == {EventKind.PING}
+    answered = {e.domain_uuid for e in published if e.event == 1}
+    missed = {e.domain_uuid for e in published if e.event == 0}
+    assert missed == {f'u{i}' for i in hung} and len(answered) == 450
+    # Answers come first: no healthy guest waits behind a hung one.
+    assert all(e.event == 1 for e in published[:400])
+    assert all(e.domain_id == int(e.domain_uuid[1:]) for e in published)
 
 
-T0 = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC)
+def test_an_error_that_is_not_the_agents_answer_publishes_nothing():
+    published = []
+    outcomes = iter([None, False, True])
+    beat = Heartbeat(published.append, lambda: [Target('a', 'a', 0, 3)] * 3,
+                     lambda target: next(outcomes), interval=60, workers=1)
+    beat.round()
+    beat.stop()
+    assert sorted(e.event for e in published) == [0, 1]
 
 
-def beat_event(health, failures=0, seconds=0):
-    return DomainEvent(EventKind.HEARTBEAT, 'u', 'vm', health, failures,
-                       detected_at=T0 + datetime.timedelta(seconds=seconds),
-                       source='heartbeat')
+class _Failing:
+    def __init__(self, code):
+        self.code = code
 
 
-def feed(journal, event_filter, event):
-    sent = []
-    journal.record(event, event_filter.classify(event), sent.append)
-    return sent
-
-
-def test_a_heartbeat_report_is_one_recovery_notification_per_episode():
-    f, j = EventFilter(False, 0.0), Journal(MemoryJournalStore(), 'compute-1')
-    assert feed(j, f, beat_event(Health.DISCOVERY)) == []
-    assert j.records()[0].heartbeat == 'discovery'
-    assert feed(j, f, beat_event(Health.HEALTHY)) == []
-    assert feed(j, f, beat_event(Health.FAILING, 1)) == []
-    assert j.records()[0].heartbeat == 'failing(1)'
-    (n,) = feed(j, f, beat_event(Health.REPORTED, 3, seconds=30))
-    assert (n.event, n.vir_domain_event) == ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
-    assert n.generated_time == T0 + datetime.timedelta(seconds=30)
-    (record,) = j.records()
-    assert record.state is DomainState.FAILED and record.heartbeat == 'reported'
-    # Answers again: the episode is over; a later hang is a new one.
-    assert feed(j, f, beat_event(Health.HEALTHY, seconds=40)) == []
-    assert j.records()[0].state is DomainState.RUNNING
-    assert len(feed(j, f, beat_event(Health.REPORTED, 3, seconds=90))) == 1
-
-
-def test_heartbeat_and_lifecycle_failures_of_one_episode_trigger_one_recovery():
-    f, j = EventFilter(False, 0.0), Journal(MemoryJournalStore(), 'compute-1')
-    crash = DomainEvent(EventKind.LIFECYCLE, 'u', 'vm', libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                        libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED, detected_at=T0)
-    assert len(feed(j, f, beat_event(Health.REPORTED, 3))) == 1
-    assert feed(j, f, crash) == []
-    # A healthy heartbeat does not end an episode it did not open.
-    j2 = Journal(MemoryJournalStore(), 'compute-1')
-    assert len(feed(j2, f, crash)) == 1
-    feed(j2, f, beat_event(Health.HEALTHY))
-    assert j2.records()[0].state is DomainState.FAILED
-    assert feed(j2, f, beat_event(Health.REPORTED, 3)) == []
-
-
-def test_the_heartbeat_event_name_is_configurable():
-    f = EventFilter(False, 0.0, heartbeat_event='LIFECYCLE')
-    assert f.classify(beat_event(Health.REPORTED, 3)).pair == (
-        'LIFECYCLE', 'STOPPED_FAILED')
-    assert f.classify(beat_event(Health.NEVER_ANSWERED)).recovery
+@pytest.mark.parametrize('code, outcome', [
+    (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, False),   # not connected, or hung
+    (libvirt.VIR_ERR_AGENT_UNSYNCED, False),
+    (libvirt.VIR_ERR_OPERATION_TIMEOUT, False),    # another command holds it
+    (libvirt.VIR_ERR_OPERATION_INVALID, None),     # domain not running
+    (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, None),  # no agent configured
+    (libvirt.VIR_ERR_INTERNAL_ERROR, None),        # the connection went away
+])
+def test_a_ping_error_is_a_miss_only_when_it_is_the_agents(monkeypatch, code,
+                                                           outcome):
+    def command(domain, text, timeout, flags):
+        error = libvirt.libvirtError('failed')
+        error.err = (code, 0, 'failed', 2, '', '', '', -1, -1)
+        raise error
+    monkeypatch.setattr(heartbeat.libvirt_qemu, 'qemuAgentCommand', command)
+    agents = LibvirtAgents(lambda: None, timeout=2)
+    assert agents.ping(Target('a', 'a', object(), 1)) is outcome
 
 
 class _Dom:
@@ -192,7 +116,7 @@ class _Dom:
         return self.xml
 
     def agentSetResponseTimeout(self, timeout):
-        pass
+        raise AssertionError('the heartbeat must not change the domain')
 
 
 def test_targets_read_each_domain_run_once_and_forget_ended_runs():

@@ -1,11 +1,14 @@
+"""The journal: the state machine's records kept, notifications queued first."""
+
 import datetime
 
 import libvirt
 
+from instancemonitor.domainstate import Phase
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
+from instancemonitor.events import Health
 from instancemonitor.filter import EventFilter
-from instancemonitor.journal import DomainState
 from instancemonitor.journal import Journal
 from instancemonitor.journal import MemoryJournalStore
 
@@ -13,84 +16,76 @@ UUID = '3c9a7e36-0a77-4b25-9f1d-9d8c0e0f4b11'
 T0 = datetime.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=datetime.UTC)
 
 
-def event(kind, code=-1, detail=-1, seconds=0):
-    return DomainEvent(kind, UUID, 'instance-0001', code, detail,
-                       detected_at=T0 + datetime.timedelta(seconds=seconds))
+def lifecycle(event, detail, seconds=0, domain_id=1):
+    return DomainEvent(EventKind.LIFECYCLE, UUID, 'instance-0001', event, detail,
+                       detected_at=T0 + datetime.timedelta(seconds=seconds),
+                       domain_id=domain_id)
 
 
-STOPPED_FAILED = (EventKind.LIFECYCLE, libvirt.VIR_DOMAIN_EVENT_STOPPED,
+STARTED = (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+STOPPED_FAILED = (libvirt.VIR_DOMAIN_EVENT_STOPPED,
                   libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
-STARTED = (EventKind.LIFECYCLE, libvirt.VIR_DOMAIN_EVENT_STARTED,
-           libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
-IO_REPORT = (EventKind.IO_ERROR, libvirt.VIR_DOMAIN_EVENT_IO_ERROR_REPORT)
-REBOOT = (EventKind.REBOOT,)
 
 
 class Harness:
-    def __init__(self, forward_all=False):
-        self.filter = EventFilter(forward_all=forward_all, reboot_window=0.0)
-        self.journal = Journal(MemoryJournalStore(), 'compute-1')
+    def __init__(self):
+        self.filter = EventFilter(forward_all=False, reboot_window=0.0)
+        self.store = MemoryJournalStore()
+        self.journal = Journal(self.store, 'compute-1')
+        self.queued, self.withdrawn = [], []
 
-    def feed(self, spec, seconds=0):
-        e = event(*spec, seconds=seconds)
-        queued = []
-        returned = self.journal.record(e, self.filter.classify(e), queued.append)
-        assert queued == ([returned] if returned else [])
-        return returned
-
-    def state(self):
-        (record,) = self.journal.records()
-        return record
+    def feed(self, event):
+        def queue(notification, hold):
+            # The record that says it was sent is not stored yet.
+            assert self.store.get(UUID) is None or self.store.get(UUID).notified == (
+                len(self.queued))
+            self.queued.append(notification)
+        return self.journal.record(event, self.filter.classify(event), queue,
+                                   self.withdrawn.append)
 
 
-def test_one_failure_yields_one_notification_frozen_at_detection():
+def test_a_crash_is_one_notification_frozen_at_detection():
     h = Harness()
-    n = h.feed(STOPPED_FAILED, seconds=1)
-    assert (n.hostname, n.instance_uuid, n.event, n.vir_domain_event) == (
-        'compute-1', UUID, 'LIFECYCLE', 'STOPPED_FAILED')
-    assert n.generated_time == T0 + datetime.timedelta(seconds=1)
-    assert h.state().state is DomainState.FAILED
-    assert h.state().failure == 'LIFECYCLE/STOPPED_FAILED'
+    h.feed(lifecycle(*STARTED))
+    h.feed(lifecycle(*STOPPED_FAILED, seconds=5))
+    (n,) = h.queued
+    assert n.body() == {'notification': {
+        'type': 'VM', 'hostname': 'compute-1',
+        'generated_time': '2026-11-22T10:00:05.123456Z',
+        'payload': {'event': 'LIFECYCLE', 'instance_uuid': UUID,
+                    'vir_domain_event': 'STOPPED_FAILED'}}}
+    (record,) = h.journal.records()
+    assert (record.phase, record.run, record.episode, record.notified) == (
+        Phase.FAILED, 1, 'LIFECYCLE/STOPPED_FAILED', 1)
+    assert record.last_event == f'LIFECYCLE {STOPPED_FAILED[0]}/{STOPPED_FAILED[1]}'
 
 
-def test_further_failures_of_the_same_episode_are_not_notified():
+def test_a_start_withdraws_held_stops_but_a_scan_does_not():
     h = Harness()
-    assert h.feed(IO_REPORT) is not None
-    assert h.feed(IO_REPORT, seconds=1) is None
-    assert h.feed(STOPPED_FAILED, seconds=2) is None
-    assert h.state().notified == 1
-    assert h.state().last_event.startswith('LIFECYCLE 5/')
-
-
-def test_a_recovered_domain_is_watched_afresh():
-    h = Harness()
-    assert h.feed(STOPPED_FAILED) is not None
-    assert h.feed(STARTED, seconds=5) is None
-    assert h.state().state is DomainState.RUNNING
-    second = h.feed(STOPPED_FAILED, seconds=10)
-    assert second is not None
-    assert second.generated_time == T0 + datetime.timedelta(seconds=10)
-    assert h.state().notified == 2
-
-
-def test_informational_events_are_each_forwarded_and_open_no_episode():
-    h = Harness(forward_all=True)
-    assert h.feed(REBOOT).event == 'REBOOT'
-    assert h.feed(REBOOT, seconds=1) is not None
-    assert h.state().state is DomainState.RUNNING
-    assert h.feed(STOPPED_FAILED, seconds=2) is not None
-
-
-def test_events_not_forwarded_are_still_recorded_as_seen():
-    h = Harness()
-    assert h.feed(REBOOT, seconds=3) is None
-    record = h.state()
-    assert record.last_seen == T0 + datetime.timedelta(seconds=3)
-    assert record.last_event == 'REBOOT -1/-1'
+    h.feed(lifecycle(*STARTED))
+    assert h.withdrawn == [UUID]
+    scan = DomainEvent(EventKind.LIFECYCLE, UUID, 'instance-0001', *STARTED,
+                       source='reconciliation', domain_id=2)
+    h.feed(scan)
+    assert h.withdrawn == [UUID]
+    assert h.journal.records()[0].run == 2  # a run it had not seen
 
 
 def test_an_undefined_domain_is_forgotten():
     h = Harness()
-    h.feed(STOPPED_FAILED)
-    h.feed((EventKind.LIFECYCLE, libvirt.VIR_DOMAIN_EVENT_UNDEFINED, 0))
+    h.feed(lifecycle(*STARTED))
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
+                     libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED))
     assert h.journal.records() == []
+
+
+def test_heartbeat_changes_come_back_as_events_for_subscribers():
+    h = Harness()
+    h.feed(lifecycle(*STARTED))
+    ping = DomainEvent(EventKind.PING, UUID, 'instance-0001', 1, detected_at=T0,
+                       source='heartbeat', domain_id=1)
+    derived = h.feed(ping)
+    assert (derived.kind, derived.event, derived.source) == (
+        EventKind.HEARTBEAT, Health.HEALTHY, 'heartbeat')
+    assert h.feed(ping) is None  # no change, no event (and no write)
+    assert h.journal.heartbeat_counts()['healthy'] == 1

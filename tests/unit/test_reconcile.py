@@ -1,6 +1,7 @@
 import libvirt
 
 from instancemonitor.events import EventKind
+from instancemonitor.events import next_seq
 from instancemonitor.sources.reconcile import Reconciler
 
 
@@ -13,6 +14,9 @@ class Domain:
 
     def name(self):
         return self._name
+
+    def ID(self):
+        return -1 if self.state_[0] == libvirt.VIR_DOMAIN_SHUTOFF else 3
 
 
 class Conn:
@@ -27,7 +31,7 @@ class Conn:
                 for d in self.domains]
 
 
-def test_failed_states_become_the_events_that_would_have_reported_them():
+def test_every_state_becomes_the_event_it_stands_for():
     published = []
     domains = [
         Domain('u1', 'killed', libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED),
@@ -37,9 +41,11 @@ def test_failed_states_become_the_events_that_would_have_reported_them():
         Domain('u5', 'off', libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED),
         Domain('u6', 'paused', libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER),
         Domain('u7', 'up', libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED),
+        Domain('u8', 'moving', libvirt.VIR_DOMAIN_PAUSED,
+               libvirt.VIR_DOMAIN_PAUSED_MIGRATION),
     ]
     failures = Reconciler(published.append, lambda: None, 0).scan(Conn(domains))
-    assert failures == 4
+    assert failures == 2  # shut off on a failure
     assert [(e.domain_uuid, e.event, e.detail) for e in published] == [
         ('u1', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
         ('u2', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
@@ -47,10 +53,19 @@ def test_failed_states_become_the_events_that_would_have_reported_them():
          libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
         ('u4', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
          libvirt.VIR_DOMAIN_EVENT_SUSPENDED_WATCHDOG),
+        ('u5', libvirt.VIR_DOMAIN_EVENT_STOPPED,
+         libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED),
+        ('u6', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+         libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED),
         ('u7', libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED),
+        ('u8', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+         libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
     ]
     assert {(e.kind, e.source) for e in published} == {
         (EventKind.LIFECYCLE, 'reconciliation')}
+    # Active domains carry their id; one sequence number, taken before the read.
+    assert [e.domain_id for e in published] == [-1, -1, 3, 3, -1, 3, 3, 3]
+    assert len({e.seq for e in published}) == 1 and published[0].seq < next_seq()
 
 
 def test_a_connection_that_cannot_answer_reports_nothing(caplog):

@@ -8,10 +8,14 @@ from instancemonitor.sources.lifecycle import LibvirtEventSource
 
 
 class Domain:
-    """What a callback may touch of a virDomain: its name and UUID."""
+    """What a callback may touch of a virDomain: its name, UUID and id (all
+    kept in the client, no call to libvirtd)."""
 
     def UUIDString(self):
         return '6695eb01-f6a4-8304-79aa-97f2502e193f'
+
+    def ID(self):
+        return 4
 
     def name(self):
         return 'instance-0001'

@@ -11,9 +11,10 @@ import threading
 import pytest
 
 from instancemonitor import store
+from instancemonitor.domainstate import Agent
+from instancemonitor.domainstate import DomainRecord
+from instancemonitor.domainstate import Phase
 from instancemonitor.events import Notification
-from instancemonitor.journal import DomainRecord
-from instancemonitor.journal import DomainState
 from instancemonitor.outbox import Outbox
 
 T0 = datetime.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=datetime.UTC)
@@ -36,9 +37,11 @@ def test_files_are_for_the_owner_only(tmp_path):
 
 def test_journal_and_outbox_survive_a_reopen(tmp_path):
     s = store.SqliteStateStore(str(tmp_path))
-    record = DomainRecord('u1', 'vm-1', DomainState.FAILED, 'LIFECYCLE 5/5', T0,
-                          'LIFECYCLE/STOPPED_FAILED', T0, 1,
-                          frozenset({'LIFECYCLE/STOPPED_FAILED'}))
+    record = DomainRecord(
+        'u1', 'vm-1', Phase.FAILED, run=7, episode='LIFECYCLE/STOPPED_FAILED',
+        failed_at=T0, reported=frozenset({'LIFECYCLE/STOPPED_FAILED'}),
+        agent=Agent.FAILING, agent_failures=2, agent_since=T0,
+        agent_answered=True, last_event='LIFECYCLE 5/5', last_seen=T0, notified=1)
     s.put(record)
     first, second, dead = notification('a'), notification('b', 1), notification('c')
     for n in (first, second, dead):
@@ -85,6 +88,27 @@ def test_a_version_1_database_is_upgraded_in_place(tmp_path):
     db.close()
     s = store.SqliteStateStore(str(tmp_path))
     assert s.pending('masakari') == [(old, 5.0)]
+    s.close()
+
+
+def test_a_version_2_journal_is_upgraded_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / store.FILENAME)
+    db.executescript(store._SCHEMA + 'PRAGMA user_version=2;')
+    for uuid, state, failure in (('a', 'failed', 'LIFECYCLE/STOPPED_FAILED'),
+                                 ('b', 'failed', 'IO_ERROR/IO_ERROR_REPORT'),
+                                 ('c', 'running', '')):
+        db.execute('INSERT INTO domains VALUES (?, ?, ?, ?, NULL, ?, NULL, 1, ?, ?)',
+                   (uuid, 'vm', state, 'LIFECYCLE 5/5', failure, failure,
+                    'healthy'))
+    db.commit()
+    db.close()
+    s = store.SqliteStateStore(str(tmp_path))
+    # A crash is a stopped domain; an I/O error episode is a running one.
+    assert [(r.uuid, r.phase, r.episode, r.run) for r in
+            sorted(s.records(), key=lambda r: r.uuid)] == [
+        ('a', Phase.FAILED, 'LIFECYCLE/STOPPED_FAILED', -1),
+        ('b', Phase.RUNNING, 'IO_ERROR/IO_ERROR_REPORT', -1),
+        ('c', Phase.RUNNING, '', -1)]
     s.close()
 
 

@@ -1,0 +1,449 @@
+"""The per-domain state machine: has this domain failed, and is it news?
+
+Every source feeds it, one :class:`Input` at a time: libvirt's lifecycle,
+reboot, I/O error and guest-agent events, state scans, and the heartbeat's
+pings. It is pure: no libvirt, no I/O, no clock of its own (time comes with
+each input), so a scenario is a list of inputs and the notifications it
+yields, replayed in microseconds (``tests/unit/test_scenarios.py``).
+
+A domain's life is cut into *runs*. A run begins when the domain starts
+(libvirt gives it a new domain id) or resumes from a pause that QEMU made on
+an error. Within a run at most one *failure episode* is open: the first pair
+the recovery engine acts on opens it and is notified; later ones of the same
+run are recorded and not sent. Only a new run ends an episode, or, for an
+episode the heartbeat opened, the guest agent answering again.
+
+Two tables decide everything: :data:`LIFECYCLE_TABLE` (phase, input) →
+(phase, action) and :data:`HEARTBEAT_TABLE` (agent state, input) → (agent
+state, action). :func:`refine` turns what an input cannot say by itself
+(is this scan stale? is this domain id a new run? has the startup grace
+passed?) into the input the tables are keyed on.
+"""
+
+import dataclasses
+import datetime
+import enum
+
+
+class Phase(enum.StrEnum):
+    UNKNOWN = 'unknown'              # never seen
+    RUNNING = 'running'              # a run is going (guest reboots included)
+    PAUSED = 'paused'                # paused by a client (suspend, snapshot)
+    ERROR_PAUSED = 'error-paused'    # paused by QEMU on an I/O error or watchdog
+    MIGRATING_IN = 'migrating-in'    # the incoming side of a migration, not yet resumed
+    MIGRATING_OUT = 'migrating-out'  # paused for the last phase of an outgoing one
+    SHUTOFF = 'shutoff'              # stopped cleanly: shutdown, destroy, save...
+    FAILED = 'failed'                # stopped by a failure that is accounted for
+
+
+class Input(enum.StrEnum):
+    # libvirt lifecycle events
+    START = 'start'                          # STARTED_BOOTED, _RESTORED, ...
+    START_MIGRATION_IN = 'start-migration-in'  # STARTED_MIGRATED (destination)
+    RESUME = 'resume'                        # RESUMED_UNPAUSED, _SNAPSHOT, ...
+    RESUME_MIGRATED = 'resume-migrated'      # RESUMED_MIGRATED (either side)
+    PAUSE = 'pause'                          # SUSPENDED_PAUSED, ...
+    PAUSE_MIGRATION = 'pause-migration'      # SUSPENDED_MIGRATED (source)
+    PAUSE_ERROR = 'pause-error'              # SUSPENDED_IOERROR, _WATCHDOG, _API_ERROR
+    STOP_FAILED = 'stop-failed'              # STOPPED_FAILED: QEMU died
+    STOP_CRASHED = 'stop-crashed'            # STOPPED_CRASHED: the guest crashed
+    STOP_MIGRATED = 'stop-migrated'          # STOPPED_MIGRATED: now runs elsewhere
+    STOP = 'stop'                            # STOPPED_SHUTDOWN, _DESTROYED, _SAVED, ...
+    UNDEFINED = 'undefined'
+    # other libvirt events
+    IO_ERROR_REPORT = 'io-error-report'      # I/O error, action report: guest runs on
+    REBOOT = 'reboot'                        # the guest reset or rebooted
+    AGENT_CONNECTED = 'agent-connected'
+    AGENT_DISCONNECTED = 'agent-disconnected'
+    EVENT = 'event'                          # anything else: forwarded, no change
+    # state scans (refined: same run, or a run this machine has not seen)
+    SCAN_RUNNING = 'scan-running'
+    SCAN_RUNNING_NEW_RUN = 'scan-running-new-run'
+    SCAN_PAUSED = 'scan-paused'
+    SCAN_PAUSED_NEW_RUN = 'scan-paused-new-run'
+    SCAN_ERROR_PAUSED = 'scan-error-paused'
+    SCAN_ERROR_PAUSED_NEW_RUN = 'scan-error-paused-new-run'
+    SCAN_MIGRATING = 'scan-migrating'        # same run: ours, going out
+    SCAN_MIGRATING_NEW_RUN = 'scan-migrating-new-run'  # a run we never saw: coming in
+    SCAN_FAILED = 'scan-failed'              # shut off, reason crashed or failed
+    SCAN_SHUTOFF = 'scan-shutoff'            # shut off, any other reason
+    STALE_SCAN = 'stale-scan'                # read before an event already applied
+    # the heartbeat
+    PING_OK = 'ping-ok'
+    PING_MISS = 'ping-miss'
+    PING_MISS_GRACE_OVER = 'ping-miss-grace-over'
+
+
+class Action(enum.StrEnum):
+    NONE = 'none'
+    NEW_RUN = 'new-run'        # end the episode, the run's facts and the heartbeat's
+    NEW_RUN_AND_FORWARD = 'new-run+forward'
+    RECOVER = 'recover'        # notify the recovery pair unless an episode is open
+    FORWARD = 'forward'        # notify a pair the engine does not act on
+    FORWARD_ONCE = 'forward-once'  # the same, unless already notified this run
+    SUPPRESS = 'suppress'      # a recovery pair that is no failure here
+    FORGET = 'forget'          # the domain is gone: drop its record
+
+
+ANY = '*'
+_ACTIVE = (Phase.RUNNING, Phase.PAUSED, Phase.ERROR_PAUSED, Phase.MIGRATING_OUT)
+_STOPPED = (Phase.SHUTOFF, Phase.FAILED)
+
+# (phase or ANY, input) → (new phase or None to keep it, action). A specific
+# phase's row wins over the ANY row of the same input.
+LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
+    # A start is always a new run: it ends any episode, and withdraws a stop
+    # held for the reboot window.
+    (ANY, Input.START): (Phase.RUNNING, Action.NEW_RUN),
+    (ANY, Input.START_MIGRATION_IN): (Phase.MIGRATING_IN, Action.NEW_RUN),
+    # Resuming from QEMU's own error pause is a new run; any other resume is
+    # the same run going on. A resume of a stopped domain is the first event
+    # of a start (RESUMED_UNPAUSED precedes STARTED_BOOTED): the start decides.
+    (Phase.ERROR_PAUSED, Input.RESUME): (Phase.RUNNING, Action.NEW_RUN),
+    (Phase.SHUTOFF, Input.RESUME): (None, Action.NONE),
+    (Phase.FAILED, Input.RESUME): (None, Action.NONE),
+    (ANY, Input.RESUME): (Phase.RUNNING, Action.NONE),
+    # Incoming migration done, or an outgoing one that failed or was
+    # cancelled: the source runs on in the same run.
+    (ANY, Input.RESUME_MIGRATED): (Phase.RUNNING, Action.NONE),
+    (ANY, Input.PAUSE): (Phase.PAUSED, Action.NONE),
+    (ANY, Input.PAUSE_MIGRATION): (Phase.MIGRATING_OUT, Action.NONE),
+    (ANY, Input.PAUSE_ERROR): (Phase.ERROR_PAUSED, Action.FORWARD),
+    # The destination's QEMU of a migration that failed stops with FAILED,
+    # exactly like a crash, while the VM runs on at the source.
+    (Phase.MIGRATING_IN, Input.STOP_FAILED): (Phase.FAILED, Action.SUPPRESS),
+    (ANY, Input.STOP_FAILED): (Phase.FAILED, Action.RECOVER),
+    (ANY, Input.STOP_CRASHED): (Phase.FAILED, Action.FORWARD),
+    (ANY, Input.STOP_MIGRATED): (Phase.SHUTOFF, Action.NONE),
+    (ANY, Input.STOP): (Phase.SHUTOFF, Action.FORWARD),
+    (ANY, Input.UNDEFINED): (None, Action.FORGET),
+    (ANY, Input.IO_ERROR_REPORT): (None, Action.RECOVER),
+    # The heartbeat starts over (HEARTBEAT_TABLE); never a failure.
+    (ANY, Input.REBOOT): (None, Action.FORWARD),
+    (ANY, Input.AGENT_CONNECTED): (None, Action.NONE),
+    (ANY, Input.AGENT_DISCONNECTED): (None, Action.NONE),
+    (ANY, Input.EVENT): (None, Action.FORWARD),
+    # A scan never ends an episode of the run it finds, never withdraws a
+    # held stop, and notifies only what nobody reported.
+    (ANY, Input.SCAN_RUNNING): (None, Action.NONE),
+    (ANY, Input.SCAN_RUNNING_NEW_RUN): (Phase.RUNNING, Action.NEW_RUN),
+    (ANY, Input.SCAN_PAUSED): (Phase.PAUSED, Action.NONE),
+    (ANY, Input.SCAN_PAUSED_NEW_RUN): (Phase.PAUSED, Action.NEW_RUN),
+    (ANY, Input.SCAN_ERROR_PAUSED): (Phase.ERROR_PAUSED, Action.FORWARD_ONCE),
+    (ANY, Input.SCAN_ERROR_PAUSED_NEW_RUN):
+        (Phase.ERROR_PAUSED, Action.NEW_RUN_AND_FORWARD),
+    (ANY, Input.SCAN_MIGRATING): (Phase.MIGRATING_OUT, Action.NONE),
+    (ANY, Input.SCAN_MIGRATING_NEW_RUN): (Phase.MIGRATING_IN, Action.NEW_RUN),
+    # Shut off on a failure: already accounted for if the machine saw it
+    # stop that way (a notified crash, a guest crash, a failed incoming
+    # migration); news otherwise, including after a clean stop, since a run
+    # that followed it and crashed is the only way to that state.
+    (Phase.FAILED, Input.SCAN_FAILED): (None, Action.NONE),
+    (Phase.MIGRATING_IN, Input.SCAN_FAILED): (Phase.FAILED, Action.SUPPRESS),
+    (ANY, Input.SCAN_FAILED): (Phase.FAILED, Action.RECOVER),
+    (ANY, Input.SCAN_SHUTOFF): (Phase.SHUTOFF, Action.NONE),
+    (ANY, Input.STALE_SCAN): (None, Action.NONE),
+    # Pings are the heartbeat's (HEARTBEAT_TABLE); they never move the phase.
+    (ANY, Input.PING_OK): (None, Action.NONE),
+    (ANY, Input.PING_MISS): (None, Action.NONE),
+    (ANY, Input.PING_MISS_GRACE_OVER): (None, Action.NONE),
+}
+
+
+class Agent(enum.StrEnum):
+    """The heartbeat's view of a domain's guest agent in the current run."""
+
+    UNWATCHED = ''                  # no ping yet in this run
+    DISCOVERY = 'discovery'         # waiting for a first answer (startup_grace)
+    HEALTHY = 'healthy'
+    FAILING = 'failing'             # missed pings, fewer than the threshold
+    REPORTED = 'reported'           # missed the threshold: notified
+    NEVER_ANSWERED = 'never-answered'  # no answer within startup_grace
+    DISCONNECTED = 'disconnected'   # the agent closed its channel (reboot?)
+
+
+class AgentAction(enum.StrEnum):
+    NONE = 'none'
+    ANSWERED = 'answered'     # healthy; ends an episode the heartbeat opened
+    MISSED = 'missed'         # one more miss; the threshold decides
+    LOST = 'lost'             # no answer within startup_grace: report it if the
+                              # agent answered before in this run, else never-answered
+    DISCOVER = 'discover'     # (re)start discovery now, with the startup grace
+    DISCONNECT = 'disconnect'
+
+
+# (agent state or ANY, input) → (new agent state or None to keep it, action).
+HEARTBEAT_TABLE: dict[tuple[str, Input], tuple[Agent | None, AgentAction]] = {
+    (Agent.UNWATCHED, Input.PING_MISS): (Agent.DISCOVERY, AgentAction.DISCOVER),
+    (ANY, Input.PING_OK): (Agent.HEALTHY, AgentAction.ANSWERED),
+    (Agent.DISCOVERY, Input.PING_MISS): (None, AgentAction.NONE),
+    (Agent.DISCOVERY, Input.PING_MISS_GRACE_OVER): (None, AgentAction.LOST),
+    (Agent.DISCONNECTED, Input.PING_MISS): (None, AgentAction.NONE),
+    (Agent.DISCONNECTED, Input.PING_MISS_GRACE_OVER): (None, AgentAction.LOST),
+    (Agent.HEALTHY, Input.PING_MISS): (Agent.FAILING, AgentAction.MISSED),
+    (Agent.FAILING, Input.PING_MISS): (Agent.FAILING, AgentAction.MISSED),
+    (Agent.REPORTED, Input.PING_MISS): (None, AgentAction.NONE),
+    (Agent.NEVER_ANSWERED, Input.PING_MISS): (None, AgentAction.NONE),
+    # A reboot, or the agent coming back after closing its channel, is a
+    # boot: discovery again. A connect without a disconnect (libvirtd
+    # reconnecting to a running guest) changes nothing.
+    (ANY, Input.REBOOT): (Agent.DISCOVERY, AgentAction.DISCOVER),
+    (Agent.UNWATCHED, Input.REBOOT): (None, AgentAction.NONE),
+    (Agent.DISCONNECTED, Input.AGENT_CONNECTED):
+        (Agent.DISCOVERY, AgentAction.DISCOVER),
+    (Agent.UNWATCHED, Input.AGENT_DISCONNECTED): (None, AgentAction.NONE),
+    (ANY, Input.AGENT_DISCONNECTED): (Agent.DISCONNECTED, AgentAction.DISCONNECT),
+}
+# Pings that miss after the grace are plain misses where grace does not apply.
+_GRACE_STATES = (Agent.DISCOVERY, Agent.DISCONNECTED)
+
+
+@dataclasses.dataclass
+class DomainRecord:
+    """What the journal keeps of one domain (persisted, but ``last_seq``)."""
+
+    uuid: str
+    name: str
+    phase: Phase = Phase.UNKNOWN
+    # The domain id of the current (or last) run; -1 if not known.
+    run: int = -1
+    # The recovery pair ('EVENT/DETAIL') that opened the run's episode.
+    episode: str = ''
+    failed_at: datetime.datetime | None = None
+    # Pairs notified in this run (scans do not send them again).
+    reported: frozenset[str] = frozenset()
+    agent: Agent = Agent.UNWATCHED
+    agent_failures: int = 0
+    # When discovery (or the disconnection) began, for the startup grace.
+    agent_since: datetime.datetime | None = None
+    # The guest agent answered at least once in this run.
+    agent_answered: bool = False
+    # The last event seen, as 'KIND event/detail', and when.
+    last_event: str = ''
+    last_seen: datetime.datetime | None = None
+    notified: int = 0
+    # Sequence number of the last libvirt event applied (this process only):
+    # a scan read before it is stale for this domain.
+    last_seq: int = -1
+
+    @property
+    def heartbeat(self) -> str:
+        """The heartbeat's state for people: 'healthy', 'failing(2)', ..."""
+        if self.agent is Agent.FAILING:
+            return f'failing({self.agent_failures})'
+        return self.agent.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """One input for one domain, with what the filter says of it."""
+
+    input: Input
+    at: datetime.datetime
+    # The domain id the observation was made on (-1: none or not known).
+    domain_id: int = -1
+    # For scans: the sequence number taken before the state was read. For
+    # libvirt events: the event's own.
+    seq: int = -1
+    from_scan: bool = False
+    # The (event, detail) pair to notify for it, if forwarded at all.
+    pair: tuple[str, str] | None = None
+    # Seconds a forwarded (non-recovery) stop is held for the reboot window.
+    hold: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class HeartbeatPolicy:
+    threshold: int = 3
+    grace: float = 300.0
+    report_never_answered: bool = False
+    # The pair a heartbeat failure is notified as.
+    pair: tuple[str, str] = ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one observation did: the caller carries it out."""
+
+    record: DomainRecord | None            # None: forget the domain
+    notify: list[tuple[tuple[str, str], float]] = dataclasses.field(
+        default_factory=list)              # (pair, hold)
+    withdraw_held: bool = False
+    # The heartbeat's new (state, failures), when it changed.
+    heartbeat: tuple[Agent, int] | None = None
+    trace: list[str] = dataclasses.field(default_factory=list)
+
+
+def _is_new_run(record: DomainRecord, domain_id: int) -> bool:
+    """Whether an active domain seen with ``domain_id`` is in a run the
+    record has not seen. A record that never learnt its run (from an older
+    agent) adopts the id of a domain it believes active."""
+    if domain_id < 0:
+        return False
+    if record.run < 0:
+        return record.phase not in _ACTIVE + (Phase.MIGRATING_IN,)
+    return domain_id != record.run
+
+
+_NEW_RUN_VARIANT = {
+    Input.SCAN_RUNNING: Input.SCAN_RUNNING_NEW_RUN,
+    Input.SCAN_PAUSED: Input.SCAN_PAUSED_NEW_RUN,
+    Input.SCAN_ERROR_PAUSED: Input.SCAN_ERROR_PAUSED_NEW_RUN,
+    Input.SCAN_MIGRATING: Input.SCAN_MIGRATING_NEW_RUN,
+}
+
+
+def refine(record: DomainRecord, obs: Observation,
+           policy: HeartbeatPolicy) -> Input | None:
+    """The table input ``obs`` stands for, given the record; None if it is
+    about another run than the record's (a ping that was under way when the
+    run ended) and must be ignored."""
+    given = obs.input
+    if obs.from_scan:
+        if obs.seq < record.last_seq:
+            return Input.STALE_SCAN
+        if given in _NEW_RUN_VARIANT and _is_new_run(record, obs.domain_id):
+            return _NEW_RUN_VARIANT[given]
+        return given
+    if given in (Input.PING_OK, Input.PING_MISS):
+        if record.phase is not Phase.RUNNING or (
+                record.run >= 0 and obs.domain_id != record.run):
+            return None
+        if (given is Input.PING_MISS and record.agent in _GRACE_STATES and
+                record.agent_since is not None and
+                (obs.at - record.agent_since).total_seconds() >= policy.grace):
+            return Input.PING_MISS_GRACE_OVER
+    return given
+
+
+def _lookup(table: dict, state: str, given: Input) -> tuple:
+    return table.get((state, given)) or table[(ANY, given)]
+
+
+def _heartbeat_lookup(agent: Agent, given: Input) -> tuple[Agent | None, AgentAction]:
+    row = HEARTBEAT_TABLE.get((agent, given)) or HEARTBEAT_TABLE.get((ANY, given))
+    return row or (None, AgentAction.NONE)
+
+
+def _label(pair: tuple[str, str]) -> str:
+    return '/'.join(pair)
+
+
+class DomainMachine:
+    """Applies observations to records; says what to notify."""
+
+    def __init__(self, policy: HeartbeatPolicy | None = None) -> None:
+        self.policy = policy or HeartbeatPolicy()
+
+    def apply(self, record: DomainRecord, obs: Observation) -> Outcome:
+        """The outcome of ``obs`` on a copy of ``record``."""
+        record = dataclasses.replace(record)
+        out = Outcome(record)
+        given = refine(record, obs, self.policy)
+        if given is None:
+            return out
+        if not obs.from_scan and obs.seq > record.last_seq:
+            record.last_seq = obs.seq
+        phase, action = _lookup(LIFECYCLE_TABLE, record.phase, given)
+        before = record.phase
+        if action in (Action.NEW_RUN, Action.NEW_RUN_AND_FORWARD):
+            self._new_run(record, obs, out)
+        if phase is not None:
+            record.phase = phase
+        if record.phase != before:
+            out.trace.append(f'{given}: {before} => {record.phase}')
+        match action:
+            case Action.FORGET:
+                out.record = None
+                out.trace.append(f'{given}: forgotten')
+            case Action.RECOVER:
+                self._recover(record, obs.pair, obs.at, out, given)
+            case Action.FORWARD | Action.NEW_RUN_AND_FORWARD | Action.FORWARD_ONCE:
+                if obs.pair is not None and not (
+                        action is not Action.FORWARD and
+                        _label(obs.pair) in record.reported):
+                    self._notify(record, obs.pair, obs.hold, out)
+            case Action.SUPPRESS:
+                out.trace.append(f'{given}: the failed incoming migration of a VM '
+                                 'that runs on at its source; not a failure')
+        self._heartbeat(record, obs, given, out)
+        return out
+
+    def _new_run(self, record: DomainRecord, obs: Observation, out: Outcome) -> None:
+        if record.episode:
+            out.trace.append(f'new run (id {obs.domain_id}): the episode of '
+                             f'{record.episode} is over')
+        record.run = obs.domain_id
+        record.episode, record.failed_at = '', None
+        record.reported = frozenset()
+        self._set_agent(record, Agent.UNWATCHED, out)
+        record.agent_answered, record.agent_since = False, None
+        # A stop held for the reboot window was a reboot after all; only a
+        # libvirt event says so, never a scan.
+        out.withdraw_held = not obs.from_scan
+
+    def _recover(self, record: DomainRecord, pair: tuple[str, str] | None,
+                 at: datetime.datetime, out: Outcome, why: str) -> None:
+        if pair is None:
+            return
+        if record.episode:
+            out.trace.append(f'{why}: {_label(pair)} is part of the episode of '
+                             f'{record.episode}; not notified again')
+            return
+        record.episode, record.failed_at = _label(pair), at
+        self._notify(record, pair, 0.0, out)
+
+    def _notify(self, record: DomainRecord, pair: tuple[str, str], hold: float,
+                out: Outcome) -> None:
+        out.notify.append((pair, hold))
+        record.reported = record.reported | {_label(pair)}
+        record.notified += 1
+        held = f' (held {hold} s)' if hold else ''
+        out.trace.append(f'notify {_label(pair)}{held}')
+
+    def _set_agent(self, record: DomainRecord, agent: Agent, out: Outcome,
+                   failures: int = 0) -> None:
+        if (record.agent, record.agent_failures) != (agent, failures):
+            record.agent, record.agent_failures = agent, failures
+            out.heartbeat = (agent, failures)
+
+    def _heartbeat(self, record: DomainRecord, obs: Observation, given: Input,
+                   out: Outcome) -> None:
+        state, action = _heartbeat_lookup(record.agent, given)
+        policy = self.policy
+        match action:
+            case AgentAction.NONE:
+                return
+            case AgentAction.DISCOVER | AgentAction.DISCONNECT:
+                record.agent_since = obs.at
+                self._set_agent(record, state, out)
+            case AgentAction.ANSWERED:
+                record.agent_answered = True
+                self._set_agent(record, state, out)
+                label = _label(policy.pair)
+                if record.episode == label:
+                    out.trace.append(f'{given}: the guest agent answers again; '
+                                     f'the episode of {label} is over')
+                    record.episode, record.failed_at = '', None
+                    record.reported = record.reported - {label}
+            case AgentAction.MISSED:
+                failures = record.agent_failures + 1
+                if failures >= policy.threshold:
+                    self._set_agent(record, Agent.REPORTED, out, failures)
+                    out.trace.append(f'{given}: missed {failures} pings in a row')
+                    self._recover(record, policy.pair, obs.at, out, given)
+                else:
+                    self._set_agent(record, Agent.FAILING, out, failures)
+            case AgentAction.LOST:
+                if record.agent_answered:
+                    self._set_agent(record, Agent.REPORTED, out)
+                    out.trace.append(f'{given}: no answer within the startup '
+                                     'grace from an agent that answered in this run')
+                    self._recover(record, policy.pair, obs.at, out, given)
+                else:
+                    self._set_agent(record, Agent.NEVER_ANSWERED, out)
+                    if policy.report_never_answered:
+                        self._recover(record, policy.pair, obs.at, out, given)
+        if out.heartbeat is not None:
+            out.trace.append(f'heartbeat {out.heartbeat[0] or "unwatched"}'
+                             + (f'({out.heartbeat[1]})' if out.heartbeat[1] else ''))

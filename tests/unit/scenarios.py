@@ -1,0 +1,374 @@
+"""Stories for the per-domain state machine, replayed without libvirt.
+
+A story is a list of steps, one per line: ``SECONDS WHAT [id=N] [read@K]``.
+WHAT is a libvirt lifecycle event by its constant's name (``STOPPED_FAILED``,
+``STARTED_MIGRATED``...), ``REBOOT``, ``WATCHDOG_PAUSE``,
+``IO_ERROR_REPORT``, ``IO_ERROR_PAUSE``, ``IO_ERROR_REASON``,
+``AGENT_CONNECTED``, ``AGENT_DISCONNECTED``, ``PING_OK``, ``PING_MISS``,
+``SCAN STATE-REASON`` (a state scan finding the domain in that libvirt state,
+e.g. ``SCAN running``, ``SCAN shutoff-crashed``, ``SCAN paused-migration``),
+or ``RESTART`` (the agent process restarts on its state database).
+
+Every STARTED_* gives the domain a new id unless ``id=`` says otherwise;
+other events, pings and scans of an active domain carry the current id.
+``read@K``: a scan whose state was read just before step K (counting from
+1) and arrives now, stale.
+
+Each story ends with the exact notifications left to send, in order, as
+``EVENT/DETAIL``; ``[]`` is "nothing".
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Story:
+    name: str
+    steps: str
+    expect: tuple[str, ...]
+    forward: str = 'recovery'
+    threshold: int = 3
+    grace: float = 60.0
+    report_never_answered: bool = False
+    heartbeat_event: str = 'QEMU_GUEST_AGENT_ERROR'
+    reboot_window: float = 1.0
+
+
+CRASH = 'LIFECYCLE/STOPPED_FAILED'
+IO = 'IO_ERROR/IO_ERROR_REPORT'
+HANG = 'QEMU_GUEST_AGENT_ERROR/STOPPED_FAILED'
+NONE: tuple[str, ...] = ()
+
+# A guest that is running, its agent answering (the usual start).
+UP = """
+0 RESUMED_UNPAUSED
+0 STARTED_BOOTED
+1 PING_OK
+"""
+
+STORIES = [
+    # --- Crashes: one failure, one notification -------------------------
+    Story('qemu killed', UP + '5 STOPPED_FAILED', (CRASH,)),
+    Story('qemu killed, the event twice', UP + '5 STOPPED_FAILED\n5 STOPPED_FAILED',
+          (CRASH,)),
+    Story('crash, started again (as Masakari does), crash again',
+          UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n40 STOPPED_FAILED',
+          (CRASH, CRASH)),
+    Story('a crash is never held for the reboot window, even if a start follows',
+          UP + '5 STOPPED_FAILED\n5.2 STARTED_BOOTED', (CRASH,)),
+    Story('a crash held by nothing with reboot_window 0',
+          UP + '5 STOPPED_FAILED', (CRASH,), reboot_window=0.0),
+    Story('watchdog poweroff is one crash',
+          UP + '5 WATCHDOG_POWEROFF\n5 STOPPED_FAILED', (CRASH,)),
+    Story('watchdog poweroff, forward all',
+          UP + '5 WATCHDOG_POWEROFF\n5 STOPPED_FAILED',
+          ('WATCHDOG/WATCHDOG_POWEROFF', CRASH), forward='all'),
+    Story('watchdog pause is not recovered',
+          UP + '5 WATCHDOG_PAUSE\n5 SUSPENDED_WATCHDOG', NONE),
+    Story('watchdog pause, forward all',
+          UP + '5 WATCHDOG_PAUSE\n5 SUSPENDED_WATCHDOG',
+          ('WATCHDOG/WATCHDOG_PAUSE', 'LIFECYCLE/SUSPENDED_WATCHDOG'), forward='all'),
+    Story('guest panic (on_crash destroy) is not a recovery pair',
+          UP + '5 CRASHED_PANICKED\n5 STOPPED_CRASHED', NONE),
+    Story('guest panic, forward all',
+          UP + '5 CRASHED_PANICKED\n5 STOPPED_CRASHED',
+          ('LIFECYCLE/CRASHED_PANICKED', 'LIFECYCLE/STOPPED_CRASHED'), forward='all',
+          reboot_window=0.0),
+    Story('guest panic, then scans find it shut off crashed: accounted for',
+          UP + '5 CRASHED_PANICKED\n5 STOPPED_CRASHED\n10 SCAN shutoff-crashed\n'
+          '20 SCAN shutoff-crashed', NONE),
+    Story('qemu SIGTERMed', UP + '5 SHUTDOWN_HOST\n5 STOPPED_SHUTDOWN', NONE),
+    Story('qemu SIGTERMed, forward all, nothing restarts it',
+          UP + '5 SHUTDOWN_HOST\n5 STOPPED_SHUTDOWN',
+          ('LIFECYCLE/STOPPED_SHUTDOWN',), forward='all'),
+    Story('undefined after a crash, defined and crashed again: two',
+          UP + '5 STOPPED_FAILED\n6 UNDEFINED_REMOVED\n10 DEFINED_ADDED\n'
+          '11 STARTED_BOOTED\n30 STOPPED_FAILED', (CRASH, CRASH)),
+
+    # --- I/O errors --------------------------------------------------------
+    Story('failing disk, report policy: errors keep coming',
+          UP + '5 IO_ERROR_REPORT\n6 IO_ERROR_REPORT\n7 IO_ERROR_REPORT', (IO,)),
+    Story('failing disk, report policy, resets and scans every 2 s',
+          UP + '5 IO_ERROR_REPORT\n6 SCAN running\n7 REBOOT\n7 REBOOT\n'
+          '7.5 IO_ERROR_REPORT\n8 SCAN running\n10 SCAN running\n11 REBOOT\n'
+          '11.5 IO_ERROR_REPORT\n12 SCAN running\n14 SCAN running', (IO,)),
+    Story('failing disk, then the guest crashes in the same run',
+          UP + '5 IO_ERROR_REPORT\n9 STOPPED_FAILED', (IO,)),
+    Story('failing disk, restarted (stop, start), failing again: two',
+          UP + '5 IO_ERROR_REPORT\n9 STOPPED_DESTROYED\n10 RESUMED_UNPAUSED\n'
+          '10 STARTED_BOOTED\n12 IO_ERROR_REPORT', (IO, IO)),
+    Story('failing disk, stop policy, forward all',
+          UP + '5 IO_ERROR_PAUSE\n5 IO_ERROR_REASON\n5 SUSPENDED_IOERROR',
+          ('IO_ERROR/IO_ERROR_PAUSE', 'IO_ERROR_REASON/UNKNOWN',
+           'LIFECYCLE/SUSPENDED_IOERROR'), forward='all'),
+    Story('failing disk, stop policy, default: not recovered',
+          UP + '5 IO_ERROR_PAUSE\n5 IO_ERROR_REASON\n5 SUSPENDED_IOERROR\n'
+          '10 SCAN paused-ioerror\n15 RESUMED_UNPAUSED', NONE),
+    Story('resuming from an error pause is a new run',
+          UP + '5 IO_ERROR_REPORT\n6 SUSPENDED_IOERROR\n9 RESUMED_UNPAUSED\n'
+          '10 IO_ERROR_REPORT', (IO, IO)),
+    Story('resuming from an admin pause is the same run',
+          UP + '5 IO_ERROR_REPORT\n6 SUSPENDED_PAUSED\n9 RESUMED_UNPAUSED\n'
+          '10 IO_ERROR_REPORT', (IO,)),
+    Story('failing disk episode survives an agent restart',
+          UP + '5 IO_ERROR_REPORT\n6 RESTART\n6 SCAN running\n8 IO_ERROR_REPORT',
+          (IO,)),
+
+    # --- Operations that are not failures ------------------------------------
+    Story('virsh shutdown', UP + '5 SHUTDOWN_GUEST\n6 STOPPED_SHUTDOWN', NONE),
+    Story('shutdown from inside the guest',
+          UP + '5 AGENT_DISCONNECTED\n6 SHUTDOWN_GUEST\n6 STOPPED_SHUTDOWN\n'
+          '10 SCAN shutoff-shutdown', NONE),
+    Story('virsh destroy', UP + '5 SHUTDOWN_HOST\n5 STOPPED_DESTROYED', NONE),
+    Story('virsh destroy, forward all, not started again',
+          UP + '5 STOPPED_DESTROYED', ('LIFECYCLE/STOPPED_DESTROYED',),
+          forward='all'),
+    Story('destroy and start within the reboot window, forward all',
+          UP + '5 STOPPED_DESTROYED\n5.5 RESUMED_UNPAUSED\n5.5 STARTED_BOOTED',
+          NONE, forward='all'),
+    Story('destroy and start after the reboot window, forward all',
+          UP + '5 STOPPED_DESTROYED\n7 RESUMED_UNPAUSED\n7 STARTED_BOOTED',
+          ('LIFECYCLE/STOPPED_DESTROYED',), forward='all'),
+    Story('a scan never withdraws a held stop, forward all',
+          UP + '5 STOPPED_DESTROYED\n5.5 SCAN running read@1',
+          ('LIFECYCLE/STOPPED_DESTROYED',), forward='all'),
+    Story('virsh reboot (ACPI or agent)', UP + '5 REBOOT\n9 PING_OK', NONE),
+    Story('virsh reset', UP + '5 REBOOT\n5 REBOOT\n5 REBOOT', NONE),
+    Story('virsh reset, forward all: each REBOOT is forwarded',
+          UP + '5 REBOOT\n5 REBOOT', ('REBOOT/UNKNOWN', 'REBOOT/UNKNOWN'),
+          forward='all'),
+    Story('save and restore',
+          UP + '5 STOPPED_SAVED\n8 SCAN shutoff-saved\n10 STARTED_RESTORED\n'
+          '10 RESUMED_UNPAUSED\n12 PING_OK', NONE),
+    Story('managedsave and start',
+          UP + '5 SUSPENDED_PAUSED\n5 STOPPED_SAVED\n10 RESUMED_UNPAUSED\n'
+          '10 STARTED_RESTORED\n14 PING_OK', NONE),
+    Story('suspend and resume, scans in between',
+          UP + '5 SUSPENDED_PAUSED\n6 PING_MISS\n7 SCAN paused\n8 PING_MISS\n'
+          '9 SCAN paused\n10 PING_MISS\n12 RESUMED_UNPAUSED\n13 PING_OK', NONE),
+    Story('a scan that finds the domain running on the same run: nothing',
+          UP + '5 SCAN running\n65 SCAN running\n125 SCAN running', NONE),
+    Story('first sight by a scan: running', '0 SCAN running id=7', NONE),
+    Story('first sight by a scan: shut off cleanly', '0 SCAN shutoff-shutdown', NONE),
+
+    # --- Scans: failures nobody reported --------------------------------------
+    Story('crashed before the agent ever ran', '0 SCAN shutoff-crashed', (CRASH,)),
+    Story('crashed before the agent ran, scanned again and again',
+          '0 SCAN shutoff-crashed\n60 SCAN shutoff-failed\n120 SCAN shutoff-crashed',
+          (CRASH,)),
+    Story('crashed while libvirtd was down: found by the scan at reconnect',
+          UP + '20 SCAN shutoff-crashed\n80 SCAN shutoff-crashed', (CRASH,)),
+    Story('the crash event arrives after the scan found it',
+          UP + '5 SCAN shutoff-crashed\n5.1 STOPPED_FAILED', (CRASH,)),
+    Story('the scan arrives after the crash event',
+          UP + '5 STOPPED_FAILED\n6 SCAN shutoff-crashed', (CRASH,)),
+    Story('a scan read before a crash arrives after it (the race)',
+          UP + '5 STOPPED_FAILED\n5.01 SCAN running read@4', (CRASH,)),
+    Story('a scan read before a crash, then scans find it crashed: one',
+          UP + '5 STOPPED_FAILED\n5.01 SCAN running read@4\n60 SCAN shutoff-crashed',
+          (CRASH,)),
+    Story('a scan read before the destroy that followed a crash: not a new crash',
+          UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n30 STOPPED_DESTROYED\n'
+          '30.1 SCAN running read@6\n90 SCAN shutoff-destroyed', (CRASH,)),
+    Story('a scan read before a crash, with a start right after the crash',
+          UP + '5 STOPPED_FAILED\n5.01 SCAN running read@4\n5.3 STARTED_BOOTED',
+          (CRASH,)),
+    Story('a stale scan of the old crash after a start and destroy: nothing new',
+          UP + '5 STOPPED_FAILED\n30 STARTED_BOOTED\n40 STOPPED_DESTROYED\n'
+          '40.1 SCAN shutoff-crashed read@5', (CRASH,)),
+    Story('destroyed, then started and crashed while libvirtd was down',
+          UP + '5 STOPPED_DESTROYED\n100 SCAN shutoff-crashed', (CRASH,)),
+    Story('crashed, restarted and crashed again while the agent was down',
+          UP + '5 STOPPED_FAILED\n6 RESTART\n60 SCAN shutoff-crashed', (CRASH,)),
+    Story('restarted while the agent was down ends the episode',
+          UP + '5 STOPPED_FAILED\n6 RESTART\n60 SCAN running id=2\n'
+          '70 STOPPED_FAILED', (CRASH, CRASH)),
+    Story('a scan finding a new run ends an I/O error episode',
+          UP + '5 IO_ERROR_REPORT\n60 SCAN running id=5\n62 IO_ERROR_REPORT',
+          (IO, IO)),
+    Story('scan finds an I/O-error pause, forward all: once',
+          UP + '10 SCAN paused-ioerror\n70 SCAN paused-ioerror',
+          ('LIFECYCLE/SUSPENDED_IOERROR',), forward='all'),
+    Story('scan finds a watchdog pause, forward all: once',
+          UP + '10 SCAN paused-watchdog\n70 SCAN paused-watchdog',
+          ('LIFECYCLE/SUSPENDED_WATCHDOG',), forward='all'),
+    Story('scan after the I/O-error pause event, forward all: not again',
+          UP + '5 SUSPENDED_IOERROR\n10 SCAN paused-ioerror',
+          ('LIFECYCLE/SUSPENDED_IOERROR',), forward='all'),
+    Story('scan finds an I/O-error pause, default: nothing',
+          UP + '10 SCAN paused-ioerror', NONE),
+    Story('scan finds a new run paused on an I/O error, forward all',
+          UP + '5 SUSPENDED_IOERROR\n6 RESTART\n60 SCAN paused-ioerror id=9',
+          ('LIFECYCLE/SUSPENDED_IOERROR', 'LIFECYCLE/SUSPENDED_IOERROR'),
+          forward='all'),
+
+    # --- The heartbeat -------------------------------------------------------
+    Story('healthy guest', UP + '11 PING_OK\n21 PING_OK\n31 PING_OK', NONE),
+    Story('two misses, then an answer', UP + '11 PING_MISS\n21 PING_MISS\n31 PING_OK',
+          NONE),
+    Story('hung guest: threshold misses', UP + '11 PING_MISS\n21 PING_MISS\n'
+          '31 PING_MISS', (HANG,)),
+    Story('hung guest stays hung: one', UP + '11 PING_MISS\n21 PING_MISS\n'
+          '31 PING_MISS\n41 PING_MISS\n51 PING_MISS', (HANG,)),
+    Story('hung, answers again, hangs again: two',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n41 PING_OK\n'
+          '51 PING_MISS\n61 PING_MISS\n71 PING_MISS', (HANG, HANG)),
+    Story('threshold 1', UP + '11 PING_MISS', (HANG,), threshold=1),
+    Story('hang notified as LIFECYCLE, then the crash: one',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n40 STOPPED_FAILED',
+          (CRASH,), heartbeat_event='LIFECYCLE'),
+    Story('hang reported, then QEMU dies: one recovery',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n40 STOPPED_FAILED',
+          (HANG,)),
+    Story('QEMU dies: later misses are not pings of a running domain',
+          UP + '5 STOPPED_FAILED\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS',
+          (CRASH,)),
+    Story('failing disk, then the agent hangs: one',
+          UP + '5 IO_ERROR_REPORT\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS', (IO,)),
+    Story('an agent that never answers: logged, not reported (default)',
+          '0 STARTED_BOOTED\n1 PING_MISS\n31 PING_MISS\n61 PING_MISS\n91 PING_MISS',
+          NONE),
+    Story('an agent that never answers, report_never_answered',
+          '0 STARTED_BOOTED\n1 PING_MISS\n31 PING_MISS\n61 PING_MISS\n91 PING_MISS',
+          (HANG,), report_never_answered=True),
+    Story('never answered, then answers: nothing',
+          '0 STARTED_BOOTED\n1 PING_MISS\n70 PING_MISS\n80 PING_OK', NONE),
+    Story('never answered (reported), answers, then hangs: two',
+          '0 STARTED_BOOTED\n1 PING_MISS\n70 PING_MISS\n80 PING_OK\n90 PING_MISS\n'
+          '100 PING_MISS\n110 PING_MISS', (HANG, HANG), report_never_answered=True),
+    Story('slow first answer within the grace',
+          '0 STARTED_BOOTED\n1 PING_MISS\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n'
+          '41 PING_OK', NONE),
+    Story('reboot from inside: agent gone for a while, back after boot',
+          UP + '5 AGENT_DISCONNECTED\n5 REBOOT\n7 PING_MISS\n9 PING_MISS\n'
+          '11 PING_MISS\n12 AGENT_CONNECTED\n13 PING_OK', NONE, threshold=2),
+    Story('graceful reboot: the agent stops before the reset',
+          UP + '5 AGENT_DISCONNECTED\n7 PING_MISS\n9 PING_MISS\n11 PING_MISS\n'
+          '13 REBOOT\n15 PING_MISS\n17 PING_MISS\n19 AGENT_CONNECTED\n21 PING_OK',
+          NONE, threshold=2),
+    Story('reset without an agent event, misses while it boots',
+          UP + '5 REBOOT\n7 PING_MISS\n9 PING_MISS\n11 PING_MISS\n13 PING_OK', NONE,
+          threshold=2),
+    Story('a hang after a reboot is still a hang',
+          UP + '5 REBOOT\n15 PING_OK\n25 PING_MISS\n35 PING_MISS\n45 PING_MISS',
+          (HANG,)),
+    Story('rebooted and never back within the grace',
+          UP + '5 REBOOT\n15 PING_MISS\n35 PING_MISS\n55 PING_MISS\n66 PING_MISS',
+          (HANG,)),
+    Story('the agent closed its channel and never came back',
+          UP + '5 AGENT_DISCONNECTED\n15 PING_MISS\n45 PING_MISS\n66 PING_MISS',
+          (HANG,)),
+    Story('the agent reconnects and answers', UP + '5 AGENT_DISCONNECTED\n'
+          '15 PING_MISS\n20 AGENT_CONNECTED\n21 PING_OK', NONE),
+    Story('an agent connect without a disconnect (libvirtd reconnecting) '
+          'does not reset the count',
+          UP + '11 PING_MISS\n21 PING_MISS\n22 AGENT_CONNECTED\n31 PING_MISS', (HANG,)),
+    Story('libvirtd restarted during a hang',
+          UP + '11 PING_MISS\n21 PING_MISS\n30 SCAN running\n35 PING_MISS', (HANG,)),
+    Story('agent restarted during a hang',
+          UP + '11 PING_MISS\n21 PING_MISS\n25 RESTART\n26 SCAN running\n'
+          '35 PING_MISS', (HANG,)),
+    Story('agent restarted after a reported hang: not again',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 RESTART\n'
+          '36 SCAN running\n41 PING_MISS\n51 PING_MISS\n61 PING_MISS', (HANG,)),
+    Story('agent restarted while healthy, then a hang',
+          UP + '5 RESTART\n6 SCAN running\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS',
+          (HANG,)),
+    Story('agent restarted; the domain restarted meanwhile: discovery again',
+          UP + '5 RESTART\n6 SCAN running id=4\n11 PING_MISS id=4\n'
+          '21 PING_MISS id=4\n31 PING_MISS id=4', NONE),
+    Story('a new run after a reported hang is watched afresh',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n40 STOPPED_DESTROYED\n'
+          '41 STARTED_BOOTED\n50 PING_OK\n60 PING_MISS\n70 PING_MISS\n80 PING_MISS',
+          (HANG, HANG)),
+    Story('pings of the previous run are ignored',
+          UP + '5 STOPPED_DESTROYED\n6 STARTED_BOOTED id=2\n7 PING_MISS id=1\n'
+          '8 PING_MISS id=1\n9 PING_MISS id=1', NONE),
+    Story('pings while paused are ignored',
+          UP + '5 SUSPENDED_PAUSED\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n'
+          '40 RESUMED_UNPAUSED\n41 PING_OK', NONE),
+    Story('reported hang, guest reboots, answers: the episode is over; hang again',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 REBOOT\n45 PING_OK\n'
+          '55 PING_MISS\n65 PING_MISS\n75 PING_MISS', (HANG, HANG)),
+    Story('reported hang, then a failing disk in the same run: one',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 IO_ERROR_REPORT', (HANG,)),
+
+    # --- Migration -----------------------------------------------------------
+    Story('source: live migration succeeds',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_MIGRATED\n11 PING_MISS', NONE),
+    Story('destination: live migration succeeds',
+          '0 STARTED_MIGRATED\n2 DEFINED_ADDED\n2 RESUMED_MIGRATED\n3 PING_OK', NONE),
+    Story('destination: QEMU killed mid-migration',
+          '0 STARTED_MIGRATED\n5 STOPPED_FAILED', NONE),
+    Story('destination: failed migration, forward all',
+          '0 STARTED_MIGRATED\n5 STOPPED_FAILED', NONE, forward='all'),
+    Story('destination: failed migration of a pre-defined domain, scanned after',
+          '0 STARTED_MIGRATED\n5 STOPPED_FAILED\n10 SCAN shutoff-crashed\n'
+          '70 SCAN shutoff-failed', NONE),
+    Story('destination: migration cancelled by domjobabort on the source',
+          '0 STARTED_MIGRATED\n3 STOPPED_FAILED\n4 UNDEFINED_REMOVED', NONE),
+    Story('destination: incoming migration first seen by a scan, then fails',
+          '0 SCAN paused-migration id=3\n5 STOPPED_FAILED', NONE),
+    Story('destination: incoming seen by a scan, its failure only by a scan',
+          '0 SCAN paused-migration id=3\n60 SCAN shutoff-crashed', NONE),
+    Story('destination: pings while the migration comes in are ignored',
+          '0 STARTED_MIGRATED\n1 PING_MISS\n2 PING_MISS\n3 PING_MISS\n'
+          '4 RESUMED_MIGRATED\n5 PING_OK', NONE),
+    Story('destination: after a successful migration, a crash is a crash',
+          '0 STARTED_MIGRATED\n2 RESUMED_MIGRATED\n3 PING_OK\n30 STOPPED_FAILED',
+          (CRASH,)),
+    Story('destination: after a successful migration, a hang is a hang',
+          '0 STARTED_MIGRATED\n2 RESUMED_MIGRATED\n3 PING_OK\n13 PING_MISS\n'
+          '23 PING_MISS\n33 PING_MISS', (HANG,)),
+    Story('destination: a later migration to the same host succeeds',
+          '0 STARTED_MIGRATED\n5 STOPPED_FAILED\n50 STARTED_MIGRATED\n'
+          '52 RESUMED_MIGRATED', NONE),
+    Story('source: failure in Finish, the source resumes',
+          UP + '5 SUSPENDED_MIGRATED\n7 RESUMED_MIGRATED\n8 SCAN running', NONE),
+    Story('source: failure in Finish, then the source crashes later',
+          UP + '5 SUSPENDED_MIGRATED\n7 RESUMED_MIGRATED\n30 STOPPED_FAILED', (CRASH,)),
+    Story('source: device state mismatch, resumed unpaused, then a hang',
+          UP + '5 SUSPENDED_MIGRATED\n7 RESUMED_UNPAUSED\n11 PING_MISS\n'
+          '21 PING_MISS\n31 PING_MISS', (HANG,)),
+    Story('source: domjobabort (no event), then a crash',
+          UP + '20 SCAN running\n30 STOPPED_FAILED', (CRASH,)),
+    Story('source: QEMU dies while paused for migration',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED', (CRASH,)),
+    Story('source: the migration pause seen only by a scan, then QEMU dies',
+          UP + '5 SCAN paused-migration\n6 STOPPED_FAILED', (CRASH,)),
+    Story('source: a hang reported, then the VM migrates away: one',
+          UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 SUSPENDED_MIGRATED\n'
+          '36 STOPPED_MIGRATED', (HANG,)),
+    Story('source: migrated away, pings of the old run ignored',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_MIGRATED\n7 PING_MISS\n'
+          '8 PING_MISS\n9 PING_MISS\n10 SCAN shutoff-migrated', NONE),
+
+    # --- Crashes in each phase ------------------------------------------------
+    Story('crash while paused', UP + '5 SUSPENDED_PAUSED\n9 STOPPED_FAILED', (CRASH,)),
+    Story('crash while paused on an I/O error',
+          UP + '5 SUSPENDED_IOERROR\n9 STOPPED_FAILED', (CRASH,)),
+    Story('crash during heartbeat discovery',
+          '0 STARTED_BOOTED\n1 PING_MISS\n5 STOPPED_FAILED', (CRASH,)),
+    Story('crash while the heartbeat counts misses',
+          UP + '11 PING_MISS\n15 STOPPED_FAILED', (CRASH,)),
+    Story('crash while the guest reboots', UP + '5 REBOOT\n6 STOPPED_FAILED', (CRASH,)),
+    Story('crash while the guest agent is disconnected',
+          UP + '5 AGENT_DISCONNECTED\n6 STOPPED_FAILED', (CRASH,)),
+    Story('crash right after a restore',
+          UP + '5 STOPPED_SAVED\n10 STARTED_RESTORED\n11 STOPPED_FAILED', (CRASH,)),
+    Story('crash right after managedsave and start',
+          UP + '5 STOPPED_SAVED\n10 RESUMED_UNPAUSED\n10 STARTED_RESTORED\n'
+          '12 STOPPED_FAILED', (CRASH,)),
+    Story('crash after a reboot-window restart, forward all',
+          UP + '5 STOPPED_DESTROYED\n5.5 STARTED_BOOTED\n8 STOPPED_FAILED',
+          (CRASH,), forward='all'),
+    Story('crash during a libvirtd outage seen only by scan, then restarted',
+          UP + '20 SCAN shutoff-crashed\n30 STARTED_BOOTED\n31 PING_OK', (CRASH,)),
+    Story('crash after an agent restart',
+          UP + '5 RESTART\n6 SCAN running\n9 STOPPED_FAILED', (CRASH,)),
+    Story('crash with the agent restarted in between events and scan',
+          UP + '5 STOPPED_FAILED\n6 RESTART\n7 SCAN shutoff-crashed\n'
+          '67 SCAN shutoff-crashed', (CRASH,)),
+    Story('crash of a domain whose run is not known yet (first event seen)',
+          '5 STOPPED_FAILED', (CRASH,)),
+]

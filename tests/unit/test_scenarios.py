@@ -1,0 +1,138 @@
+"""The state machine's stories (``scenarios.py``), replayed through the real
+filter, journal, outbox and SQLite store, with the clock and the sequence of
+events scripted."""
+
+import datetime
+import pathlib
+
+import libvirt
+import pytest
+
+from instancemonitor.domainstate import DomainMachine
+from instancemonitor.domainstate import HeartbeatPolicy
+from instancemonitor.events import NO_CODE
+from instancemonitor.events import DomainEvent
+from instancemonitor.events import EventKind
+from instancemonitor.filter import RECONCILIATION
+from instancemonitor.filter import EventFilter
+from instancemonitor.journal import Journal
+from instancemonitor.outbox import Outbox
+from instancemonitor.pipeline import NotificationPipeline
+from instancemonitor.sources.reconcile import lifecycle_of
+from instancemonitor.store import SqliteStateStore
+from tests.unit.scenarios import STORIES
+from tests.unit.scenarios import Story
+
+T0 = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC)
+UUID = '0b2e7f3c-4a5d-4e6f-8a9b-0c1d2e3f4a5b'
+_AGENT = {'AGENT_CONNECTED':
+          libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED,
+          'AGENT_DISCONNECTED':
+          libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_DISCONNECTED}
+
+
+class Replay:
+    """One domain's story through the agent's notification chain."""
+
+    def __init__(self, story: Story, directory: pathlib.Path) -> None:
+        self.story = story
+        self.directory = directory
+        self.now = 0.0
+        self.domain_id = 0
+        self.seqs: list[int] = []
+        self._open()
+
+    def _open(self) -> None:
+        story = self.story
+        self.store = SqliteStateStore(str(self.directory))
+        policy = HeartbeatPolicy(
+            threshold=story.threshold, grace=story.grace,
+            report_never_answered=story.report_never_answered,
+            pair=(story.heartbeat_event, 'STOPPED_FAILED'))
+        self.journal = Journal(self.store, 'compute-1', DomainMachine(policy))
+        self.outbox = Outbox(self.store, monotonic=lambda: self.now,
+                             utcnow=self._utcnow)
+        self.pipeline = NotificationPipeline(
+            EventFilter(forward_all=story.forward == 'all',
+                        reboot_window=story.reboot_window),
+            self.journal, self.outbox)
+
+    def _utcnow(self) -> datetime.datetime:
+        return T0 + datetime.timedelta(seconds=self.now)
+
+    def event(self, what: str, args: list[str]) -> DomainEvent | None:
+        options = dict(a.split('=', 1) for a in args if '=' in a)
+        seq = 10 * (len(self.seqs) + 1)
+        if read := [a for a in args if a.startswith('read@')]:
+            seq = 10 * int(read[0][5:]) - 5
+        self.seqs.append(seq)
+        if what.startswith('STARTED'):
+            self.domain_id = int(options.get('id', self.domain_id + 1))
+        elif 'id' in options and what != 'SCAN':
+            pass
+        domain_id = int(options.get('id', self.domain_id))
+        kind, event, detail = EventKind.LIFECYCLE, NO_CODE, NO_CODE
+        source = 'libvirt'
+        if what == 'SCAN':
+            state_reason = args[0].upper().split('-')
+            state = getattr(libvirt, f'VIR_DOMAIN_{state_reason[0]}')
+            reason = (getattr(libvirt, f'VIR_DOMAIN_{"_".join(state_reason)}')
+                      if len(state_reason) > 1 else 0)
+            event, detail = lifecycle_of(state, reason)
+            source = RECONCILIATION
+            if state == libvirt.VIR_DOMAIN_SHUTOFF:
+                domain_id = -1
+            elif 'id' in options:
+                self.domain_id = domain_id
+        elif what == 'REBOOT':
+            kind = EventKind.REBOOT
+        elif what in _AGENT:
+            kind, event = EventKind.AGENT_LIFECYCLE, _AGENT[what]
+        elif what.startswith('PING_'):
+            kind, event, source = EventKind.PING, int(what == 'PING_OK'), 'heartbeat'
+        elif what == 'IO_ERROR_REASON':
+            kind = EventKind.IO_ERROR_REASON
+            event = libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE
+        elif what.startswith(('WATCHDOG_', 'IO_ERROR_')):
+            kind = EventKind(what.rsplit('_', 1)[0])
+            event = getattr(libvirt, f'VIR_DOMAIN_EVENT_{what}')
+        else:
+            event = getattr(libvirt, f'VIR_DOMAIN_EVENT_{what.split("_")[0]}')
+            detail = getattr(libvirt, f'VIR_DOMAIN_EVENT_{what}')
+        return DomainEvent(kind=kind, domain_uuid=UUID, domain_name='vm-1',
+                           event=event, detail=detail, detected_at=self._utcnow(),
+                           source=source, domain_id=domain_id, seq=seq)
+
+    def step(self, line: str) -> None:
+        seconds, what, *args = line.split()
+        self.now = float(seconds)
+        if what == 'RESTART':
+            self.seqs.append(10 * (len(self.seqs) + 1))
+            self.store.close()
+            self._open()
+            return
+        self.pipeline(self.event(what, args))
+
+    def notified(self) -> tuple[str, ...]:
+        return tuple(f'{n.event}/{n.vir_domain_event}'
+                     for n, _ in self.store.pending('masakari'))
+
+
+def replay(story: Story, directory: pathlib.Path) -> tuple[str, ...]:
+    run = Replay(story, directory)
+    for line in filter(None, (line.strip() for line in story.steps.splitlines())):
+        run.step(line)
+    try:
+        return run.notified()
+    finally:
+        run.store.close()
+
+
+def test_there_are_enough_stories_and_each_has_its_own_name():
+    assert len(STORIES) >= 100
+    assert len({s.name for s in STORIES}) == len(STORIES)
+
+
+@pytest.mark.parametrize('story', STORIES, ids=[s.name for s in STORIES])
+def test_story(story, tmp_path):
+    assert replay(story, tmp_path) == story.expect
