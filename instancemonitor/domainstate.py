@@ -442,6 +442,11 @@ class DomainMachine:
                     self._recover(record, policy.pair, obs.at, out, given)
                 else:
                     self._set_agent(record, Agent.NEVER_ANSWERED, out)
+                    out.trace.append(
+                        f'{given}: the guest agent has not answered in this run '
+                        'within the startup grace' + (
+                            '' if policy.report_never_answered else
+                            '; not reported (report_never_answered is off)'))
                     if policy.report_never_answered:
                         self._recover(record, policy.pair, obs.at, out, given)
         if out.heartbeat is not None:

@@ -71,7 +71,7 @@ def start_guest(conn):
 
 def agent_config(uri: str, endpoint: str, state_path: str,
                  forward: str = 'recovery', hostname: str = 'compute-1',
-                 extra: str = '') -> str:
+                 extra: str = '', reconcile_interval: float = 60.0) -> str:
     return f"""
 [DEFAULT]
 hostname = {hostname}
@@ -84,6 +84,7 @@ keepalive_interval = 1
 keepalive_count = 3
 reconnect_interval = 0.1
 reconnect_interval_max = 1
+reconcile_interval = {reconcile_interval}
 
 [events]
 forward = {forward}

@@ -1,0 +1,232 @@
+"""What the agent sends for each thing that happens to a real QEMU guest.
+
+One test per operation, each with the real agent process and a recording
+recovery API that counts every POST: the assertion is the exact list of
+notifications received, usually none. (The real masakari-api path is
+tested in test_masakari.py; here every request must be counted, and
+Masakari's own duplicate check would hide a second one.)
+"""
+
+import os
+import signal
+import time
+
+import libvirt
+
+from tests.e2e.conftest import AGENT_CHANNEL
+from tests.e2e.test_agent_guest import guest_exec
+from tests.e2e.test_failures import kill_qemu
+from tests.e2e.test_heartbeat import heartbeat_config
+from tests.processes import wait_for
+
+QUIET = 3.0  # seconds in which anything extra would have arrived
+CRASH = ('LIFECYCLE', 'STOPPED_FAILED')
+HANG = ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
+# The heartbeat as the issue tried it: a reboot took longer than this.
+FAST_BEAT = """
+[introspectiveinstancemonitor]
+guest_monitoring_interval = 2
+guest_monitoring_timeout = 1
+guest_monitoring_failure_threshold = 2
+startup_grace = 120
+"""
+
+
+def sent(api) -> list[tuple[str, str, str]]:
+    """Every POST's (instance, event, detail), in order, repeats included."""
+    return [(n['notification']['payload']['instance_uuid'],
+             n['notification']['payload']['event'],
+             n['notification']['payload']['vir_domain_event'])
+            for n in (r.json() for r in api.requests)]
+
+
+def quiet_then(api, expected: list) -> None:
+    time.sleep(QUIET)
+    assert sent(api) == expected
+
+
+def wait_state(dom, state: int, timeout: float = 30) -> None:
+    wait_for(lambda: dom.state()[0] == state, timeout, f'state {state}', 0.2)
+
+
+def healthy_beats(agent, name: str, count: int) -> None:
+    agent.wait_log(f'Domain {name} (', timeout=60)
+    wait_for(lambda: agent.output().count('heartbeat healthy') >= count, 90,
+             'the heartbeat to see the agent answer', 0.5)
+
+
+# --- stops the engine must not act on ----------------------------------------
+
+def test_virsh_destroy(start_guest, start_agent, recovery_api):
+    start_agent(recovery_api.url)
+    dom = start_guest('mx-destroy')
+    dom.destroy()
+    quiet_then(recovery_api, [])
+
+
+def test_virsh_shutdown(start_agent_guest, start_agent, recovery_api):
+    dom = start_agent_guest('mx-shutdown')
+    start_agent(recovery_api.url, extra=FAST_BEAT)
+    dom.shutdown()  # through qemu-ga, as Nova's stop does when it can
+    wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
+    quiet_then(recovery_api, [])
+
+
+def test_shutdown_from_inside_the_guest(start_agent_guest, start_agent,
+                                        recovery_api):
+    dom = start_agent_guest('mx-poweroff')
+    start_agent(recovery_api.url, extra=FAST_BEAT)
+    guest_exec(dom, 'sleep 1; poweroff -f')
+    wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
+    quiet_then(recovery_api, [])
+
+
+def test_save_and_restore(start_guest, start_agent, recovery_api, conn, tmp_path):
+    start_agent(recovery_api.url)
+    dom = start_guest('mx-save')
+    image = str(tmp_path / 'mx-save.img')
+    dom.save(image)
+    conn.restore(image)
+    wait_state(conn.lookupByName('mx-save'), libvirt.VIR_DOMAIN_RUNNING)
+    quiet_then(recovery_api, [])
+
+
+def test_managedsave_and_start(start_guest, start_agent, recovery_api):
+    start_agent(recovery_api.url)
+    dom = start_guest('mx-managedsave', persistent=True)
+    dom.managedSave()
+    dom.create()
+    wait_state(dom, libvirt.VIR_DOMAIN_RUNNING)
+    quiet_then(recovery_api, [])
+
+
+def test_suspend_and_resume(start_guest, start_agent, recovery_api):
+    agent = start_agent(recovery_api.url, reconcile_interval=0.5)
+    dom = start_guest('mx-suspend')
+    dom.suspend()
+    agent.wait_log('pause: running => paused')
+    time.sleep(1.5)  # scans find it paused
+    dom.resume()
+    quiet_then(recovery_api, [])
+
+
+# --- reboots -------------------------------------------------------------------
+
+def test_virsh_reset(start_guest, start_agent, recovery_api):
+    start_agent(recovery_api.url)
+    dom = start_guest('mx-reset')
+    dom.reset()
+    dom.reset()
+    quiet_then(recovery_api, [])
+
+
+def test_reboot_from_inside_with_the_heartbeat_on(start_agent_guest, start_agent,
+                                                  recovery_api):
+    dom = start_agent_guest('mx-reboot-inside')
+    agent = start_agent(recovery_api.url, extra=FAST_BEAT)
+    healthy_beats(agent, 'mx-reboot-inside', 1)
+    guest_exec(dom, 'sleep 1; reboot -f')
+    agent.wait_log('heartbeat discovery', timeout=20)
+    # The agent is silent for ~7 s while the guest boots: 3 and more rounds.
+    healthy_beats(agent, 'mx-reboot-inside', 2)
+    quiet_then(recovery_api, [])
+
+
+def test_virsh_reboot_with_the_heartbeat_on(start_agent_guest, start_agent,
+                                            recovery_api):
+    dom = start_agent_guest('mx-reboot')
+    agent = start_agent(recovery_api.url, extra=FAST_BEAT)
+    healthy_beats(agent, 'mx-reboot', 1)
+    dom.reboot()
+    agent.wait_log('heartbeat discovery', timeout=20)
+    healthy_beats(agent, 'mx-reboot', 2)
+    quiet_then(recovery_api, [])
+
+
+# --- failures: exactly one ----------------------------------------------------
+
+def test_failing_disk_report_with_scans_and_resets_is_exactly_one(
+        start_guest, start_agent, recovery_api, failing_disk):
+    disk, flag = failing_disk
+    start_agent(recovery_api.url, reconcile_interval=2)
+    flag.touch()
+    dom = start_guest('mx-io-report', disk('report'))
+    recovery_api.wait_stored(1, timeout=20)
+    for _ in range(3):
+        time.sleep(2.5)  # a scan in between
+        dom.reset()      # SeaBIOS reads the failing disk again
+    time.sleep(2.5)
+    quiet_then(recovery_api, [(dom.UUIDString(), 'IO_ERROR', 'IO_ERROR_REPORT')])
+
+
+def test_failing_disk_stop_then_resumed_after_the_fault_is_removed(
+        start_guest, start_agent, recovery_api, failing_disk):
+    disk, flag = failing_disk
+    start_agent(recovery_api.url, reconcile_interval=1)
+    flag.touch()
+    dom = start_guest('mx-io-stop', disk('stop'))
+    wait_state(dom, libvirt.VIR_DOMAIN_PAUSED)
+    time.sleep(2)  # scans find it paused on the error
+    flag.unlink()
+    dom.resume()
+    wait_state(dom, libvirt.VIR_DOMAIN_RUNNING)
+    quiet_then(recovery_api, [])  # an I/O-error pause is not a recovery pair
+
+
+def test_a_scan_racing_a_crash_loses_nothing(hypervisor, start_guest, start_agent,
+                                             recovery_api):
+    start_agent(recovery_api.url, reconcile_interval=0.05)
+    dom = start_guest('mx-race')
+    time.sleep(0.5)
+    kill_qemu(hypervisor, 'mx-race')
+    recovery_api.wait_stored(1, timeout=10)
+    quiet_then(recovery_api, [(dom.UUIDString(), *CRASH)])
+
+
+def _hung_guest(start_agent_guest, start_agent, recovery_api, name):
+    dom = start_agent_guest(name)
+    agent = start_agent(recovery_api.url, extra=heartbeat_config())
+    healthy_beats(agent, name, 1)
+    guest_exec(dom, 'kill -STOP $(pidof qemu-ga); sleep 90; kill -CONT $(pidof qemu-ga)')
+    agent.wait_log('heartbeat failing(1)', timeout=20)
+    return dom, agent
+
+
+def test_libvirtd_restarted_during_a_hang(hypervisor, start_agent_guest, start_agent,
+                                          recovery_api):
+    dom, agent = _hung_guest(start_agent_guest, start_agent, recovery_api,
+                             'mx-hang-libvirtd')
+    uuid = dom.UUIDString()
+    hypervisor.kill()
+    agent.wait_log('Lost the libvirt connection')
+    hypervisor.start()
+    agent.wait_log('Reconnected to libvirt')
+    recovery_api.wait_stored(1, timeout=40)
+    quiet_then(recovery_api, [(uuid, *HANG)])
+
+
+def test_agent_restarted_during_a_hang(start_agent_guest, start_agent, recovery_api):
+    dom, agent = _hung_guest(start_agent_guest, start_agent, recovery_api,
+                             'mx-hang-restart')
+    assert agent.stop() == 0
+    again = start_agent(recovery_api.url, extra=heartbeat_config())
+    recovery_api.wait_stored(1, timeout=40)
+    # Went on counting: a fresh start would wait out the 120 s grace and then
+    # only log a guest that never answered.
+    quiet_then(recovery_api, [(dom.UUIDString(), *HANG)])
+    assert again.process.poll() is None
+
+
+def test_sigkill_of_qemu(hypervisor, start_guest, start_agent, recovery_api):
+    start_agent(recovery_api.url)
+    dom = start_guest('mx-kill')
+    os.kill(hypervisor.qemu_pid('mx-kill'), signal.SIGKILL)
+    recovery_api.wait_stored(1, timeout=10)
+    quiet_then(recovery_api, [(dom.UUIDString(), *CRASH)])
+
+
+def test_an_agent_channel_with_nothing_behind_it_is_never_a_failure(
+        start_guest, start_agent, recovery_api):
+    start_guest('mx-no-agent', AGENT_CHANNEL)
+    start_agent(recovery_api.url, extra=FAST_BEAT)
+    quiet_then(recovery_api, [])
