@@ -10,12 +10,13 @@ from tests.processes import PrivateLibvirtd
 
 
 def guest_xml(name: str, devices: str = '', memory_mib: int = 64,
-              os_extra: str = '<boot dev="hd"/>') -> str:
+              os_extra: str = '<boot dev="hd"/>', features: str = '') -> str:
     """A TCG guest; with no disk and no OS it idles in SeaBIOS (~40 MiB)."""
     return f"""<domain type='qemu'>
   <name>{name}</name><uuid>{uuid.uuid4()}</uuid>
   <memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type>{os_extra}</os>
+  {features}
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
@@ -198,12 +199,15 @@ def start_agent_guest(conn, tmp_path):
 
     kernel, initrd = agent_guest_image()
 
-    def start(name: str, wait_for_agent: bool = True) -> libvirt.virDomain:
+    def start(name: str, wait_for_agent: bool = True,
+              acpi: bool = False) -> libvirt.virDomain:
+        """``acpi``: so that a power-off inside the guest ends QEMU (without
+        it the kernel only halts)."""
         console = tmp_path / f'{name}.console'
         dom = conn.createXML(guest_xml(
             name, AGENT_CHANNEL + f"""
     <serial type='file'><source path='{console}'/><target port='0'/></serial>""",
-            memory_mib=128,
+            memory_mib=128, features='<features><acpi/></features>' if acpi else '',
             os_extra=f'<kernel>{kernel}</kernel><initrd>{initrd}</initrd>'
                      '<cmdline>console=ttyS0 quiet panic=-1</cmdline>'))
 
