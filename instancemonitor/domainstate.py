@@ -359,9 +359,10 @@ class DomainMachine:
             case Action.RECOVER:
                 self._recover(record, obs.pair, obs.at, out, given)
             case Action.FORWARD | Action.NEW_RUN_AND_FORWARD | Action.FORWARD_ONCE:
-                if obs.pair is not None and not (
-                        action is not Action.FORWARD and
-                        _label(obs.pair) in record.reported):
+                # Only FORWARD sends every time; the others once per run.
+                if obs.pair is not None and (
+                        action is Action.FORWARD or
+                        _label(obs.pair) not in record.reported):
                     self._notify(record, obs.pair, obs.hold, out)
             case Action.SUPPRESS:
                 out.trace.append(f'{given}: the failed incoming migration of a VM '

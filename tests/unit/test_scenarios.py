@@ -68,8 +68,6 @@ class Replay:
         self.seqs.append(seq)
         if what.startswith('STARTED'):
             self.domain_id = int(options.get('id', self.domain_id + 1))
-        elif 'id' in options and what != 'SCAN':
-            pass
         domain_id = int(options.get('id', self.domain_id))
         kind, event, detail = EventKind.LIFECYCLE, NO_CODE, NO_CODE
         source = 'libvirt'
