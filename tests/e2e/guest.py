@@ -31,9 +31,12 @@ mount -t devtmpfs dev /dev
 for m in {modules}; do insmod /lib/modules/$m.ko; done
 port=
 while [ -z "$port" ]; do
+  # A port can appear between the glob and the read: skip the unexpanded
+  # pattern, and quote "$f" so that it is not expanded a second time.
   for f in /sys/class/virtio-ports/*/name; do
+    [ -e "$f" ] || continue
     d=${{f%/name}}
-    [ "$(cat $f 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${{d##*/}}
+    [ "$(cat "$f" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${{d##*/}}
   done
   [ -z "$port" ] && sleep 0.2
 done
@@ -106,7 +109,7 @@ def _host_libraries(binary: pathlib.Path) -> list[str]:
 def agent_guest_image() -> tuple[pathlib.Path, pathlib.Path]:
     """(kernel, initramfs) of the guest, built once and kept in the cache."""
     # The name changes with INIT, so a cached image is never a stale one.
-    cache = test_cache() / 'agent-guest-2'
+    cache = test_cache() / 'agent-guest-3'
     kernel, initrd = cache / 'vmlinuz', cache / 'initrd.img'
     if (cache / '.complete').exists():
         return kernel, initrd
