@@ -132,6 +132,9 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (ANY, Input.SCAN_ERROR_PAUSED): (Phase.ERROR_PAUSED, Action.FORWARD_ONCE),
     (ANY, Input.SCAN_ERROR_PAUSED_NEW_RUN):
         (Phase.ERROR_PAUSED, Action.NEW_RUN_AND_FORWARD),
+    # Paused for a migration: the incoming side if the machine saw it come
+    # in (its STOPPED_FAILED is then the failed migration), else going out.
+    (Phase.MIGRATING_IN, Input.SCAN_MIGRATING): (None, Action.NONE),
     (ANY, Input.SCAN_MIGRATING): (Phase.MIGRATING_OUT, Action.NONE),
     (ANY, Input.SCAN_MIGRATING_NEW_RUN): (Phase.MIGRATING_IN, Action.NEW_RUN),
     # Shut off on a failure: already accounted for if the machine saw it

@@ -60,10 +60,18 @@ STATE_TABLE: dict[tuple[int, int | None], tuple[int, int]] = {
         (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN),
 }
 _FAILED = (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
+# States a scan says nothing of. A domain being started (a boot, or the
+# incoming side of a migration before libvirt calls it one) is paused with
+# reason STARTING_UP; the STARTED event that follows tells what it is, and
+# the callbacks are registered before the first scan, so it cannot be missed.
+SILENT_STATES = frozenset({
+    (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_STARTING_UP)})
 
 
 def lifecycle_of(state: int, reason: int) -> tuple[int, int] | None:
     """The lifecycle (event, detail) a domain state stands for, if any."""
+    if (state, reason) in SILENT_STATES:
+        return None
     return STATE_TABLE.get((state, reason)) or STATE_TABLE.get((state, None))
 
 
@@ -106,7 +114,7 @@ class Reconciler(Worker):
         for dom, state, reason in states:
             found = lifecycle_of(state, reason)
             if found is None:
-                continue  # pmsuspended, crashed and preserved, no state
+                continue  # starting up, pmsuspended, crashed and preserved
             failures += found == _FAILED
             self._publish(DomainEvent(
                 kind=EventKind.LIFECYCLE, domain_uuid=dom.UUIDString(),

@@ -311,6 +311,19 @@ STORIES = [
           '0 SCAN paused-migration id=3\n5 STOPPED_FAILED', NONE),
     Story('destination: incoming seen by a scan, its failure only by a scan',
           '0 SCAN paused-migration id=3\n60 SCAN shutoff-crashed', NONE),
+    Story('destination: scans during the incoming migration, then its QEMU killed',
+          '0 STARTED_MIGRATED\n1 SCAN paused-migration\n2 SCAN paused-migration\n'
+          '5 STOPPED_FAILED', NONE),
+    Story('destination: the agent restarts during the incoming migration, '
+          'which then fails',
+          '0 STARTED_MIGRATED\n1 RESTART\n1 SCAN paused-migration\n5 STOPPED_FAILED',
+          NONE),
+    Story('destination: a scan while the incoming domain starts up, then it fails',
+          '0 SCAN paused-starting_up id=3\n0.3 STARTED_MIGRATED id=3\n'
+          '1 SCAN paused-migration\n5 STOPPED_FAILED', NONE),
+    Story('a scan while a domain starts up, then it boots and crashes',
+          '0 SCAN paused-starting_up id=3\n0.3 RESUMED_UNPAUSED\n'
+          '0.3 STARTED_BOOTED id=3\n5 STOPPED_FAILED', (CRASH,)),
     Story('destination: pings while the migration comes in are ignored',
           '0 STARTED_MIGRATED\n1 PING_MISS\n2 PING_MISS\n3 PING_MISS\n'
           '4 RESUMED_MIGRATED\n5 PING_OK', NONE),

@@ -76,7 +76,10 @@ class Replay:
             state = getattr(libvirt, f'VIR_DOMAIN_{state_reason[0]}')
             reason = (getattr(libvirt, f'VIR_DOMAIN_{"_".join(state_reason)}')
                       if len(state_reason) > 1 else 0)
-            event, detail = lifecycle_of(state, reason)
+            found = lifecycle_of(state, reason)
+            if found is None:
+                return None  # a state the scan says nothing of
+            event, detail = found
             source = RECONCILIATION
             if state == libvirt.VIR_DOMAIN_SHUTOFF:
                 domain_id = -1
@@ -109,7 +112,8 @@ class Replay:
             self.store.close()
             self._open()
             return
-        self.pipeline(self.event(what, args))
+        if event := self.event(what, args):
+            self.pipeline(event)
 
     def notified(self) -> tuple[str, ...]:
         return tuple(f'{n.event}/{n.vir_domain_event}'
