@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import libvirt
 import pytest
@@ -122,7 +123,10 @@ class PrivateLibvirtd:
         settings = (f'unix_sock_dir = "{self.dir / "sock"}"\n'
                     'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
                     'unix_sock_rw_perms = "0700"\nlisten_tcp = 0\nlisten_tls = 0\n'
-                    f'log_outputs = "3:file:{self.log}"\n')
+                    f'log_outputs = "3:file:{self.log}"\n'
+                    # Each daemon is a host of its own: libvirt refuses a
+                    # migration between two with the same host UUID.
+                    f'host_uuid = "{uuid.uuid4()}"\n')
         if driver == 'test':
             self.conf = self.dir / 'libvirtd.conf'
             self.conf.write_text(settings)

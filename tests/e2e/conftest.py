@@ -10,9 +10,14 @@ from tests.processes import PrivateLibvirtd
 
 
 def guest_xml(name: str, devices: str = '', memory_mib: int = 64,
-              os_extra: str = '<boot dev="hd"/>', features: str = '') -> str:
-    """A TCG guest; with no disk and no OS it idles in SeaBIOS (~40 MiB)."""
-    return f"""<domain type='qemu'>
+              os_extra: str = '<boot dev="hd"/>', features: str = '',
+              qemu_args: tuple[str, ...] = ()) -> str:
+    """A TCG guest; with no disk and no OS it idles in SeaBIOS (~40 MiB).
+    ``qemu_args`` are added to QEMU's command line."""
+    if qemu_args:
+        features += '<qemu:commandline>' + ''.join(
+            f"<qemu:arg value='{arg}'/>" for arg in qemu_args) + '</qemu:commandline>'
+    return f"""<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name><uuid>{uuid.uuid4()}</uuid>
   <memory unit='MiB'>{memory_mib}</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type>{os_extra}</os>
@@ -44,6 +49,26 @@ def hypervisor(qemu_libvirtd):
     if qemu_libvirtd.process.poll() is not None:
         qemu_libvirtd.start()
     qemu_libvirtd.destroy_guests()
+
+
+@pytest.fixture(scope='session')
+def second_libvirtd():
+    """Another QEMU libvirtd on this machine, a host of its own: the other
+    end of live migrations."""
+    daemon = PrivateLibvirtd('qemu')
+    try:
+        yield daemon.start()
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture
+def destination(second_libvirtd):
+    """The second libvirtd, running, with no guest left after the test."""
+    if second_libvirtd.process.poll() is not None:
+        second_libvirtd.start()
+    yield second_libvirtd
+    second_libvirtd.destroy_guests()
 
 
 @pytest.fixture
@@ -104,12 +129,18 @@ endpoint = {endpoint}
 
 @pytest.fixture
 def start_agent(tmp_path, hypervisor):
+    """Start the agent on the session's libvirtd, or on ``uri``; agents of
+    different ``name`` have directories (config, log, state) of their own,
+    one of the same name starts on the state the last one left."""
     agents = []
 
-    def start(endpoint: str, **options) -> AgentProcess:
-        agent = AgentProcess(agent_config(hypervisor.uri, endpoint,
-                                          str(tmp_path / 'state'), **options),
-                             tmp_path).start()
+    def start(endpoint: str, uri: str = '', name: str = '',
+              **options) -> AgentProcess:
+        directory = tmp_path / name if name else tmp_path
+        directory.mkdir(exist_ok=True)
+        agent = AgentProcess(agent_config(uri or hypervisor.uri, endpoint,
+                                          str(directory / 'state'), **options),
+                             directory).start()
         agents.append(agent)
         agent.wait_log('Connected to libvirt')
         return agent

@@ -40,8 +40,9 @@ while [ -z "$port" ]; do
   done
   [ -z "$port" ] && sleep 0.2
 done
-# qemu-ga runs /sbin/shutdown for guest-shutdown (virsh shutdown, reboot).
-printf '#!/bin/sh\\ncase "$1" in -r) exec reboot -f;; *) exec poweroff -f;; esac\\n' >/sbin/shutdown
+# qemu-ga runs "/sbin/shutdown -h -P|-H|-r +0 MESSAGE" for guest-shutdown
+# (virsh shutdown, virsh reboot --mode agent).
+printf '#!/bin/sh\\ncase " $* " in *" -r "*) exec reboot -f;; *) exec poweroff -f;; esac\\n' >/sbin/shutdown
 chmod +x /sbin/shutdown
 echo "instancemonitor test guest: agent on $port"
 qemu-ga -m virtio-serial -p "$port" -t /run &
@@ -109,7 +110,7 @@ def _host_libraries(binary: pathlib.Path) -> list[str]:
 def agent_guest_image() -> tuple[pathlib.Path, pathlib.Path]:
     """(kernel, initramfs) of the guest, built once and kept in the cache."""
     # The name changes with INIT, so a cached image is never a stale one.
-    cache = test_cache() / 'agent-guest-3'
+    cache = test_cache() / 'agent-guest-4'
     kernel, initrd = cache / 'vmlinuz', cache / 'initrd.img'
     if (cache / '.complete').exists():
         return kernel, initrd

@@ -16,6 +16,7 @@ import libvirt
 from tests.e2e.conftest import AGENT_CHANNEL
 from tests.e2e.test_agent_guest import guest_exec
 from tests.e2e.test_failures import kill_qemu
+from tests.e2e.test_guest_errors import arm_ib700
 from tests.e2e.test_heartbeat import heartbeat_config
 from tests.processes import wait_for
 
@@ -137,7 +138,38 @@ def test_reboot_from_inside_with_the_heartbeat_on(start_agent_guest, start_agent
     quiet_then(recovery_api, [])
 
 
+def test_virsh_reboot_with_the_heartbeat_on(start_agent_guest, start_agent,
+                                           recovery_api):
+    dom = start_agent_guest('mx-virsh-reboot')
+    agent = start_agent(recovery_api.url, extra=FAST_BEAT)
+    healthy_beats(agent, 'mx-virsh-reboot', 1)
+    dom.reboot(libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)  # virsh reboot --mode agent
+    agent.wait_log('heartbeat discovery', timeout=20)
+    healthy_beats(agent, 'mx-virsh-reboot', 2)
+    quiet_then(recovery_api, [])
+
+
+# --- guest errors the engine does not act on ----------------------------------
+
+def test_watchdog_pause(start_guest, start_agent, recovery_api):
+    agent = start_agent(recovery_api.url, reconcile_interval=0.5)
+    dom = start_guest('mx-wd-pause', "<watchdog model='ib700' action='pause'/>")
+    arm_ib700(dom)
+    wait_state(dom, libvirt.VIR_DOMAIN_PAUSED)
+    agent.wait_log('pause-error: running => error-paused')
+    time.sleep(1.5)  # scans find it paused on the watchdog
+    quiet_then(recovery_api, [])
+
+
 # --- failures: exactly one ----------------------------------------------------
+
+def test_watchdog_poweroff(start_guest, start_agent, recovery_api):
+    start_agent(recovery_api.url)
+    dom = start_guest('mx-wd-off', "<watchdog model='ib700' action='poweroff'/>")
+    arm_ib700(dom)
+    recovery_api.wait_stored(1, timeout=20)
+    quiet_then(recovery_api, [(dom.UUIDString(), *CRASH)])
+
 
 def test_failing_disk_report_with_scans_and_resets_is_exactly_one(
         start_guest, start_agent, recovery_api, failing_disk):

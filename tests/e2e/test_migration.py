@@ -1,0 +1,191 @@
+"""Live migration between two private libvirtds on this machine, each with
+an agent of its own (hosts compute-1 and compute-2), one recording API that
+counts every POST from both.
+
+A migration that fails after the destination started its QEMU ends there
+with STOPPED_FAILED, the very event of a crash, while the VM runs on at the
+source: the agent on the destination must not name it. Each test asserts
+the exact list of notifications, then shows that the VM is still watched
+where it runs: its QEMU is killed and exactly one crash is notified, by the
+host it runs on.
+"""
+
+import os
+import re
+import signal
+import threading
+import time
+
+import libvirt
+import pytest
+
+from tests.e2e.conftest import guest_xml
+from tests.processes import free_port
+from tests.processes import wait_for
+
+QUIET = 3.0
+CRASH = ('LIFECYCLE', 'STOPPED_FAILED')
+MIGRATE = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER |
+           libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+# Random data in guest RAM, sent at 2 MiB/s: about 16 s of migration to act
+# in (zero pages are nearly free, so an idle guest migrates in 0.1 s).
+BLOB_MIB, BANDWIDTH_MIB_S = 32, 2
+
+
+def sent(api) -> list[tuple[str, str, str, str]]:
+    """Every POST's (host, instance, event, detail), in order, repeats included."""
+    return [(n['notification']['hostname'],
+             n['notification']['payload']['instance_uuid'],
+             n['notification']['payload']['event'],
+             n['notification']['payload']['vir_domain_event'])
+            for n in (r.json() for r in api.requests)]
+
+
+def inputs(agent, name: str) -> list[str]:
+    """The state machine's inputs from libvirt's events for ``name``, in the
+    order the agent applied them (scans and pings left out)."""
+    found = re.findall(rf'Event \w+ of {name} \([^)]*\): (\S+)', agent.output())
+    return [i for i in found if not i.startswith(('scan-', 'stale-', 'ping-'))]
+
+
+def wait_inputs(agent, name: str, expected: list[str]) -> None:
+    try:
+        wait_for(lambda: inputs(agent, name) == expected, 20, f'{expected}', 0.2)
+    except AssertionError:
+        raise AssertionError(f'{name}: {inputs(agent, name)} != {expected}') from None
+
+
+class Migration(threading.Thread):
+    """``virsh migrate --live --p2p --persistent --undefinesource``, run on
+    its own connection and thread; ``error`` is libvirt's, if it failed."""
+
+    def __init__(self, source_uri: str, name: str, destination_uri: str,
+                 slow: bool) -> None:
+        super().__init__(name=f'migrate-{name}', daemon=True)
+        self.conn = libvirt.open(source_uri)
+        self.dom = self.conn.lookupByName(name)
+        # p2p: the source daemon itself connects to the destination, which
+        # must be named with a transport (qemu+unix) to be another host.
+        self.destination = destination_uri.replace('qemu:', 'qemu+unix:', 1)
+        self.params = {libvirt.VIR_MIGRATE_PARAM_URI: f'tcp://127.0.0.1:{free_port()}',
+                       libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: '127.0.0.1'}
+        if slow:
+            self.params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = BANDWIDTH_MIB_S
+        self.error: libvirt.libvirtError | None = None
+
+    def run(self) -> None:
+        try:
+            self.dom.migrateToURI3(self.destination, self.params, MIGRATE)
+        except libvirt.libvirtError as error:
+            self.error = error
+
+    def finish(self, timeout: float = 60) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), 'the migration did not end'
+        self.conn.close()
+
+
+@pytest.fixture
+def two_hosts(hypervisor, destination, start_agent, recovery_api):
+    """Agents on both daemons; scans every 0.5 s, so that scans during the
+    migration (either side paused for it) are tested too."""
+    source = start_agent(recovery_api.url, name='source', hostname='compute-1',
+                         reconcile_interval=0.5)
+    target = start_agent(recovery_api.url, uri=destination.uri, name='destination',
+                         hostname='compute-2', reconcile_interval=0.5)
+    return source, target
+
+
+@pytest.fixture
+def migratable_guest(conn, tmp_path):
+    """A persistent guest, as Nova's are; ``slow`` fills its RAM with random
+    data (a loader device) so that a migration takes long enough to act in."""
+    def start(name: str, slow: bool) -> libvirt.virDomain:
+        qemu_args: tuple[str, ...] = ()
+        if slow:
+            blob = tmp_path / f'{name}.ram'
+            blob.write_bytes(os.urandom(BLOB_MIB << 20))
+            qemu_args = ('-device', f'loader,file={blob},addr=0x5000000,force-raw=on')
+        dom = conn.defineXML(guest_xml(name, memory_mib=128, qemu_args=qemu_args))
+        dom.create()
+        return dom
+    return start
+
+
+def wait_incoming(destination, name: str) -> None:
+    """Until the incoming side of the migration is under way."""
+    dconn = libvirt.open(destination.uri)
+
+    def started() -> bool:
+        try:
+            return dconn.lookupByName(name).state()[1] == (
+                libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+        except libvirt.libvirtError:
+            return False
+    try:
+        wait_for(started, 30, f'{name} coming in on the destination', 0.1)
+    finally:
+        dconn.close()
+    time.sleep(1.5)  # memory is on its way; scans ran on both sides
+
+
+def crash_where_it_runs(daemon, name: str, host: str, uuid: str, api) -> None:
+    """Kill the VM's QEMU: exactly one crash, from the host it runs on."""
+    os.kill(daemon.qemu_pid(name), signal.SIGKILL)
+    api.wait_stored(1, timeout=15)
+    time.sleep(QUIET)
+    assert sent(api) == [(host, uuid, *CRASH)]
+
+
+def test_a_live_migration_that_succeeds_is_no_failure_on_either_host(
+        hypervisor, destination, two_hosts, migratable_guest, recovery_api):
+    source, target = two_hosts
+    uuid = migratable_guest('mig-ok', slow=False).UUIDString()
+    migration = Migration(hypervisor.uri, 'mig-ok', destination.uri, slow=False)
+    migration.start()
+    migration.finish()
+    assert migration.error is None
+    # DEFINED_ADDED (--persistent) is an input of its own: 'event'.
+    wait_inputs(target, 'mig-ok', ['start-migration-in', 'event', 'resume-migrated'])
+    wait_inputs(source, 'mig-ok', ['event', 'resume', 'start', 'pause-migration',
+                                   'stop-migrated'])  # defined, started, migrated
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    crash_where_it_runs(destination, 'mig-ok', 'compute-2', uuid, recovery_api)
+
+
+def test_a_migration_whose_destination_qemu_is_killed_is_no_failure(
+        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+    source, target = two_hosts
+    uuid = migratable_guest('mig-kill', slow=True).UUIDString()
+    migration = Migration(hypervisor.uri, 'mig-kill', destination.uri, slow=True)
+    migration.start()
+    wait_incoming(destination, 'mig-kill')
+    os.kill(destination.qemu_pid('mig-kill'), signal.SIGKILL)
+    migration.finish()
+    assert migration.error is not None
+    # On the destination: STARTED_MIGRATED, then the crash's STOPPED_FAILED.
+    wait_inputs(target, 'mig-kill', ['start-migration-in', 'stop-failed'])
+    target.wait_log('the failed incoming migration of a VM that runs on at its source')
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    assert conn.lookupByName('mig-kill').state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    crash_where_it_runs(hypervisor, 'mig-kill', 'compute-1', uuid, recovery_api)
+
+
+def test_a_migration_cancelled_with_domjobabort_is_no_failure(
+        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+    source, target = two_hosts
+    uuid = migratable_guest('mig-abort', slow=True).UUIDString()
+    migration = Migration(hypervisor.uri, 'mig-abort', destination.uri, slow=True)
+    migration.start()
+    wait_incoming(destination, 'mig-abort')
+    conn.lookupByName('mig-abort').abortJob()  # virsh domjobabort
+    migration.finish()
+    assert migration.error is not None
+    wait_inputs(target, 'mig-abort', ['start-migration-in', 'stop-failed'])
+    target.wait_log('the failed incoming migration of a VM that runs on at its source')
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    assert conn.lookupByName('mig-abort').state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    crash_where_it_runs(hypervisor, 'mig-abort', 'compute-1', uuid, recovery_api)
