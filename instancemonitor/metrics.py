@@ -39,6 +39,8 @@ class LiveState:
     pending: Callable[[], dict[str, int]]
     dead_lettered: Callable[[], dict[str, int]]
     heartbeat: Callable[[], dict[str, int]]
+    # The recovery API said it does not know this host.
+    host_unknown: Callable[[], bool] = lambda: False
 
 
 class _LiveCollector(Collector):
@@ -71,6 +73,10 @@ class _LiveCollector(Collector):
         for state, count in sorted(s.heartbeat().items()):
             health.add_metric([state], count)
         yield health
+        yield GaugeMetricFamily(
+            'instancemonitor_recovery_api_host_unknown',
+            '1 while the recovery API says it does not know this host (its '
+            'notifications are kept and retried)', value=int(s.host_unknown()))
 
 
 class AgentMetrics:

@@ -98,6 +98,9 @@ class _Entry:
     due: float
     # Order of detection: kept through retries and restarts.
     order: int
+    # When it was detected, on this process's monotonic clock: its age for
+    # max_age is elapsed time, whatever the wall clock does.
+    born: float
     in_flight: bool = False
 
 
@@ -109,12 +112,16 @@ class Outbox:
                  max_age: float = 0.0,
                  monotonic: Callable[[], float] = clock.monotonic,
                  utcnow: Callable[[], datetime.datetime] = clock.utcnow,
-                 sink: str = RECOVERY_SINK) -> None:
+                 sink: str = RECOVERY_SINK, max_delay: float = 300.0) -> None:
         """``max_age``: seconds after detection when an undelivered
-        notification becomes a dead letter; 0 keeps it for ever."""
+        notification becomes a dead letter; 0 keeps it for ever.
+        ``max_delay``: the longest a notification is ever scheduled ahead (a
+        hold or a retry round); what a restart finds due later than that,
+        because the wall clock went back, is due after it instead."""
         self.sink = sink
         self._store = store or MemoryOutboxStore()
         self.max_age = max_age
+        self.max_delay = max_delay
         self._monotonic = monotonic
         self._utcnow = utcnow
         self._cond = threading.Condition()
@@ -130,9 +137,12 @@ class Outbox:
         recovered = self._store.pending(sink)
         with self._cond:
             for notification, due_at in recovered:
-                self._schedule(_Entry(
-                    notification, now + max(0.0, due_at - now_wall),
-                    next(self._orders)))
+                # Across a restart only the wall clock can tell: its steps
+                # are clamped, never a reason to wait longer or to die young.
+                delay = min(max(0.0, due_at - now_wall), max_delay)
+                age = max(0.0, now_wall - notification.generated_time.timestamp())
+                self._schedule(_Entry(notification, now + delay,
+                                      next(self._orders), born=now - age))
         if recovered:
             LOG.info('%d pending notifications for %s recovered from the outbox',
                      len(recovered), sink)
@@ -146,9 +156,10 @@ class Outbox:
             raise ValueError(f'{notification.sink} notification in the outbox '
                              f'of {self.sink}')
         self._store.insert(notification, self._due_at(delay))
+        now = self._monotonic()
         with self._cond:
-            self._schedule(_Entry(notification, self._monotonic() + delay,
-                                  next(self._orders)))
+            self._schedule(_Entry(notification, now + delay, next(self._orders),
+                                  born=now))
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id
@@ -218,7 +229,8 @@ class Outbox:
 
     def retry_later(self, notification: Notification, delay: float) -> bool:
         """Schedule another round; False if it became a dead letter instead."""
-        age = (self._utcnow() - notification.generated_time).total_seconds()
+        with self._cond:
+            age = self._monotonic() - self._entries[notification.notification_id].born
         if self.max_age and age > self.max_age:
             LOG.error('Notification %s (%s/%s of %s) undelivered %.0f s after '
                       'detection, past max_pending_age: kept as a dead letter',
@@ -240,8 +252,10 @@ class Outbox:
                                           self.sink)
         if notification is None:
             return False
+        now = self._monotonic()
         with self._cond:
-            self._schedule(_Entry(notification, self._monotonic(), next(self._orders)))
+            # A full max_age again: the operator wants it tried.
+            self._schedule(_Entry(notification, now, next(self._orders), born=now))
         LOG.info('Dead letter %s (%s/%s of %s) queued again by the operator',
                  notification_id, notification.event, notification.vir_domain_event,
                  notification.instance_uuid)

@@ -19,6 +19,7 @@ import libvirt
 from oslo_config import cfg
 
 from instancemonitor import clock
+from instancemonitor import statelock
 from instancemonitor import store
 from instancemonitor.bus import WILDCARD
 from instancemonitor.bus import EventBus
@@ -97,21 +98,35 @@ def heartbeat_policy(opts: cfg.ConfigOpts.GroupAttr) -> HeartbeatPolicy:
         pair=(opts.notification_event, 'STOPPED_FAILED'))
 
 
+def max_delay(conf: cfg.ConfigOpts) -> float:
+    """The longest a notification is scheduled ahead: a hold for the reboot
+    window, or the wait before the next retry round."""
+    callback = conf.callback
+    return max(conf.events.reboot_window, callback.retry_interval_max
+               if callback.retry_backoff else callback.retry_interval)
+
+
 class AgentService:
     def __init__(self, conf: cfg.ConfigOpts, sink: Sink | None = None) -> None:
         # A configuration error must stop the agent before it touches disk.
-        if sink is None:
-            sink = masakari.MasakariSink(masakari.adapter_from_conf(conf))
         self.hostname = default_conf.hostname(conf)
+        if sink is None:
+            sink = masakari.MasakariSink(masakari.adapter_from_conf(conf),
+                                         self.hostname)
+        self.sink = sink
+        self._preflight = (masakari.Preflight(sink)
+                           if isinstance(sink, masakari.MasakariSink) else None)
         subscribers = event_sinks(conf, self.hostname)
         self.liveness = Liveness()
         self.bus = EventBus()
+        self.state_lock = statelock.acquire(conf.state_path)
         self.store = store.open_state(conf.state_path)
         self.journal = Journal(
             self.store or MemoryJournalStore(), self.hostname,
             DomainMachine(heartbeat_policy(conf.introspectiveinstancemonitor)))
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
-                             max_age=conf.callback.max_pending_age)
+                             max_age=conf.callback.max_pending_age,
+                             max_delay=max_delay(conf))
         # Every sink's outbox, the recovery API's first. The subscribers'
         # are in a database of their own: the recovery API's writes never
         # wait for theirs.
@@ -122,7 +137,8 @@ class AgentService:
         for subscriber, _ in subscribers:
             self.outboxes[subscriber.name] = Outbox(
                 self.subscriber_store or MemoryOutboxStore(),
-                max_age=conf.callback.max_pending_age, sink=subscriber.name)
+                max_age=conf.callback.max_pending_age, sink=subscriber.name,
+                max_delay=max_delay(conf))
         self.filter = EventFilter(
             forward_all=conf.events.forward == 'all',
             reboot_window=conf.events.reboot_window)
@@ -145,7 +161,8 @@ class AgentService:
             dead_lettered=lambda: {name: box.dead_lettered
                                    for name, box in self.outboxes.items()},
             heartbeat=lambda: (self.journal.heartbeat_counts()
-                               if self.heartbeat else {})))
+                               if self.heartbeat else {}),
+            host_unknown=lambda: getattr(self.sink, 'host_unknown', False)))
         pipeline.listeners.append(self.metrics.observe_event)
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
         self._metrics_address = (conf.metrics.host, conf.metrics.port)
@@ -207,6 +224,7 @@ class AgentService:
         self.filter.reboot_window = conf.events.reboot_window
         for outbox in self.outboxes.values():
             outbox.max_age = conf.callback.max_pending_age
+            outbox.max_delay = max_delay(conf)
         policy, callback = self.retry_policy, conf.callback
         policy.retry_max, policy.interval = callback.retry_max, callback.retry_interval
         policy.backoff = callback.retry_backoff
@@ -228,8 +246,11 @@ class AgentService:
         if not self.connection.connected:
             return f'libvirt disconnected ({self.connection.uri}), retrying'
         dead = sum(box.dead_lettered for box in self.outboxes.values())
+        unknown = ('; the recovery API does not know host '
+                   f'{self.hostname}' if getattr(self.sink, 'host_unknown', False)
+                   else '')
         return (f'watching {self.connection.uri}; {self.pending()} '
-                f'notifications pending, {dead} dead-lettered')
+                f'notifications pending, {dead} dead-lettered{unknown}')
 
     def tick(self) -> None:
         """Periodic duties of the main thread: the status row for
@@ -261,6 +282,8 @@ class AgentService:
             int(PROGRESS_TICK * 1000),
             lambda _timer, _opaque: self.liveness.mark(eventloop.THREAD_NAME), None)
         self._dispatcher.start()
+        if self._preflight is not None:
+            self._preflight.start()
         self.sender.start()
         for sender in self.subscriber_senders:
             sender.start()
@@ -285,6 +308,8 @@ class AgentService:
         self._stop.set()
         self.bus.wake()
         self._dispatcher.join(timeout)
+        if self._preflight is not None:
+            self._preflight.stop(timeout)
         self.sender.stop(timeout)
         for sender in self.subscriber_senders:
             sender.stop(timeout)
@@ -296,3 +321,4 @@ class AgentService:
         for state in (self.store, self.subscriber_store):
             if state is not None:
                 state.close()
+        self.state_lock.release()

@@ -1,7 +1,8 @@
 """``instancemonitor``: the agent daemon.
 
 Exit status: 0 after a clean stop (SIGTERM, SIGINT), 78 (EX_CONFIG) when the
-configuration is unusable, with a message naming the option.
+configuration is unusable, with a message naming the option, 75 (EX_TEMPFAIL)
+when another agent holds ``state_path`` (systemd tries again later).
 """
 
 import logging
@@ -19,11 +20,13 @@ import instancemonitor.conf
 from instancemonitor.conf import webhooks as webhooks_conf
 from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.service import AgentService
+from instancemonitor.statelock import StateLocked
 from instancemonitor.supervision import Supervisor
 
 LOG = logging.getLogger(__name__)
 
 EXIT_CONFIG = os.EX_CONFIG
+EXIT_LOCKED = os.EX_TEMPFAIL
 PROJECT = 'instancemonitor'
 
 
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{PROJECT}: configuration error: {_auth_error(error)}',
               file=sys.stderr)
         return EXIT_CONFIG
+    except StateLocked as error:
+        print(f'{PROJECT}: {error}', file=sys.stderr)
+        return EXIT_LOCKED
     conf.log_opt_values(LOG, logging.DEBUG)
 
     wakeup = threading.Event()

@@ -83,6 +83,10 @@ Seconds after detection when a notification still not delivered becomes a
 dead letter: logged at ERROR, counted, and kept on disk for the operator,
 never silently deleted.
 
+The age is elapsed time, so a step of the wall clock (NTP) neither ages a
+notification nor makes it young again; across a restart of the agent, the
+time it was down counts too (from the wall clock, never less than 0).
+
 Possible values:
 
 * 0: keep retrying for ever.

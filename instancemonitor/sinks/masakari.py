@@ -7,6 +7,8 @@ notification. Its endpoint is either looked up in the Keystone catalog
 
 import json
 import logging
+import re
+import threading
 
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exceptions
@@ -19,6 +21,7 @@ from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
+from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
 
@@ -68,6 +71,11 @@ def _server_message(body: str) -> str:
     return body.strip()[:_MESSAGE_LIMIT]
 
 
+# Masakari's HostNotFoundByName, answered with 400: the host is not (or not
+# yet, or no longer) in a failover segment. An operator can mend that.
+_HOST_NOT_FOUND = re.compile(r'Host with name .* could not be found', re.IGNORECASE)
+
+
 class MasakariSink:
     name = 'masakari'
 
@@ -75,8 +83,14 @@ class MasakariSink:
     # the API already has the notification.
     _FINAL = frozenset({400, 409, 413, 422})
 
-    def __init__(self, adapter: ks_adapter.Adapter) -> None:
+    def __init__(self, adapter: ks_adapter.Adapter, hostname: str = '') -> None:
         self._adapter = adapter
+        self.hostname = hostname
+        # Masakari said it does not know this host; cleared by an accepted
+        # notification or a registration check that finds it.
+        self.host_unknown = False
+        self._unreachable = False
+        self._lock = threading.Lock()
 
     def send(self, notification: Notification) -> Answer:
         try:
@@ -86,14 +100,23 @@ class MasakariSink:
         except ks_exceptions.ClientException as error:
             # Refused, timed out, catalog or Keystone unreachable, bad
             # credentials: all may mend, none is the notification's fault.
+            self._unreachable = True
             return Answer(Outcome.RETRY, None,
                           f'{type(error).__name__}: {error}')
+        if self._unreachable:
+            self._unreachable = False
+            LOG.info('The recovery API answers again')
+            self.check_registration()
         status = response.status_code
         if 200 <= status < 300:
+            self._host_known()
             return Answer(Outcome.DELIVERED, status)
         message = _server_message(response.text)
         if status == 409 and 'duplicate' in message.lower():
             return Answer(Outcome.DUPLICATE, status, message)
+        if status == 400 and _HOST_NOT_FOUND.search(message):
+            self._host_not_found(message)
+            return Answer(Outcome.RETRY, status, message)
         if status in self._FINAL:
             return Answer(Outcome.REJECTED, status, message)
         if status in (401, 403):
@@ -101,3 +124,110 @@ class MasakariSink:
             # the next attempt logs in afresh.
             self._adapter.invalidate()
         return Answer(Outcome.RETRY, status, message)
+
+    def _host_known(self) -> None:
+        if self.host_unknown:
+            self.host_unknown = False
+            LOG.info('The recovery API knows host %s again', self.hostname)
+
+    def _host_not_found(self, message: str) -> None:
+        with self._lock:
+            if self.host_unknown:
+                return  # said once per period
+            self.host_unknown = True
+        LOG.error('The recovery API does not know host %s ([DEFAULT] hostname): '
+                  '"%s". Hosts in its failover segments: %s. Notifications are '
+                  'kept and retried until [callback] max_pending_age; register '
+                  'the host in a segment, or set [DEFAULT] hostname to its name '
+                  'there', self.hostname, message, self._known_hosts_text())
+
+    def _hosts(self) -> list[tuple[str, dict]]:
+        """(segment name, host) of every host in every failover segment;
+        raises RegistrationUnknown if the API cannot tell."""
+        segments = self._get('/segments', 'segments')
+        return [(segment.get('name', segment['uuid']), host)
+                for segment in segments
+                for host in self._get(f'/segments/{segment["uuid"]}/hosts', 'hosts')]
+
+    def _get(self, path: str, key: str) -> list[dict]:
+        try:
+            response = self._adapter.get(path, raise_exc=False, connect_retries=0)
+        except ks_exceptions.ClientException as error:
+            raise RegistrationUnknown(f'{type(error).__name__}: {error}',
+                                      answered=False) from None
+        if response.status_code != 200:
+            raise RegistrationUnknown(
+                f'GET {path}: HTTP {response.status_code}: '
+                f'{_server_message(response.text)}', answered=True)
+        return response.json().get(key, [])
+
+    def _known_hosts_text(self) -> str:
+        try:
+            names = sorted({host['name'] for _, host in self._hosts()})
+        except RegistrationUnknown as error:
+            return f'(cannot list them: {error.args[0]})'
+        return ', '.join(names) or '(none)'
+
+    def check_registration(self) -> bool:
+        """The preflight: is this host in a failover segment, and not on
+        maintenance? Logged, never fatal. False if the API did not answer;
+        True if it did, even to say that it will not tell (403, 404)."""
+        try:
+            hosts = self._hosts()
+        except RegistrationUnknown as error:
+            unknown = error
+        else:
+            unknown = None
+        if unknown is not None:  # logged outside the handler: no traceback
+            LOG.warning('Cannot check that the recovery API knows host %s: %s',
+                        self.hostname, unknown)
+            return unknown.answered
+        mine = [(segment, host) for segment, host in hosts
+                if host.get('name') == self.hostname]
+        if not mine:
+            with self._lock:
+                self.host_unknown = True
+            LOG.error('Host %s ([DEFAULT] hostname) is in no failover segment of '
+                      'the recovery API, which would refuse its notifications '
+                      '(they are kept and retried). Hosts in its segments: %s',
+                      self.hostname,
+                      ', '.join(sorted({h['name'] for _, h in hosts})) or '(none)')
+            return True
+        self._host_known()
+        for segment, host in mine:
+            if host.get('on_maintenance'):
+                LOG.warning('Host %s is on maintenance in failover segment %s: '
+                            'the recovery API ignores its notifications (409) '
+                            'until it is taken off', self.hostname, segment)
+            else:
+                LOG.info('Host %s is registered in failover segment %s of the '
+                         'recovery API', self.hostname, segment)
+        return True
+
+
+class RegistrationUnknown(Exception):
+    """The recovery API could not say which hosts it knows; ``answered``:
+    it answered, though not with them."""
+
+    def __init__(self, message: str, answered: bool) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+class Preflight(Worker):
+    """At start: asks the recovery API whether it knows this host, until it
+    answers (doubling waits, up to a minute), then ends. Later checks run
+    when the API answers again after being unreachable (``send``)."""
+
+    WAIT, WAIT_MAX = 1.0, 60.0
+
+    def __init__(self, sink: MasakariSink) -> None:
+        self._sink = sink
+        super().__init__('recovery-preflight')
+
+    def _run(self) -> None:
+        wait = self.WAIT
+        while not self._sink.check_registration():
+            if self._stop.wait(wait):
+                return
+            wait = min(wait * 2, self.WAIT_MAX)

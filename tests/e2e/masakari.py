@@ -153,17 +153,34 @@ auth_type = password
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b'{}')
 
+    def _segment(self, name: str) -> str | None:
+        status, body = self.request('GET', '/segments')
+        assert status == 200, (status, body)
+        return next((s['uuid'] for s in body['segments'] if s['name'] == name), None)
+
     def register_host(self, hostname: str) -> None:
-        """A failover segment with this compute host in it."""
+        """A failover segment (``segment-HOSTNAME``, made if need be) with
+        this compute host in it."""
         self.compute_hosts.add(hostname)
-        status, body = self.request('POST', '/segments', {'segment': {
-            'name': f'segment-{hostname}', 'recovery_method': 'auto',
-            'service_type': 'COMPUTE'}})
-        assert status in (200, 201), (status, body)
-        segment = body['segment']['uuid']
+        segment = self._segment(f'segment-{hostname}')
+        if segment is None:
+            status, body = self.request('POST', '/segments', {'segment': {
+                'name': f'segment-{hostname}', 'recovery_method': 'auto',
+                'service_type': 'COMPUTE'}})
+            assert status in (200, 201), (status, body)
+            segment = body['segment']['uuid']
         status, body = self.request('POST', f'/segments/{segment}/hosts', {'host': {
             'name': hostname, 'type': 'COMPUTE', 'control_attributes': 'SSH'}})
         assert status in (200, 201), (status, body, self.log()[-3000:])
+
+    def delete_host(self, hostname: str) -> None:
+        """Take the host out of its segment, as an operator re-creating it."""
+        segment = self._segment(f'segment-{hostname}')
+        status, body = self.request('GET', f'/segments/{segment}/hosts')
+        assert status == 200, (status, body)
+        (host,) = [h['uuid'] for h in body['hosts'] if h['name'] == hostname]
+        status, body = self.request('DELETE', f'/segments/{segment}/hosts/{host}')
+        assert status == 204, (status, body)
 
     def notifications(self) -> list[dict]:
         status, body = self.request('GET', '/notifications')

@@ -36,6 +36,32 @@ def test_sigkill_is_stored_by_masakari(hypervisor, start_guest, start_agent, mas
     agent.wait_log('delivered to masakari (HTTP 202)')
 
 
+def test_a_crash_while_the_host_is_out_of_its_segment_is_stored_once(
+        hypervisor, start_guest, start_agent, masakari):
+    masakari.register_host('compute-9')
+    agent = start_agent(masakari.url, hostname='compute-9')
+    agent.wait_log('Host compute-9 is registered in failover segment segment-compute-9')
+    masakari.delete_host('compute-9')  # an operator re-creates it
+    dom = start_guest('e2e-no-host')
+    os.kill(hypervisor.qemu_pid('e2e-no-host'), signal.SIGKILL)
+    agent.wait_log('The recovery API does not know host compute-9 ([DEFAULT] '
+                   'hostname): "Host with name compute-9 could not be found."')
+    time.sleep(20)
+    assert stored_for(masakari, dom.UUIDString()) == []
+    masakari.register_host('compute-9')
+    (stored,) = wait_for(lambda: stored_for(masakari, dom.UUIDString()), 30,
+                         'Masakari to store the crash')
+    assert stored['source_host_uuid'] and stored['payload'] == {
+        'event': 'LIFECYCLE', 'instance_uuid': dom.UUIDString(),
+        'vir_domain_event': 'STOPPED_FAILED'}
+    time.sleep(3)
+    assert len(stored_for(masakari, dom.UUIDString())) == 1
+    log = agent.output()
+    assert log.count('does not know host compute-9') == 1  # one ERROR
+    assert 'The recovery API knows host compute-9 again' in log
+    assert 'dead letter' not in log
+
+
 class AnswerLosingProxy:
     """Forwards POSTs to Masakari; withholds the first answer past the
     client's timeout, as a network that drops a response would."""
@@ -60,6 +86,8 @@ class AnswerLosingProxy:
                 status, body = response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             status, body = error.code, json.loads(error.read())
+        if request.method != 'POST':
+            return status, body, {}  # the agent's registration check
         with self._lock:
             self.forwarded.append(status)
             first = len(self.forwarded) == 1

@@ -40,6 +40,7 @@ def schema_error(document: object) -> str | None:
         return f'bad generated_time {n["generated_time"]!r}'
     payload = n['payload']
     if n['type'] == 'VM':
+        # Masakari's create_vm_payload: these three keys and no other.
         if not isinstance(payload, dict) or set(payload) != {
                 'event', 'instance_uuid', 'vir_domain_event'}:
             return 'VM payload needs exactly event, instance_uuid, vir_domain_event'
@@ -75,6 +76,10 @@ class RecoveryAPI:
         # Scripted answers, used up in order: (status, message) or a delay.
         self.script: collections.deque = collections.deque()
         self.delay = 0.0
+        self.segments: dict[str, list[str]] | None = None
+        self.maintenance: set[str] = set()
+        # Hosts in no segment: their notifications get Masakari's 400.
+        self.unknown_hosts: set[str] = set()
         self._server = HTTPServer(self._handle, port)
 
     @property
@@ -97,7 +102,22 @@ class RecoveryAPI:
         with self._lock:
             self.script.extend(answers)
 
+    def _segments(self, path: str) -> tuple[int, dict | None, dict]:
+        """GET /segments and /segments/{uuid}/hosts from ``self.segments``
+        (segment name → host names; None: 404, as an API without them)."""
+        if self.segments is None:
+            return 404, {'itemNotFound': {'code': 404, 'message': path}}, {}
+        ids = {str(uuid.uuid5(uuid.NAMESPACE_DNS, name)): name for name in self.segments}
+        parts = path.split('?')[0].strip('/').split('/')  # v1 segments [id hosts]
+        if len(parts) == 2:
+            return 200, {'segments': [{'uuid': i, 'name': n} for i, n in ids.items()]}, {}
+        hosts = self.segments.get(ids.get(parts[2], ''), [])
+        return 200, {'hosts': [{'name': h, 'on_maintenance': h in self.maintenance}
+                               for h in hosts]}, {}
+
     def _handle(self, request: Request) -> tuple[int, dict | None, dict]:
+        if request.method == 'GET' and '/segments' in request.path:
+            return self._segments(request.path)
         if request.method != 'POST' or not request.path.endswith('/notifications'):
             return 404, {'itemNotFound': {'code': 404, 'message': 'no such path'}}, {}
         with self._changed:
@@ -121,6 +141,9 @@ class RecoveryAPI:
         if error:
             return 400, {'badRequest': {'code': 400, 'message': error}}, {}
         n = document['notification']
+        if n['hostname'] in self.unknown_hosts:
+            message = f"Host with name {n['hostname']} could not be found."
+            return 400, {'badRequest': {'code': 400, 'message': message}}, {}
         key = (n['type'], n['hostname'], json.dumps(n['payload'], sort_keys=True))
         generated = _utc(n['generated_time'])
         with self._changed:

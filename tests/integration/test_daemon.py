@@ -179,3 +179,44 @@ def test_sighup_reloads_log_level_and_intervals(test_libvirtd, recovery_api,
     agent.wait_log('Domain state scan', count=3, timeout=10)
     assert agent.process.poll() is None
     assert agent.stop() == 0
+
+
+def test_a_second_agent_on_the_same_state_exits_at_once_naming_the_lock(
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.processes import AgentProcess
+
+    state = tmp_path / 'state'
+    first = agent_process(config(test_libvirtd.uri,
+                                 f'endpoint = {recovery_api.url}', state))
+    first.wait_log('Connected to libvirt')
+    other = tmp_path / 'second'
+    other.mkdir()
+    second = AgentProcess(config(test_libvirtd.uri,
+                                 f'endpoint = {recovery_api.url}', state), other)
+    try:
+        second.start()
+        assert second.process.wait(10) == 75  # EX_TEMPFAIL: systemd tries later
+    finally:
+        second.stop()
+    assert (f'another instancemonitor (pid {first.process.pid}) holds '
+            f'{state}/instancemonitor.lock') in second.output()
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    recovery_api.wait_stored(1)
+    time.sleep(1)
+    assert [r.json()['notification']['payload']['instance_uuid']
+            for r in recovery_api.requests] == [domain_uuid]  # sent once
+    # The status command reads the state without the lock.
+    shown = subprocess.run(
+        [sys.executable, '-m', 'instancemonitor.cmd.status', '--config-file',
+         str(first.config_path), '--json'], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert domain_uuid in {d['uuid'] for d in json.loads(shown.stdout)['domains']}
+    # Once the first stops, the lock is free again.
+    assert first.stop() == 0
+    third = agent_process(config(test_libvirtd.uri,
+                                 f'endpoint = {recovery_api.url}', state))
+    third.wait_log('Connected to libvirt')

@@ -28,24 +28,32 @@ def test_metrics_count_events_deliveries_and_dead_letters(start_agent, client,
     delivered.destroy()
     recovery_api.wait_stored(1)
     wait_for(lambda: agent.outbox.pending() == 0, 5, 'delivery')
-    recovery_api.answer((400, 'Host with name compute-1 could not be found.'))
+    recovery_api.answer((400, 'Invalid input for field/attribute payload.'))
     rejected = conn.createXML(DOMAIN_XML.format(name='m-bad', uuid=uuid.uuid4()))
     rejected.destroy()
     wait_for(lambda: agent.outbox.dead_letters(), 5, 'a dead letter')
+    recovery_api.unknown_hosts.add('compute-1')
+    conn.createXML(DOMAIN_XML.format(name='m-unknown', uuid=uuid.uuid4())).destroy()
+    wait_for(lambda: scrape(port)[('instancemonitor_recovery_api_host_unknown', ())]
+             == 1, 5, 'the host unknown')
+    recovery_api.unknown_hosts.clear()
+    recovery_api.wait_stored(2)
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'delivery')
     m = scrape(port)
+    assert m[('instancemonitor_recovery_api_host_unknown', ())] == 0
     assert m[('instancemonitor_libvirt_connected', ())] == 1
     assert m[('instancemonitor_libvirt_reconnects_total', ())] == 0
     assert m[('instancemonitor_domain_events_total',
               (('kind', 'LIFECYCLE'), ('source', 'libvirt')))] >= 4  # 2 starts, 2 stops
     sink = ('sink', 'masakari')
-    assert m[('instancemonitor_notifications_sent_total', (sink,))] == 1
+    assert m[('instancemonitor_notifications_sent_total', (sink,))] == 2
     assert m[('instancemonitor_notifications_rejected_total',
               (sink, ('status', '400')))] == 1
     assert m[('instancemonitor_notifications_dead_lettered_total', (sink,))] == 1
     assert m[('instancemonitor_outbox_pending', (sink,))] == 0
-    assert m[('instancemonitor_delivery_latency_seconds_count', (sink,))] == 1
+    assert m[('instancemonitor_delivery_latency_seconds_count', (sink,))] == 2
     assert m[('instancemonitor_delivery_latency_seconds_bucket',
-              (('le', '1.0'), sink))] == 1
+              (('le', '+Inf'), sink))] == 2
     assert m[('instancemonitor_last_delivery_timestamp_seconds', (sink,))] > 0
     assert m[('instancemonitor_heartbeat_domains', (('state', 'healthy'),))] == 0
 

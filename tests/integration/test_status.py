@@ -19,7 +19,7 @@ def status(config_path, *args: str) -> subprocess.CompletedProcess:
 
 def test_status_shows_the_journal_and_outbox_and_takes_operator_commands(
         test_libvirtd, recovery_api, agent_process, tmp_path):
-    recovery_api.answer((400, 'Host with name compute-1 could not be found.'))
+    recovery_api.answer((400, 'Invalid input for field/attribute payload.'))
     agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
                                  tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
@@ -33,7 +33,7 @@ def test_status_shows_the_journal_and_outbox_and_takes_operator_commands(
     # The agent writes its status line every few seconds.
     shown = wait_for(watching, 15, 'the status line')
     assert domain_uuid in shown.stdout and 'Dead letters (1)' in shown.stdout
-    assert 'HTTP 400: Host with name compute-1 could not be found.' in shown.stdout
+    assert 'HTTP 400: Invalid input for field/attribute payload.' in shown.stdout
 
     state = json.loads(status(agent.config_path, '--json').stdout)
     (domain,) = state['domains']
@@ -56,6 +56,29 @@ def test_status_shows_the_journal_and_outbox_and_takes_operator_commands(
 
     unknown = status(agent.config_path, 'requeue', 'no-such-id')
     assert unknown.returncode == 1 and 'no dead letter' in unknown.stderr
+    assert agent.stop() == 0
+
+
+def test_a_host_the_api_does_not_know_is_retried_and_shown_until_it_is_registered(
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    recovery_api.unknown_hosts.add('compute-1')
+    agent = agent_process(config(test_libvirtd.uri, f'endpoint = {recovery_api.url}',
+                                 tmp_path / 'state'))
+    agent.wait_log('Connected to libvirt')
+    domain_uuid = destroy_test_domain(test_libvirtd.uri)
+    agent.wait_log('The recovery API does not know host compute-1 ([DEFAULT] hostname)')
+
+    def shown(text: str):
+        return lambda: text in status(agent.config_path).stdout
+    wait_for(shown('the recovery API does not know host compute-1'), 15,
+             'the status line to say so')
+    assert json.loads(status(agent.config_path, '--json').stdout)['dead_letters'] == []
+    recovery_api.unknown_hosts.clear()  # the operator registers the host
+    (stored,) = recovery_api.wait_stored(1, timeout=15)
+    assert stored['payload']['instance_uuid'] == domain_uuid
+    wait_for(shown('0 notifications pending, 0 dead-lettered ('), 15,
+             'the status line to clear')
+    assert agent.output().count('does not know host compute-1') == 1  # one ERROR
     assert agent.stop() == 0
 
 

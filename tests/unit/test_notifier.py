@@ -57,13 +57,62 @@ def test_a_resend_is_a_duplicate_and_counts_as_delivered(recovery_api, sink_for)
 @pytest.mark.parametrize('status, message', [
     (409, ("Notification received from host compute-1 of type 'VM' is ignored "
           "as the host is already under maintenance.")),
-    (400, 'Host with name compute-1 could not be found.'),
+    (400, "Invalid input for field/attribute payload. Value: {}."),
 ])
 def test_final_answers_are_rejected_with_the_servers_message(
         recovery_api, sink_for, status, message):
     recovery_api.answer((status, message))
     answer = sink_for(endpoint=recovery_api.url).send(notification())
     assert answer == Answer(Outcome.REJECTED, status, message)
+
+
+def test_an_unknown_host_is_retried_and_said_once_with_the_hosts_masakari_knows(
+        recovery_api, make_conf, caplog):
+    recovery_api.segments = {'segment-a': ['compute-2', 'compute-3']}
+    not_found = (400, 'Host with name compute-1 could not be found.')
+    recovery_api.answer(not_found, not_found)
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(
+        make_conf(api={'endpoint': recovery_api.url})), 'compute-1')
+    with caplog.at_level(logging.ERROR):
+        for _ in range(2):
+            assert sink.send(notification()) == Answer(Outcome.RETRY, *not_found)
+    assert sink.host_unknown
+    (error,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert 'does not know host compute-1 ([DEFAULT] hostname)' in error
+    assert 'Hosts in its failover segments: compute-2, compute-3.' in error
+    assert sink.send(notification()).outcome is Outcome.DELIVERED
+    assert not sink.host_unknown
+
+
+@pytest.mark.parametrize('segments, maintenance, unknown, level, said', [
+    ({'segment-a': ['compute-1']}, set(), False, logging.INFO,
+     'Host compute-1 is registered in failover segment segment-a'),
+    ({'segment-a': ['compute-1']}, {'compute-1'}, False, logging.WARNING,
+     'Host compute-1 is on maintenance in failover segment segment-a'),
+    ({'segment-a': ['compute-2']}, set(), True, logging.ERROR,
+     ('Host compute-1 ([DEFAULT] hostname) is in no failover segment of the '
+     'recovery API, which would refuse its notifications (they are kept and '
+     'retried). Hosts in its segments: compute-2')),
+    (None, set(), False, logging.WARNING,
+     ('Cannot check that the recovery API knows host compute-1: GET /segments: '
+     'HTTP 404')),
+])
+def test_the_preflight_says_whether_masakari_knows_this_host(
+        recovery_api, make_conf, caplog, segments, maintenance, unknown, level, said):
+    recovery_api.segments, recovery_api.maintenance = segments, maintenance
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(
+        make_conf(api={'endpoint': recovery_api.url})), 'compute-1')
+    with caplog.at_level(logging.INFO):
+        assert sink.check_registration() is True  # the API answered
+    assert sink.host_unknown is unknown
+    assert any(r.levelno == level and said in r.getMessage() for r in caplog.records), (
+        [r.getMessage() for r in caplog.records])
+
+
+def test_the_preflight_of_an_unreachable_api_is_tried_again(make_conf):
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(
+        make_conf(api={'endpoint': f'http://127.0.0.1:{free_port()}/v1'})), 'compute-1')
+    assert sink.check_registration() is False
 
 
 @pytest.mark.parametrize('status', [500, 502, 503, 404, 429])

@@ -147,11 +147,15 @@ def test_due_notifications_go_in_order_of_detection_after_retries():
 
 
 def test_a_notification_past_max_age_becomes_a_dead_letter(caplog):
-    now = [T0 + datetime.timedelta(hours=2)]
-    box = Outbox(max_age=3600, utcnow=lambda: now[0])
+    elapsed = [0.0]
+    box = Outbox(max_age=3600, utcnow=lambda: T0, monotonic=lambda: elapsed[0])
     n = notification()
     box.add(n)
     assert box.take(threading.Event()) is n
+    elapsed[0] = 3599.0
+    assert box.retry_later(n, 0.0) is True
+    assert box.take(threading.Event()) is n
+    elapsed[0] = 3601.0
     with caplog.at_level(logging.ERROR):
         assert box.retry_later(n, 1.0) is False
     assert box.pending() == 0 and box.dead_lettered == 1
@@ -234,3 +238,76 @@ def test_writes_after_close_change_nothing_and_log_nothing(tmp_path, caplog):
     s.remove(n.notification_id)  # a sender that came back after the stop
     assert not s.degraded and 'Cannot write' not in caplog.text
     assert store.SqliteStateStore(str(tmp_path)).pending('masakari') == [(n, 1.0)]
+
+
+class SteppingClock:
+    """A wall clock an NTP step can move, and a monotonic one it cannot."""
+
+    def __init__(self) -> None:
+        self.wall, self.elapsed = T0, 1000.0
+
+    def utcnow(self) -> datetime.datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def advance(self, seconds: float) -> None:
+        self.wall += datetime.timedelta(seconds=seconds)
+        self.elapsed += seconds
+
+
+def test_a_wall_clock_step_forward_does_not_age_a_pending_notification():
+    clock = SteppingClock()
+    box = Outbox(max_age=3600, utcnow=clock.utcnow, monotonic=clock.monotonic)
+    n = notification()
+    box.add(n)
+    assert box.take(threading.Event()) is n
+    clock.wall += datetime.timedelta(days=1)  # NTP steps a day forward
+    clock.advance(10)
+    assert box.retry_later(n, 1.0) is True
+    assert box.pending() == 1 and box.dead_lettered == 0
+
+
+def test_a_wall_clock_step_back_across_a_restart_delays_nothing(tmp_path):
+    clock = SteppingClock()
+    state = store.SqliteStateStore(str(tmp_path))
+    box = Outbox(state, max_age=3600, utcnow=clock.utcnow,
+                 monotonic=clock.monotonic, max_delay=30)
+    n = notification()
+    box.add(n)
+    assert box.take(threading.Event()) is n
+    assert box.retry_later(n, 20.0)  # the next round in 20 s, on disk
+    state.close()
+    clock.wall -= datetime.timedelta(days=1)  # stepped back while it was down
+    clock.elapsed = 5.0                        # a new process, a new clock
+    again = Outbox(store.SqliteStateStore(str(tmp_path)), max_age=3600,
+                   utcnow=clock.utcnow, monotonic=clock.monotonic, max_delay=30)
+    stop = threading.Event()
+    assert again.take(stop, timeout=0) is None
+    clock.advance(30)  # at most max_delay, not a day
+    taken = again.take(stop, timeout=0)
+    assert taken is not None and taken.notification_id == n.notification_id
+    # Its age after the restart is clamped at 0, not minus a day: it still
+    # dies after max_age of elapsed time, not a day and an hour.
+    clock.advance(3601)
+    assert again.retry_later(taken, 1.0) is False
+
+
+def test_time_the_agent_was_down_counts_toward_max_age(tmp_path):
+    clock = SteppingClock()
+    state = store.SqliteStateStore(str(tmp_path))
+    box = Outbox(state, max_age=3600, utcnow=clock.utcnow, monotonic=clock.monotonic)
+    n = notification()
+    box.add(n)
+    state.close()
+    clock.advance(3000)  # down for 50 minutes
+    again = Outbox(store.SqliteStateStore(str(tmp_path)), max_age=3600,
+                   utcnow=clock.utcnow, monotonic=clock.monotonic)
+    taken = again.take(threading.Event(), timeout=0)
+    clock.advance(300)
+    assert again.retry_later(taken, 1.0) is True   # 55 minutes old
+    clock.advance(1)
+    taken = again.take(threading.Event(), timeout=0)
+    clock.advance(400)
+    assert again.retry_later(taken, 1.0) is False  # 61 minutes old
