@@ -221,6 +221,11 @@ class DomainRecord:
     agent_since: datetime.datetime | None = None
     # The guest agent answered at least once in this run.
     agent_answered: bool = False
+    # The generated_time of the last notification of each recovery pair
+    # ('EVENT/DETAIL' → time), across runs: Masakari drops another of the
+    # same pair within its duplicate window.
+    recovery_times: dict[str, datetime.datetime] = dataclasses.field(
+        default_factory=dict)
     # The last event seen, as 'KIND event/detail', and when.
     last_event: str = ''
     last_seen: datetime.datetime | None = None
@@ -269,8 +274,9 @@ class Outcome:
     """What one observation did: the caller carries it out."""
 
     record: DomainRecord | None            # None: forget the domain
-    notify: list[tuple[tuple[str, str], float]] = dataclasses.field(
-        default_factory=list)              # (pair, hold)
+    # (pair, seconds held, generated_time)
+    notify: list[tuple[tuple[str, str], float, datetime.datetime]] = (
+        dataclasses.field(default_factory=list))
     withdraw_held: bool = False
     # The heartbeat's new (state, failures), when it changed.
     heartbeat: tuple[Agent, int] | None = None
@@ -332,11 +338,27 @@ def _label(pair: tuple[str, str]) -> str:
     return '/'.join(pair)
 
 
-class DomainMachine:
-    """Applies observations to records; says what to notify."""
+# Past the end of Masakari's duplicate window, with room for a database
+# that keeps generated_time to the second.
+_WINDOW_MARGIN = datetime.timedelta(seconds=1)
 
-    def __init__(self, policy: HeartbeatPolicy | None = None) -> None:
+
+class DomainMachine:
+    """Applies observations to records; says what to notify.
+
+    ``duplicate_window``: Masakari's duplicate_notification_detection_interval.
+    Masakari takes a notification for a duplicate, and drops it, when one of
+    the same host and payload has a generated_time at most that much older;
+    the payload of a VM notification can be nothing but its instance and
+    pair. So a second recovery of the same pair for the same instance within
+    the window (it crashed, was recovered, crashed again) is held until the
+    window has passed and is generated then: late, never lost.
+    """
+
+    def __init__(self, policy: HeartbeatPolicy | None = None,
+                 duplicate_window: float = 0.0) -> None:
         self.policy = policy or HeartbeatPolicy()
+        self.duplicate_window = duplicate_window
 
     def apply(self, record: DomainRecord, obs: Observation) -> Outcome:
         """The outcome of ``obs`` on a copy of ``record``."""
@@ -366,7 +388,7 @@ class DomainMachine:
                 if obs.pair is not None and (
                         action is Action.FORWARD or
                         _label(obs.pair) not in record.reported):
-                    self._notify(record, obs.pair, obs.hold, out)
+                    self._notify(record, obs.pair, obs.hold, out, obs.at)
             case Action.SUPPRESS:
                 out.trace.append(f'{given}: the failed incoming migration of a VM '
                                  'that runs on at its source; not a failure')
@@ -394,15 +416,26 @@ class DomainMachine:
             out.trace.append(f'{why}: {_label(pair)} is part of the episode of '
                              f'{record.episode}; not notified again')
             return
-        record.episode, record.failed_at = _label(pair), at
-        self._notify(record, pair, 0.0, out)
+        label = _label(pair)
+        record.episode, record.failed_at = label, at
+        generated = at
+        window = datetime.timedelta(seconds=self.duplicate_window)
+        last = record.recovery_times.get(label)
+        if window and last is not None and generated - last <= window:
+            generated = last + window + _WINDOW_MARGIN
+            out.trace.append(
+                f'{why}: {label} within Masakari\'s duplicate window of the one '
+                f'generated at {last.isoformat()}: held until '
+                f'{generated.isoformat()}, or Masakari would drop it')
+        record.recovery_times = {**record.recovery_times, label: generated}
+        self._notify(record, pair, (generated - at).total_seconds(), out, generated)
 
     def _notify(self, record: DomainRecord, pair: tuple[str, str], hold: float,
-                out: Outcome) -> None:
-        out.notify.append((pair, hold))
+                out: Outcome, generated: datetime.datetime) -> None:
+        out.notify.append((pair, hold, generated))
         record.reported = record.reported | {_label(pair)}
         record.notified += 1
-        held = f' (held {hold} s)' if hold else ''
+        held = f' (held {hold:g} s)' if hold else ''
         out.trace.append(f'notify {_label(pair)}{held}')
 
     def _set_agent(self, record: DomainRecord, agent: Agent, out: Outcome,

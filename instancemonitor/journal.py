@@ -103,11 +103,11 @@ class Journal:
         if event.kind != EventKind.PING:
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
-        for (name, detail), hold in outcome.notify:
+        for (name, detail), hold, generated in outcome.notify:
             notification = Notification(
                 hostname=self._hostname, instance_uuid=event.domain_uuid,
                 event=name, vir_domain_event=detail,
-                generated_time=event.detected_at, instance_name=record.name,
+                generated_time=generated, instance_name=record.name,
                 source=event.source)
             LOG.info('Domain %s (%s): %s/%s %s at %s; notification %s queued',
                      record.name, record.uuid, name, detail,

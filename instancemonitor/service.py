@@ -100,10 +100,12 @@ def heartbeat_policy(opts: cfg.ConfigOpts.GroupAttr) -> HeartbeatPolicy:
 
 def max_delay(conf: cfg.ConfigOpts) -> float:
     """The longest a notification is scheduled ahead: a hold for the reboot
-    window, or the wait before the next retry round."""
+    window or for Masakari's duplicate window, or the wait before the next
+    retry round."""
     callback = conf.callback
-    return max(conf.events.reboot_window, callback.retry_interval_max
-               if callback.retry_backoff else callback.retry_interval)
+    return max(conf.events.reboot_window, conf.api.duplicate_detection_interval + 1,
+               callback.retry_interval_max if callback.retry_backoff
+               else callback.retry_interval)
 
 
 class AgentService:
@@ -123,7 +125,8 @@ class AgentService:
         self.store = store.open_state(conf.state_path)
         self.journal = Journal(
             self.store or MemoryJournalStore(), self.hostname,
-            DomainMachine(heartbeat_policy(conf.introspectiveinstancemonitor)))
+            DomainMachine(heartbeat_policy(conf.introspectiveinstancemonitor),
+                          duplicate_window=conf.api.duplicate_detection_interval))
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
                              max_age=conf.callback.max_pending_age,
                              max_delay=max_delay(conf))

@@ -28,7 +28,7 @@ FILENAME = 'instancemonitor.sqlite'
 # The event subscribers' outboxes: a database of their own, so the recovery
 # API's writes never queue behind theirs (each change is an fsync).
 SUBSCRIBERS_FILENAME = 'subscribers.sqlite'
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -59,7 +59,7 @@ _OUTBOX_COLUMNS_V2 = (
 )
 
 
-# Columns of the domains table added in version 3 (the state machine's run
+# Columns of the domains table added in versions 3 and 4 (the state machine's run
 # and the heartbeat's state); ``state`` holds the phase since then.
 _DOMAINS_COLUMNS_V3 = (
     ('run', 'INTEGER NOT NULL DEFAULT -1'),
@@ -67,10 +67,12 @@ _DOMAINS_COLUMNS_V3 = (
     ('agent_failures', 'INTEGER NOT NULL DEFAULT 0'),
     ('agent_since', 'TEXT'),
     ('agent_answered', 'INTEGER NOT NULL DEFAULT 0'),
+    # Version 4: when each recovery pair was last notified ('PAIR=TIME,...').
+    ('recovery_times', "TEXT NOT NULL DEFAULT ''"),
 )
 _DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at, '
                    'notified, reported, heartbeat, run, agent, agent_failures, '
-                   'agent_since, agent_answered')
+                   'agent_since, agent_answered, recovery_times')
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -96,6 +98,12 @@ def _stamp(value: datetime.datetime | None) -> str | None:
 
 def _time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value) if value else None
+
+
+def _times(value: str) -> dict[str, datetime.datetime]:
+    """'PAIR=TIME,...' as a dict."""
+    pairs = (item.split('=', 1) for item in value.split(',') if item)
+    return {pair: datetime.datetime.fromisoformat(at) for pair, at in pairs}
 
 
 def _in_memory(state_path: str, error: Exception) -> None:
@@ -264,7 +272,7 @@ class SqliteStateStore:
     def _record(row: tuple) -> DomainRecord:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
             reported, _heartbeat, run, agent, agent_failures, agent_since, \
-            agent_answered = row
+            agent_answered, recovery_times = row
         return DomainRecord(uuid=uuid, name=name, phase=_phase(state, failure),
                             run=run, episode=failure, failed_at=_time(failed_at),
                             reported=frozenset(filter(None, reported.split(','))),
@@ -272,7 +280,8 @@ class SqliteStateStore:
                             agent_since=_time(agent_since),
                             agent_answered=bool(agent_answered),
                             last_event=last_event, last_seen=_time(last_seen),
-                            notified=notified)
+                            notified=notified,
+                            recovery_times=_times(recovery_times))
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
@@ -280,11 +289,13 @@ class SqliteStateStore:
         r = record
         self._write(
             f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) '
-            'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (r.uuid, r.name, r.phase.value, r.last_event, _stamp(r.last_seen),
              r.episode, _stamp(r.failed_at), r.notified,
              ','.join(sorted(r.reported)), r.heartbeat, r.run, r.agent.value,
-             r.agent_failures, _stamp(r.agent_since), int(r.agent_answered)))
+             r.agent_failures, _stamp(r.agent_since), int(r.agent_answered),
+             ','.join(f'{pair}={at.isoformat()}'
+                      for pair, at in sorted(r.recovery_times.items()))))
 
     def forget(self, uuid: str) -> None:
         with self._lock:

@@ -68,6 +68,29 @@ Related options:
 
 * ``auth_type``, ``region``, ``api_interface``
 """),
+    cfg.FloatOpt(
+        'duplicate_detection_interval',
+        default=180.0,
+        min=0.0,
+        help="""
+Masakari's ``[DEFAULT] duplicate_notification_detection_interval``: set both
+to the same value.
+
+Masakari takes a notification for a duplicate, answers 409 and does nothing,
+when it stored one from the same host with the same payload whose
+``generated_time`` is at most this many seconds older; a VM notification's
+payload can only be its instance and event. That collapses every resend of
+one notification, as it should, but also a second failure of the same
+instance soon after the first (it crashed, Masakari restarted it, it crashed
+again). So a second notification of the same instance and event within this
+interval is held, and generated, until the interval since the first has
+passed: the second recovery comes late but does not get lost.
+
+Possible values:
+
+* 0: send at once, whatever Masakari will do with it.
+* Seconds (default: 180, Masakari's default).
+"""),
 ]
 
 

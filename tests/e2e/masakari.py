@@ -45,6 +45,10 @@ def masakari_venv() -> pathlib.Path:
 
 
 class MasakariAPI:
+    # Masakari's duplicate_notification_detection_interval, shorter than its
+    # 180 s default so that a test can wait it out.
+    DUPLICATE_INTERVAL = 30
+
     def __init__(self, directory: pathlib.Path) -> None:
         self.venv = masakari_venv()
         self.dir = directory
@@ -91,6 +95,7 @@ class MasakariAPI:
 auth_strategy = noauth2
 transport_url = fake://
 notification_delay_max = 0
+duplicate_notification_detection_interval = {self.DUPLICATE_INTERVAL}
 masakari_api_listen = 127.0.0.1
 masakari_api_listen_port = {self.port}
 masakari_api_workers = 1

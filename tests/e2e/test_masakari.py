@@ -36,6 +36,37 @@ def test_sigkill_is_stored_by_masakari(hypervisor, start_guest, start_agent, mas
     agent.wait_log('delivered to masakari (HTTP 202)')
 
 
+def test_a_second_crash_soon_after_a_recovery_is_stored_too(
+        hypervisor, start_guest, start_agent, masakari):
+    """Crash, started again (as Masakari's recovery does), crash again 5 s
+    later: inside Masakari's duplicate window, with the same payload (a VM
+    payload can hold nothing else), yet a second failure."""
+    window = masakari.DUPLICATE_INTERVAL
+    agent = start_agent(masakari.url,
+                        extra=f'[api]\nduplicate_detection_interval = {window}\n')
+    dom = start_guest('e2e-twice', persistent=True)
+    uuid = dom.UUIDString()
+    os.kill(hypervisor.qemu_pid('e2e-twice'), signal.SIGKILL)
+    wait_for(lambda: stored_for(masakari, uuid), 15, 'the first crash stored')
+    dom.create()
+    agent.wait_log('start: failed => running')
+    time.sleep(5)
+    os.kill(hypervisor.qemu_pid('e2e-twice'), signal.SIGKILL)
+    agent.wait_log("within Masakari's duplicate window")
+    first, second = sorted(wait_for(
+        lambda: (lambda s: s if len(s) == 2 else None)(stored_for(masakari, uuid)),
+        window + 15, 'the second crash stored'), key=lambda n: n['generated_time'])
+    for stored in (first, second):
+        assert stored['payload'] == {'event': 'LIFECYCLE', 'instance_uuid': uuid,
+                                     'vir_domain_event': 'STOPPED_FAILED'}
+    gap = (datetime.datetime.fromisoformat(second['generated_time']) -
+           datetime.datetime.fromisoformat(first['generated_time']))
+    assert gap > datetime.timedelta(seconds=window)
+    time.sleep(2)
+    assert len(stored_for(masakari, uuid)) == 2
+    assert 'HTTP 409' not in agent.output()
+
+
 def test_a_crash_while_the_host_is_out_of_its_segment_is_stored_once(
         hypervisor, start_guest, start_agent, masakari):
     masakari.register_host('compute-9')

@@ -32,6 +32,7 @@ class Story:
     report_never_answered: bool = False
     heartbeat_event: str = 'QEMU_GUEST_AGENT_ERROR'
     reboot_window: float = 1.0
+    duplicate_window: float = 180.0
 
 
 CRASH = 'LIFECYCLE/STOPPED_FAILED'

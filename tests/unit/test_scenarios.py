@@ -21,9 +21,11 @@ from instancemonitor.pipeline import NotificationPipeline
 from instancemonitor.sources.reconcile import lifecycle_of
 from instancemonitor.store import SqliteStateStore
 from tests.unit.scenarios import STORIES
+from tests.unit.scenarios import UP
 from tests.unit.scenarios import Story
 
 T0 = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC)
+UP_AND_CRASH = UP + '5 STOPPED_FAILED\n'
 UUID = '0b2e7f3c-4a5d-4e6f-8a9b-0c1d2e3f4a5b'
 _AGENT = {'AGENT_CONNECTED':
           libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED,
@@ -49,7 +51,8 @@ class Replay:
             threshold=story.threshold, grace=story.grace,
             report_never_answered=story.report_never_answered,
             pair=(story.heartbeat_event, 'STOPPED_FAILED'))
-        self.journal = Journal(self.store, 'compute-1', DomainMachine(policy))
+        self.journal = Journal(self.store, 'compute-1', DomainMachine(
+            policy, duplicate_window=story.duplicate_window))
         self.outbox = Outbox(self.store, monotonic=lambda: self.now,
                              utcnow=self._utcnow)
         self.pipeline = NotificationPipeline(
@@ -138,3 +141,49 @@ def test_there_are_enough_stories_and_each_has_its_own_name():
 @pytest.mark.parametrize('story', STORIES, ids=[s.name for s in STORIES])
 def test_story(story, tmp_path):
     assert replay(story, tmp_path) == story.expect
+
+
+def _pending(story: Story, directory: pathlib.Path) -> list[tuple[str, float, float]]:
+    """(EVENT/DETAIL, seconds after T0 it is generated, seconds after T0 it
+    is due) of each notification left to send."""
+    run = Replay(story, directory)
+    for line in filter(None, (line.strip() for line in story.steps.splitlines())):
+        run.step(line)
+    try:
+        return [(f'{n.event}/{n.vir_domain_event}',
+                 (n.generated_time - T0).total_seconds(),
+                 due - T0.timestamp())
+                for n, due in run.store.pending('masakari')]
+    finally:
+        run.store.close()
+
+
+def test_a_second_crash_within_masakaris_duplicate_window_is_held_past_it(tmp_path):
+    story = Story('two crashes 35 s apart', UP_AND_CRASH + '20 STARTED_BOOTED\n'
+                  '21 RESTART\n40 STOPPED_FAILED', ())
+    (first, second) = _pending(story, tmp_path)
+    assert first == ('LIFECYCLE/STOPPED_FAILED', 5.0, 5.0)
+    # 180 s after the first (and one more, for a database that keeps whole
+    # seconds), across an agent restart: generated and due then, not at 40.
+    assert second == ('LIFECYCLE/STOPPED_FAILED', 186.0, 186.0)
+
+
+def test_crashes_further_apart_than_the_window_are_sent_at_once(tmp_path):
+    story = Story('two crashes 200 s apart',
+                  UP_AND_CRASH + '20 STARTED_BOOTED\n205 STOPPED_FAILED', ())
+    assert [p[1:] for p in _pending(story, tmp_path)] == [(5.0, 5.0), (205.0, 205.0)]
+
+
+def test_with_no_window_the_second_crash_goes_at_once(tmp_path):
+    story = Story('two crashes, window off',
+                  UP_AND_CRASH + '20 STARTED_BOOTED\n40 STOPPED_FAILED', (),
+                  duplicate_window=0.0)
+    assert [p[1:] for p in _pending(story, tmp_path)] == [(5.0, 5.0), (40.0, 40.0)]
+
+
+def test_a_held_second_crash_is_withdrawn_if_the_vm_is_started_again(tmp_path):
+    # Someone else started it: a recovery now would stop a running VM.
+    story = Story('held crash, then started',
+                  UP_AND_CRASH + '20 STARTED_BOOTED\n40 STOPPED_FAILED\n'
+                  '60 STARTED_BOOTED', ())
+    assert [p[1:] for p in _pending(story, tmp_path)] == [(5.0, 5.0)]
