@@ -41,6 +41,8 @@ class LiveState:
     heartbeat: Callable[[], dict[str, int]]
     # The recovery API said it does not know this host.
     host_unknown: Callable[[], bool] = lambda: False
+    # The durable state is not all on disk.
+    state_degraded: Callable[[], bool] = lambda: False
 
 
 class _LiveCollector(Collector):
@@ -77,6 +79,10 @@ class _LiveCollector(Collector):
             'instancemonitor_recovery_api_host_unknown',
             '1 while the recovery API says it does not know this host (its '
             'notifications are kept and retried)', value=int(s.host_unknown()))
+        yield GaugeMetricFamily(
+            'instancemonitor_state_degraded',
+            '1 while the state database cannot be written (changes wait in '
+            'memory) or the state is in memory only', value=int(s.state_degraded()))
 
 
 class AgentMetrics:

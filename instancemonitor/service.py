@@ -165,7 +165,8 @@ class AgentService:
                                    for name, box in self.outboxes.items()},
             heartbeat=lambda: (self.journal.heartbeat_counts()
                                if self.heartbeat else {}),
-            host_unknown=lambda: getattr(self.sink, 'host_unknown', False)))
+            host_unknown=lambda: getattr(self.sink, 'host_unknown', False),
+            state_degraded=self.state_degraded))
         pipeline.listeners.append(self.metrics.observe_event)
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
         self._metrics_address = (conf.metrics.host, conf.metrics.port)
@@ -252,14 +253,26 @@ class AgentService:
         unknown = ('; the recovery API does not know host '
                    f'{self.hostname}' if getattr(self.sink, 'host_unknown', False)
                    else '')
+        degraded = ('; state database not writable, changes kept in memory'
+                    if self.state_degraded() else '')
         return (f'watching {self.connection.uri}; {self.pending()} '
-                f'notifications pending, {dead} dead-lettered{unknown}')
+                f'notifications pending, {dead} dead-lettered{unknown}{degraded}')
+
+    def state_degraded(self) -> bool:
+        """The durable state is not (all) on disk: a database that cannot be
+        written now, or none at all."""
+        return self.store is None or any(
+            state.degraded for state in (self.store, self.subscriber_store)
+            if state is not None)
 
     def tick(self) -> None:
         """Periodic duties of the main thread: the status row for
         ``instancemonitor-status`` and the operator commands it queued."""
         if self.store is None:
             return
+        for state in (self.store, self.subscriber_store):
+            if state is not None:
+                state.retry()
         status = self.status()
         if status != self._recorded_status:
             self.store.set_agent_status({

@@ -144,11 +144,19 @@ class SqliteStateStore:
     """Implements both ``JournalStore`` and ``OutboxStore``.
 
     Domain records are mirrored in memory and written through. If a write
-    fails (disk full, file made read-only) the store says so once at ERROR
-    and goes on in memory: detection and delivery never stop for the disk.
+    fails (the disk full, the database locked past the busy timeout, an I/O
+    error) the store says so once at ERROR and keeps that change and every
+    later one in memory, in order: detection and delivery never stop for
+    the disk. :meth:`retry` (the agent calls it every few seconds) writes
+    them back in one transaction once the database takes writes again.
     """
 
-    def __init__(self, state_path: str, filename: str = FILENAME) -> None:
+    # Changes kept in memory at most while the database cannot be written;
+    # past this the state is in memory only until the agent restarts.
+    BACKLOG_MAX = 100_000
+
+    def __init__(self, state_path: str, filename: str = FILENAME,
+                 busy_timeout: float = 5.0) -> None:
         directory = pathlib.Path(state_path)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / filename
@@ -156,10 +164,17 @@ class SqliteStateStore:
         os.chmod(self.path, 0o600)
         # One connection, shared by the dispatch and sender threads.
         self._db = sqlite3.connect(self.path, check_same_thread=False,
-                                   isolation_level=None)
+                                   isolation_level=None, timeout=busy_timeout)
         # Re-entrant: a batch holds it around the writes it groups.
         self._lock = threading.RLock()
+        # Writes fail: changes wait in _backlog (or, once it overflowed,
+        # are in memory only: ``lost``).
         self.degraded = False
+        self.degraded_since: datetime.datetime | None = None
+        self.lost = False
+        self._backlog: list[tuple[str, tuple]] = []
+        # The statements of the open batch, if any: kept until it commits.
+        self._batch: list[tuple[str, tuple]] | None = None
         self._closed = False
         self._dead_in_memory: list[DeadLetter] = []
         try:
@@ -179,42 +194,99 @@ class SqliteStateStore:
             raise
         self._records = {row[0]: self._record(row) for row in rows}
 
-    def _degrade(self, error: sqlite3.Error) -> None:
-        self.degraded = True
-        LOG.error('Cannot write the state database %s (%s): from now on the '
-                  'journal and the outbox are kept in memory only', self.path,
-                  error)
+    def _degrade(self, error: sqlite3.Error,
+                 statements: list[tuple[str, tuple]]) -> None:
+        """Writes fail: keep ``statements`` (not on disk) for :meth:`retry`."""
+        if not self.degraded:
+            self.degraded, self.degraded_since = True, datetime.datetime.now(
+                datetime.UTC)
+            LOG.error('Cannot write the state database %s (%s): changes are '
+                      'kept in memory and written back once it can be written '
+                      'again; a restart before then loses them', self.path, error)
+        self._defer(statements)
+
+    def _defer(self, statements: list[tuple[str, tuple]]) -> None:
+        if self.lost:
+            return
+        self._backlog.extend(statements)
+        if len(self._backlog) > self.BACKLOG_MAX:
+            self.lost = True
+            self._backlog.clear()
+            LOG.error('The state database %s has not taken writes for %d changes: '
+                      'from now on the journal and the outbox are kept in memory '
+                      'only, until the agent restarts', self.path, self.BACKLOG_MAX)
 
     def _write(self, sql: str, params: tuple) -> bool:
+        """Apply one change; False if it is only in memory for now."""
         with self._lock:
-            if self.degraded or self._closed:
+            if self._closed:
+                return False
+            if self.degraded:
+                self._defer([(sql, params)])
                 return False
             try:
                 self._db.execute(sql, params)
-                return True
             except sqlite3.Error as error:
-                self._degrade(error)
+                failed = [(sql, params)]
+                if self._batch is not None:  # the batch's earlier ones too
+                    self._rollback()
+                    failed, self._batch = self._batch + failed, None
+                self._degrade(error, failed)
                 return False
+            if self._batch is not None:
+                self._batch.append((sql, params))
+            return True
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute('ROLLBACK')
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """The writes inside are one transaction: one fsync for them all."""
         with self._lock:
             began = False
-            if not (self.degraded or self._closed):
+            if not (self.degraded or self._closed or self._batch is not None):
                 try:
                     self._db.execute('BEGIN')
-                    began = True
+                    began, self._batch = True, []
                 except sqlite3.Error as error:
-                    self._degrade(error)
+                    self._degrade(error, [])
             try:
                 yield
             finally:
-                if began:
+                if began and self._batch is not None:
+                    statements, self._batch = self._batch, None
                     try:
                         self._db.execute('COMMIT')
                     except sqlite3.Error as error:
-                        self._degrade(error)
+                        self._rollback()
+                        self._degrade(error, statements)
+
+    def retry(self) -> bool:
+        """Write back what waits in memory, in one transaction; True once
+        the database is up to date again."""
+        with self._lock:
+            if not self.degraded:
+                return True
+            if self.lost or self._closed:
+                return False
+            try:
+                self._db.execute('BEGIN')
+                for sql, params in self._backlog:
+                    self._db.execute(sql, params)
+                self._db.execute('COMMIT')
+            except sqlite3.Error as error:
+                self._rollback()
+                LOG.debug('The state database %s still cannot be written: %s',
+                          self.path, error)
+                return False
+            count, self._backlog = len(self._backlog), []
+            self.degraded, self.degraded_since = False, None
+            self._dead_in_memory = []  # their changes were in the backlog
+        LOG.info('The state database %s takes writes again: %d changes kept '
+                 'in memory written back', self.path, count)
+        return True
 
     def close(self) -> None:
         """Close the database. A sender thread still stuck in a request

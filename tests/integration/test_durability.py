@@ -170,3 +170,57 @@ def test_a_full_disk_degrades_to_memory_and_loses_nothing(test_libvirtd, domains
     assert 'Cannot keep state in' not in log  # it opened; the disk filled later
     assert sorted(p[0] for p in recovery_api.payloads()) == sorted(uuids)
     assert agent.process.poll() is None
+
+
+def test_a_disk_that_fills_and_is_freed_again_gets_everything_written_back(
+        test_libvirtd, domains, recovery_api, agent_process, tmp_path):
+    import subprocess
+
+    start, destroy = domains
+    if os.geteuid() != 0:
+        pytest.skip('mounting a small filesystem needs root')
+    state = tmp_path / 'state'
+    state.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', str(state)],
+                   check=True)
+    try:
+        agent_config = config(test_libvirtd.uri, recovery_api.url, state)
+        agent = agent_process(agent_config)
+        agent.wait_log('Connected to libvirt')
+        delivered_before = destroy(start(10))
+        recovery_api.wait_stored(10, timeout=30)
+        # Fill what is left of the filesystem.
+        filler = state / 'filler'
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b'\0' * 4096):
+                pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
+        delivered_while_full = destroy(start(10))
+        recovery_api.wait_stored(20, timeout=30)
+        agent.wait_log('Cannot write the state database')
+        # The API refuses: these wait in the outbox, which is in memory only.
+        recovery_api.answer(*[(503, 'busy')] * 10_000)
+        pending_while_full = destroy(start(10))
+        agent.wait_log('not delivered', count=10)
+        filler.unlink()
+        log = agent.wait_log('takes writes again', timeout=20)
+        assert log.count('Cannot write the state database') == 1
+        agent.kill()  # whatever was only in memory is lost now, if anything
+        recovery_api.script.clear()
+        again = agent_process(agent_config)
+        recovery_api.wait_stored(30, timeout=30)
+        time.sleep(1.0)
+        sent = requests_by_instance(recovery_api)
+        stored = sorted(p[0] for p in recovery_api.payloads())
+        assert stored == sorted(delivered_before + delivered_while_full +
+                                pending_while_full)  # each once: nothing lost
+        # Deliveries made while the disk was full were written back: the
+        # restarted agent sends none of them again.
+        assert all(len(sent[u]) == 1 for u in delivered_before + delivered_while_full)
+        again.wait_log('notifications for masakari recovered from the outbox')
+    finally:
+        subprocess.run(['umount', '-l', str(state)], check=False)

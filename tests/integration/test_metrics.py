@@ -41,6 +41,7 @@ def test_metrics_count_events_deliveries_and_dead_letters(start_agent, client,
     wait_for(lambda: agent.outbox.pending() == 0, 5, 'delivery')
     m = scrape(port)
     assert m[('instancemonitor_recovery_api_host_unknown', ())] == 0
+    assert m[('instancemonitor_state_degraded', ())] == 0
     assert m[('instancemonitor_libvirt_connected', ())] == 1
     assert m[('instancemonitor_libvirt_reconnects_total', ())] == 0
     assert m[('instancemonitor_domain_events_total',

@@ -208,6 +208,51 @@ def test_a_failing_write_degrades_to_memory_and_says_so_once(tmp_path, caplog):
     s.close()
 
 
+def test_a_database_locked_past_the_busy_timeout_is_written_back_later(
+        tmp_path, caplog):
+    s = store.SqliteStateStore(str(tmp_path), busy_timeout=0.2)
+    box = Outbox(s)
+    first, second, third = notification('u1'), notification('u2'), notification('u3')
+    box.add(first)
+    # Another connection (an operator's sqlite3 shell, a backup) holds the
+    # write lock for longer than the busy timeout.
+    other = sqlite3.connect(tmp_path / store.FILENAME, isolation_level=None)
+    other.execute('BEGIN IMMEDIATE')
+    with caplog.at_level(logging.INFO):
+        with s.batch():  # as the fan-out writes: a batch fails whole
+            box.add(second)
+            s.put(DomainRecord('u2', 'vm', run=3))
+        box.add(third)
+        assert box.take(threading.Event()) is first
+        box.delivered(first)
+        assert s.degraded and not s.retry()  # still locked
+        other.execute('ROLLBACK')
+        assert s.retry() and not s.degraded
+    assert caplog.text.count('Cannot write the state database') == 1
+    assert 'takes writes again: 4 changes kept in memory written back' in caplog.text
+    s.close()
+    again = store.SqliteStateStore(str(tmp_path))
+    assert [n.notification_id for n, _ in again.pending('masakari')] == [
+        second.notification_id, third.notification_id]
+    assert again.get('u2') == DomainRecord('u2', 'vm', run=3)
+    other.close()
+
+
+def test_a_backlog_past_its_bound_is_memory_only_until_restart(tmp_path, caplog,
+                                                                monkeypatch):
+    monkeypatch.setattr(store.SqliteStateStore, 'BACKLOG_MAX', 2)
+    s = store.SqliteStateStore(str(tmp_path))
+    s._db.execute('PRAGMA query_only = ON')
+    with caplog.at_level(logging.ERROR):
+        for i in range(3):
+            s.put(DomainRecord(f'u{i}', 'vm'))
+    s._db.execute('PRAGMA query_only = OFF')
+    assert s.lost and not s.retry()
+    assert 'kept in memory only, until the agent restarts' in caplog.text
+    assert s.get('u2') == DomainRecord('u2', 'vm')  # detection goes on
+    s.close()
+
+
 def test_the_database_path_may_not_be_a_directory(tmp_path):
     (tmp_path / store.FILENAME).mkdir()
     with pytest.raises(OSError):
