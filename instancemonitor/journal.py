@@ -8,6 +8,7 @@ answered in this run.
 """
 
 import dataclasses
+import datetime
 import logging
 import threading
 from collections.abc import Callable
@@ -127,6 +128,22 @@ class Journal:
 
     def records(self) -> list[DomainRecord]:
         return self._store.records()
+
+    def prune_gone(self, present: set[str], seq: int, now: datetime.datetime,
+                   after: float) -> int:
+        """Drop the records of domains a complete scan (taken at ``seq``) did
+        not list, of which nothing was seen for ``after`` seconds; return
+        how many. An event applied since the scan began keeps its record."""
+        gone = [r for r in self._store.records()
+                if r.uuid not in present and r.last_seq < seq and
+                (r.last_seen is None or
+                 (now - r.last_seen).total_seconds() > after)]
+        for record in gone:
+            self._store.forget(record.uuid)
+            LOG.info('Domain %s (%s) is gone (last seen %s): its journal record '
+                     'is dropped', record.name, record.uuid,
+                     record.last_seen.isoformat() if record.last_seen else 'never')
+        return len(gone)
 
     def heartbeat_counts(self) -> dict[str, int]:
         """Domains by the heartbeat's state, among those it watches."""

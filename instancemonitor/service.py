@@ -58,6 +58,9 @@ from instancemonitor.virt.connection import LibvirtConnection
 
 LOG = logging.getLogger(__name__)
 
+# Seconds between deletions of old dead letters.
+DEAD_LETTER_PRUNE_INTERVAL = 600.0
+
 # A sink of event subscribers (closed when the agent stops).
 EventSink = WebhookSink | MessageBusSink
 
@@ -197,7 +200,15 @@ class AgentService:
         self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
         self.reconciler = Reconciler(self.bus.publish,
                                      lambda: self.connection.connection,
-                                     conf.libvirt.reconcile_interval)
+                                     conf.libvirt.reconcile_interval,
+                                     scanned=self._prune_gone)
+        self._forget_gone_after = conf.libvirt.forget_gone_after
+        self._dead_letter_bounds = (conf.callback.dead_letter_max_age,
+                                    conf.callback.dead_letter_max_count)
+        # What was pruned since the start, for instancemonitor-status.
+        self._pruned = {'domains': 0, 'dead_letters': 0}
+        self._pruned_lock = threading.Lock()
+        self._next_dead_letter_prune = 0.0
         # After the event callbacks: a failure between the two is seen twice
         # at worst, and the journal keeps one.
         self.connection.on_connect(self.reconciler.register)
@@ -208,7 +219,7 @@ class AgentService:
             args=(self._stop, lambda: self.liveness.mark('event-dispatch'),
                   PROGRESS_TICK))
         self._loop_timer: int | None = None
-        self._recorded_status = ''
+        self._recorded_status = self._recorded_pruned = ''
 
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:
@@ -265,14 +276,55 @@ class AgentService:
             state.degraded for state in (self.store, self.subscriber_store)
             if state is not None)
 
+    def _prune_gone(self, present: set[str], seq: int) -> None:
+        """After a complete scan: drop the records of domains long gone."""
+        if not self._forget_gone_after:
+            return
+        count = self.journal.prune_gone(present, seq, clock.utcnow(),
+                                        self._forget_gone_after)
+        with self._pruned_lock:
+            self._pruned['domains'] += count
+
+    def _prune_dead_letters(self) -> None:
+        max_age, max_count = self._dead_letter_bounds
+        if not (max_age or max_count) or (
+                clock.monotonic() < self._next_dead_letter_prune):
+            return
+        self._next_dead_letter_prune = clock.monotonic() + DEAD_LETTER_PRUNE_INTERVAL
+        count = 0
+        for name in self.outboxes:
+            state = self.store if name == RECOVERY_SINK else self.subscriber_store
+            if state is not None:
+                count += state.prune_dead_letters(name, max_age, max_count,
+                                                  clock.utcnow())
+        if count:
+            LOG.info('%d dead letters deleted: detected over %.0f s ago, or past '
+                     '%d per sink', count, max_age, max_count)
+            with self._pruned_lock:
+                self._pruned['dead_letters'] += count
+
+    def pruned(self) -> str:
+        """What was pruned since the start, for people ('' if nothing)."""
+        with self._pruned_lock:
+            domains, dead = self._pruned['domains'], self._pruned['dead_letters']
+        if not (domains or dead):
+            return ''
+        return (f'{domains} journal records of domains gone for over '
+                f'{self._forget_gone_after:g} s, {dead} old dead letters')
+
     def tick(self) -> None:
-        """Periodic duties of the main thread: the status row for
-        ``instancemonitor-status`` and the operator commands it queued."""
+        """Periodic duties of the main thread: writing back state kept in
+        memory, pruning, the status row for ``instancemonitor-status`` and
+        the operator commands it queued."""
         if self.store is None:
             return
         for state in (self.store, self.subscriber_store):
             if state is not None:
                 state.retry()
+        self._prune_dead_letters()
+        if (pruned := self.pruned()) and pruned != self._recorded_pruned:
+            self.store.set_agent_status({'pruned': pruned})
+            self._recorded_pruned = pruned
         status = self.status()
         if status != self._recorded_status:
             self.store.set_agent_status({
@@ -289,6 +341,8 @@ class AgentService:
     def start(self) -> None:
         LOG.info('instancemonitor starting: host %s, libvirt %s',
                  self.hostname, self.connection.uri)
+        if self.store is not None:
+            self.store.set_agent_status({'pruned': ''})  # counts from this start
         if self._metrics_address[1]:
             self.metrics.serve(*self._metrics_address)
         eventloop.start()

@@ -426,6 +426,26 @@ class SqliteStateStore:
                 for nid, host, uuid, event, detail, generated, due_at, dead_reason,
                 name, source, io_reason in rows]
 
+    def prune_dead_letters(self, sink: str, max_age: float, max_count: int,
+                           now: datetime.datetime) -> int:
+        """Delete ``sink``'s dead letters detected more than ``max_age``
+        seconds before ``now``, and the oldest past ``max_count`` (0: no
+        bound); return how many."""
+        with self._lock:
+            if self.degraded or self._closed:
+                return 0
+            rows = self._db.execute(
+                'SELECT notification_id, generated_time FROM outbox WHERE sink = ? '
+                'AND dead_reason IS NOT NULL ORDER BY seq DESC', (sink,)).fetchall()
+        oldest = now - datetime.timedelta(seconds=max_age)
+        doomed = [nid for index, (nid, generated) in enumerate(rows)
+                  if (max_count and index >= max_count) or
+                  (max_age and _time(generated) < oldest)]
+        with self.batch():
+            for nid in doomed:
+                self.remove(nid)
+        return len(doomed)
+
     def pending(self, sink: str) -> list[tuple[Notification, float]]:
         return [(n, due_at) for n, due_at, _ in
                 self._notifications('dead_reason IS NULL', sink)]

@@ -98,8 +98,11 @@ def _table(title: str, rows: list[dict], columns: Iterable[str]) -> str:
 
 def render(state: dict) -> str:
     agent = state['agent']
-    head = (f"Agent: {agent.get('status', 'never ran with this state')}"
-            + (f" (pid {agent['pid']}, since {agent['since']})" if agent else ''))
+    head = f"Agent: {agent.get('status', 'never ran with this state')}"
+    if 'pid' in agent:
+        head += f" (pid {agent['pid']}, since {agent['since']})"
+    if agent.get('pruned'):
+        head += f"\nPruned since then: {agent['pruned']}"
     return '\n\n'.join([
         head,
         _table('Domains', state['domains'],

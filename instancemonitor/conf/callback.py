@@ -96,6 +96,39 @@ Related options:
 
 * ``retry_max``, ``retry_interval``
 """),
+    cfg.FloatOpt(
+        'dead_letter_max_age',
+        default=2592000.0,
+        min=0.0,
+        help="""
+Seconds after detection when a dead letter is deleted from the state
+database (for every sink); ``instancemonitor-status`` says how many were.
+
+Possible values:
+
+* 0: keep dead letters until an operator re-queues them.
+* Seconds (default: 30 days).
+
+Related options:
+
+* ``dead_letter_max_count``
+"""),
+    cfg.IntOpt(
+        'dead_letter_max_count',
+        default=10000,
+        min=0,
+        help="""
+Dead letters kept at most, per sink; the oldest go first.
+
+Possible values:
+
+* 0: no limit.
+* A number (default: 10,000).
+
+Related options:
+
+* ``dead_letter_max_age``
+"""),
     cfg.IntOpt(
         'sender_threads',
         default=4,

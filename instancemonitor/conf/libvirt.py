@@ -69,6 +69,26 @@ Possible values:
 * A positive number of seconds.
 """),
     cfg.FloatOpt(
+        'forget_gone_after',
+        default=86400.0,
+        min=0.0,
+        help="""
+Seconds after which the journal record of a domain that no longer exists is
+dropped: one that no state scan has listed and no event has named for this
+long (transient domains that stopped, domains undefined or migrated away,
+also while the agent was down). Keeps the state database from growing for
+ever on a host whose instances come and go.
+
+Possible values:
+
+* 0: keep every record.
+* Seconds (default: one day).
+
+Related options:
+
+* ``reconcile_interval``: records are dropped after a scan.
+"""),
+    cfg.FloatOpt(
         'reconnect_interval',
         default=0.5,
         min=0.05,

@@ -88,10 +88,15 @@ def _states(conn: libvirt.virConnect) -> list[tuple[libvirt.virDomain, int, int]
 class Reconciler(Worker):
     def __init__(self, publish: Callable[[DomainEvent], None],
                  current: Callable[[], libvirt.virConnect | None],
-                 interval: float) -> None:
-        """``current`` gives the open connection, if any, for periodic scans."""
+                 interval: float,
+                 scanned: Callable[[set[str], int], None] = lambda uuids, seq: None,
+                 ) -> None:
+        """``current`` gives the open connection, if any, for periodic scans;
+        ``scanned`` is told the uuids of every domain a complete scan listed,
+        and the sequence number it took before reading."""
         self._publish = publish
         self._current = current
+        self._scanned = scanned
         self.interval = interval
         super().__init__(THREAD_NAME)
 
@@ -122,6 +127,7 @@ class Reconciler(Worker):
                 detected_at=now, source=RECONCILIATION, domain_id=dom.ID(),
                 seq=seq))
         LOG.debug('Domain state scan: %d domains, %d failed', len(states), failures)
+        self._scanned({dom.UUIDString() for dom, _, _ in states}, seq)
         return failures
 
     def set_interval(self, interval: float) -> None:

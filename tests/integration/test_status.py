@@ -108,3 +108,49 @@ def test_status_shows_and_requeues_a_webhooks_dead_letter(
         assert stored['payload']['instance_uuid'] == domain_uuid
     finally:
         receiver.stop()
+
+
+def test_records_of_gone_domains_and_old_dead_letters_are_pruned_and_shown(
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    import uuid
+
+    import libvirt
+
+    state = tmp_path / 'state'
+    base = config(test_libvirtd.uri, f'endpoint = {recovery_api.url}', state)
+    recovery_api.answer(*[(400, 'Invalid input for field/attribute payload.')] * 3)
+    first = agent_process(base)
+    first.wait_log('Connected to libvirt')
+    conn = libvirt.open(test_libvirtd.uri)
+    try:
+        for index in range(3):  # transient: gone from libvirt once destroyed
+            conn.createXML(f"""<domain type='test'><name>gone-{index}</name>
+                <uuid>{uuid.uuid4()}</uuid><memory>65536</memory>
+                <os><type>hvm</type></os></domain>""").destroy()
+    finally:
+        conn.close()
+    first.wait_log('kept as a dead letter', count=3)
+    assert first.stop() == 0
+    state_now = json.loads(status(first.config_path, '--json').stdout)
+    assert len(state_now['dead_letters']) == 3
+    assert {d['name'] for d in state_now['domains']} >= {'gone-0', 'gone-1', 'gone-2'}
+
+    again = agent_process(base + """
+[libvirt]
+reconcile_interval = 0.2
+forget_gone_after = 0.5
+
+[callback]
+dead_letter_max_count = 1
+""")
+    again.wait_log('is gone (last seen', count=3)
+
+    def pruned():
+        shown = status(again.config_path)
+        return shown if ('Pruned since then: 3 journal records of domains gone '
+                         'for over 0.5 s, 2 old dead letters') in shown.stdout else None
+    wait_for(pruned, 15, 'the status to say what was pruned')
+    state_now = json.loads(status(again.config_path, '--json').stdout)
+    assert [d['name'] for d in state_now['domains']] == ['test']  # still there
+    assert len(state_now['dead_letters']) == 1
+    assert again.stop() == 0

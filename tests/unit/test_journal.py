@@ -4,6 +4,7 @@ import datetime
 
 import libvirt
 
+from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Phase
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
@@ -89,3 +90,18 @@ def test_heartbeat_changes_come_back_as_events_for_subscribers():
         EventKind.HEARTBEAT, Health.HEALTHY, 'heartbeat')
     assert h.feed(ping) is None  # no change, no event (and no write)
     assert h.journal.heartbeat_counts()['healthy'] == 1
+
+
+def test_records_of_domains_a_scan_no_longer_lists_are_dropped_after_a_while():
+    store = MemoryJournalStore()
+    now = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC)
+    day = datetime.timedelta(days=1)
+    store.put(DomainRecord('listed', 'a', last_seen=now - 2 * day))
+    store.put(DomainRecord('gone', 'b', last_seen=now - 2 * day))
+    store.put(DomainRecord('gone-lately', 'c', last_seen=now - day / 2))
+    store.put(DomainRecord('seen-since-the-scan', 'd', last_seen=now - 2 * day,
+                           last_seq=50))
+    journal = Journal(store, 'compute-1')
+    assert journal.prune_gone({'listed'}, 40, now, after=86400) == 1
+    assert sorted(r.uuid for r in journal.records()) == [
+        'gone-lately', 'listed', 'seen-since-the-scan']

@@ -356,3 +356,23 @@ def test_time_the_agent_was_down_counts_toward_max_age(tmp_path):
     taken = again.take(threading.Event(), timeout=0)
     clock.advance(400)
     assert again.retry_later(taken, 1.0) is False  # 61 minutes old
+
+
+def test_dead_letters_past_their_age_or_count_are_deleted(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    box = Outbox(s)
+    old, middle, new = (dataclasses.replace(notification(f'u{i}'),
+                                            generated_time=T0 + datetime.timedelta(days=d))
+                        for i, d in enumerate((0, 20, 29)))
+    for n in (old, middle, new):
+        box.add(n)
+        box.rejected(box.take(threading.Event()), 'HTTP 400')
+    now = T0 + datetime.timedelta(days=31)
+    assert s.prune_dead_letters('masakari', 30 * 86400, 0, now) == 1  # by age
+    assert [d.notification.notification_id for d in s.dead_letters('masakari')] == [
+        middle.notification_id, new.notification_id]
+    assert s.prune_dead_letters('masakari', 0, 1, now) == 1  # the oldest first
+    assert [d.notification.notification_id for d in s.dead_letters('masakari')] == [
+        new.notification_id]
+    assert s.prune_dead_letters('webhook:x', 1, 1, now) == 0  # per sink
+    s.close()
