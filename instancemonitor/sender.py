@@ -69,6 +69,10 @@ class Sender:
         for thread in self._threads:
             thread.start()
 
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return list(self._threads)
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking work; an interrupted notification stays pending."""
         self._stop.set()

@@ -23,6 +23,7 @@ from instancemonitor import statelock
 from instancemonitor import store
 from instancemonitor.bus import WILDCARD
 from instancemonitor.bus import EventBus
+from instancemonitor.conf import api as api_conf
 from instancemonitor.conf import default as default_conf
 from instancemonitor.conf import webhooks as webhooks_conf
 from instancemonitor.conf.errors import ConfigurationError
@@ -53,7 +54,9 @@ from instancemonitor.sources.lifecycle import LibvirtEventSource
 from instancemonitor.sources.reconcile import Reconciler
 from instancemonitor.supervision import PROGRESS_TICK
 from instancemonitor.supervision import Liveness
+from instancemonitor.supervision import watchdog_interval
 from instancemonitor.virt import eventloop
+from instancemonitor.virt.connection import THREAD_NAME as CONNECTION_THREAD
 from instancemonitor.virt.connection import LibvirtConnection
 
 LOG = logging.getLogger(__name__)
@@ -101,6 +104,20 @@ def heartbeat_policy(opts: cfg.ConfigOpts.GroupAttr) -> HeartbeatPolicy:
         pair=(opts.notification_event, 'STOPPED_FAILED'))
 
 
+def check_fits_watchdog(conf: cfg.ConfigOpts) -> None:
+    """A send must end well within systemd's watchdog interval, or a slow
+    control plane would get a healthy agent restarted."""
+    watchdog = watchdog_interval()
+    timeout = conf.api.timeout
+    per_send = api_conf.REQUESTS_PER_SEND
+    if watchdog is not None and (timeout is None or per_send * timeout >= watchdog):
+        raise ConfigurationError(
+            f'[api] timeout: {timeout} s does not fit the systemd watchdog '
+            f'({watchdog:g} s, WatchdogSec): one send may make {per_send} requests '
+            '(endpoint discovery, a token, the POST), each up to the timeout; '
+            f'set it below {watchdog / per_send:g} s')
+
+
 def max_delay(conf: cfg.ConfigOpts) -> float:
     """The longest a notification is scheduled ahead: a hold for the reboot
     window or for Masakari's duplicate window, or the wait before the next
@@ -114,6 +131,7 @@ def max_delay(conf: cfg.ConfigOpts) -> float:
 class AgentService:
     def __init__(self, conf: cfg.ConfigOpts, sink: Sink | None = None) -> None:
         # A configuration error must stop the agent before it touches disk.
+        check_fits_watchdog(conf)
         self.hostname = default_conf.hostname(conf)
         if sink is None:
             sink = masakari.MasakariSink(masakari.adapter_from_conf(conf),
@@ -196,12 +214,14 @@ class AgentService:
             keepalive_interval=conf.libvirt.keepalive_interval,
             keepalive_count=conf.libvirt.keepalive_count,
             reconnect_interval=conf.libvirt.reconnect_interval,
-            reconnect_interval_max=conf.libvirt.reconnect_interval_max)
+            reconnect_interval_max=conf.libvirt.reconnect_interval_max,
+            progress=lambda: self.liveness.mark(CONNECTION_THREAD))
         self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
         self.reconciler = Reconciler(self.bus.publish,
                                      lambda: self.connection.connection,
                                      conf.libvirt.reconcile_interval,
-                                     scanned=self._prune_gone)
+                                     scanned=self._prune_gone,
+                                     progress=lambda: self.liveness.mark('reconcile'))
         self._forget_gone_after = conf.libvirt.forget_gone_after
         self._dead_letter_bounds = (conf.callback.dead_letter_max_age,
                                     conf.callback.dead_letter_max_count)
@@ -251,6 +271,16 @@ class AgentService:
             self._agents.timeout = opts.guest_monitoring_timeout
         self.journal.machine.policy = heartbeat_policy(
             conf.introspectiveinstancemonitor)
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads that run for as long as the agent does."""
+        threads = [eventloop.start(), self._dispatcher, self.connection.thread,
+                   self.reconciler.thread, *self.sender.threads]
+        if self.heartbeat is not None:
+            threads.append(self.heartbeat.thread)
+        for sender in self.subscriber_senders:
+            threads += sender.threads
+        return threads
 
     def pending(self) -> int:
         """Notifications pending, for every sink."""
@@ -346,6 +376,12 @@ class AgentService:
         if self._metrics_address[1]:
             self.metrics.serve(*self._metrics_address)
         eventloop.start()
+        # Every watched thread starts with a mark: one that never shows
+        # progress at all is stale too.
+        for name in (CONNECTION_THREAD, 'reconcile', 'event-dispatch',
+                     *(t.name for t in self.sender.threads),
+                     *(['heartbeat'] if self.heartbeat else [])):
+            self.liveness.mark(name)
         # Proves the event loop turns: the callback only records the time.
         self.liveness.mark(eventloop.THREAD_NAME)
         self._loop_timer = libvirt.virEventAddTimeout(

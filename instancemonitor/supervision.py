@@ -19,6 +19,41 @@ from instancemonitor import clock
 LOG = logging.getLogger(__name__)
 
 
+class ThreadDeaths:
+    """Unexpected ends of the agent's threads.
+
+    An exception nobody caught is logged at CRITICAL with its traceback, and
+    the thread's name kept; the main loop then stops the agent and exits
+    non-zero, so that systemd restarts it. Nothing is lost by that: the
+    state is on disk, and the scan at start finds what happened meanwhile.
+    A thread that ended without an exception is found by :meth:`ended`.
+    """
+
+    def __init__(self, wake: Callable[[], None] = lambda: None) -> None:
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._died: list[str] = []
+
+    def install(self) -> None:
+        threading.excepthook = self._hook
+
+    def _hook(self, args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else 'unknown'
+        LOG.critical('Thread %s died of an unexpected %s; the agent stops so '
+                     'that it is restarted', name, args.exc_type.__name__,
+                     exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        with self._lock:
+            self._died.append(name)
+        self._wake()
+
+    def ended(self, threads: list[threading.Thread]) -> list[str]:
+        """Names of the threads that died or ended, of those that should run
+        for as long as the agent does."""
+        with self._lock:
+            died = list(self._died)
+        return died + [t.name for t in threads
+                       if not t.is_alive() and t.name not in died]
+
 
 class Liveness:
     """Progress marks by name (a thread or a component)."""
@@ -66,10 +101,22 @@ class Supervisor:
                  notify: Callable[[str], bool] = daemon.notify) -> None:
         self._liveness = liveness
         self._status = status
-        self._notify = notify
+        self._send = notify
         self._watchdog = watchdog_interval()
         self._last_status = ''
         self._reported_stale: list[str] = []
+
+    def _notify(self, message: str) -> None:
+        # sd_notify is C: a signal during its sendmsg() is EINTR, not retried.
+        for _ in range(3):
+            try:
+                self._send(message)
+                return
+            except InterruptedError:
+                continue
+            except OSError as error:
+                LOG.warning('Cannot notify systemd (%s): %s', message, error)
+                return
 
     @property
     def tick(self) -> float:

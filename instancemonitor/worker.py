@@ -18,6 +18,10 @@ class Worker:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
     def wake(self) -> None:
         self._wakeup.set()
 

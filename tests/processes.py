@@ -255,12 +255,14 @@ class AgentProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, prefix: tuple[str, ...] = (),
-              env: dict[str, str] | None = None) -> 'AgentProcess':
+              env: dict[str, str] | None = None,
+              module: str = 'instancemonitor.cmd.agent') -> 'AgentProcess':
         """Start it, behind ``prefix`` (a command that execs the rest) if
-        given, with ``env`` added to the environment."""
+        given, with ``env`` added to the environment; ``module``: a stand-in
+        for the daemon's main module."""
         with open(self.log, 'ab') as log:
             self.process = subprocess.Popen(
-                [*prefix, sys.executable, '-m', 'instancemonitor.cmd.agent',
+                [*prefix, sys.executable, '-m', module,
                  '--config-file', str(self.config_path)],
                 stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})})

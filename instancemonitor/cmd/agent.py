@@ -2,7 +2,8 @@
 
 Exit status: 0 after a clean stop (SIGTERM, SIGINT), 78 (EX_CONFIG) when the
 configuration is unusable, with a message naming the option, 75 (EX_TEMPFAIL)
-when another agent holds ``state_path`` (systemd tries again later).
+when another agent holds ``state_path`` (systemd tries again later), 70
+(EX_SOFTWARE) when one of its threads died (systemd restarts it).
 """
 
 import logging
@@ -22,11 +23,13 @@ from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.service import AgentService
 from instancemonitor.statelock import StateLocked
 from instancemonitor.supervision import Supervisor
+from instancemonitor.supervision import ThreadDeaths
 
 LOG = logging.getLogger(__name__)
 
 EXIT_CONFIG = os.EX_CONFIG
 EXIT_LOCKED = os.EX_TEMPFAIL
+EXIT_THREAD_DIED = os.EX_SOFTWARE
 PROJECT = 'instancemonitor'
 
 
@@ -113,16 +116,26 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
     conf.register_mutate_hook(lambda conf, changed: service.apply_mutable(conf))
+    deaths = ThreadDeaths(wakeup.set)
+    deaths.install()
     service.start()
+    threads = service.threads()
     supervisor = Supervisor(service.liveness, service.status)
     supervisor.ready()
     service.tick()
+    status = 0
     while True:
         wakeup.wait(supervisor.tick)
         wakeup.clear()
         if requested & {signal.SIGTERM, signal.SIGINT}:
             LOG.info('Received %s, stopping', ' and '.join(
                 signal.Signals(s).name for s in sorted(requested)))
+            break
+        if ended := deaths.ended(threads):
+            LOG.critical('Thread %s is not running any more: stopping with exit '
+                         'status %d, so that systemd restarts the agent',
+                         ', '.join(ended), EXIT_THREAD_DIED)
+            status = EXIT_THREAD_DIED
             break
         if signal.SIGHUP in requested:
             requested.discard(signal.SIGHUP)
@@ -131,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         service.tick()
     supervisor.stopping()
     service.stop()
-    return 0
+    return status
 
 
 if __name__ == '__main__':

@@ -10,8 +10,11 @@ from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 API_GROUP = 'api'
+# Requests one send may make, each up to [api] timeout: endpoint discovery,
+# a token, the POST.
+REQUESTS_PER_SEND = 3
 SERVICE_TYPE = 'instance-ha'
-DEFAULT_HTTP_TIMEOUT = 30
+DEFAULT_HTTP_TIMEOUT = 15
 
 
 
@@ -98,7 +101,8 @@ def _session_opts() -> list[cfg.Opt]:
     opts = ks_loading.get_session_conf_options()
     # keystoneauth's default is no timeout at all: a hung API would hold a
     # sender for ever. Masakari may itself sleep up to 5 s in every POST
-    # (notification_delay_max), so stay well above that.
+    # (notification_delay_max), so stay well above that; and a send (endpoint
+    # discovery, token, POST) must fit the systemd watchdog (60 s).
     cfg.set_defaults(opts, timeout=DEFAULT_HTTP_TIMEOUT)
     return opts
 

@@ -21,6 +21,7 @@ from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import next_seq
 from instancemonitor.filter import RECONCILIATION
+from instancemonitor.supervision import PROGRESS_TICK
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
@@ -90,13 +91,14 @@ class Reconciler(Worker):
                  current: Callable[[], libvirt.virConnect | None],
                  interval: float,
                  scanned: Callable[[set[str], int], None] = lambda uuids, seq: None,
-                 ) -> None:
+                 progress: Callable[[], None] = lambda: None) -> None:
         """``current`` gives the open connection, if any, for periodic scans;
         ``scanned`` is told the uuids of every domain a complete scan listed,
         and the sequence number it took before reading."""
         self._publish = publish
         self._current = current
         self._scanned = scanned
+        self._progress = progress
         self.interval = interval
         super().__init__(THREAD_NAME)
 
@@ -136,10 +138,22 @@ class Reconciler(Worker):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # 0: scans only on connection; sleep until the interval changes.
-            if self._wakeup.wait(self.interval or None):
-                self._wakeup.clear()
-                continue
+            if self._sleep():
+                continue  # woken: the interval changed, or stopping
             conn = self._current()
             if conn is not None:
                 self.scan(conn)
+
+    def _sleep(self) -> bool:
+        """Wait one interval (0: until woken), showing progress; True if
+        woken before it passed."""
+        started = clock.monotonic()
+        while True:
+            self._progress()
+            left = (self.interval - (clock.monotonic() - started)
+                    if self.interval else PROGRESS_TICK)
+            if left <= 0:
+                return False
+            if self._wakeup.wait(min(left, PROGRESS_TICK)):
+                self._wakeup.clear()
+                return True

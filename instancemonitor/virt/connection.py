@@ -17,6 +17,7 @@ from collections.abc import Callable
 import libvirt
 
 from instancemonitor import clock
+from instancemonitor.supervision import PROGRESS_TICK
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +38,12 @@ _CLOSE_REASONS = {
 class LibvirtConnection:
     def __init__(self, uri: str, keepalive_interval: int = 5,
                  keepalive_count: int = 3, reconnect_interval: float = 0.5,
-                 reconnect_interval_max: float = 10.0) -> None:
+                 reconnect_interval_max: float = 10.0,
+                 progress: Callable[[], None] = lambda: None) -> None:
+        """``progress`` is called at least every ``PROGRESS_TICK`` seconds
+        while the thread is not stuck in a libvirt call."""
         self.uri = uri
+        self._progress = progress
         self._keepalive = (keepalive_interval, keepalive_count)
         self._backoff = (reconnect_interval, reconnect_interval_max)
         self._registrars: list[Registrar] = []
@@ -50,6 +55,10 @@ class LibvirtConnection:
         self.connects = 0
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
                                         daemon=True)
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def on_connect(self, registrar: Registrar) -> None:
         """Call ``registrar`` on every new connection (before ``start``)."""
@@ -86,6 +95,7 @@ class LibvirtConnection:
         lost_at: float | None = None
         delay = self._backoff[0]
         while not self._stop.is_set():
+            self._progress()
             try:
                 conn, callback_ids = self._open()
             except libvirt.libvirtError as error:
@@ -94,7 +104,7 @@ class LibvirtConnection:
                               'retrying until it answers', self.uri,
                               error.get_error_message())
                 failures += 1
-                self._stop.wait(delay)
+                self._wait(delay)
                 delay = min(delay * 2, self._backoff[1])
                 continue
             if lost_at is None:
@@ -144,9 +154,18 @@ class LibvirtConnection:
     def _wait_closed(self, conn: libvirt.virConnect) -> None:
         # The close callback is the signal; isAlive() (a local check) covers
         # a driver without one.
-        poll = float(self._keepalive[0])
+        poll = min(float(self._keepalive[0]), PROGRESS_TICK)
         while not (self._stop.is_set() or self._closed.wait(poll)):
+            self._progress()
             if not conn.isAlive():
+                return
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` (or until stopped), showing progress."""
+        deadline = clock.monotonic() + seconds
+        while (left := deadline - clock.monotonic()) > 0:
+            self._progress()
+            if self._stop.wait(min(left, PROGRESS_TICK)):
                 return
 
     @staticmethod

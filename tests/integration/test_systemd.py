@@ -65,7 +65,8 @@ def test_ready_status_and_watchdog_over_sd_notify(test_libvirtd, recovery_api,
                                                   notify_socket, agent_process,
                                                   tmp_path):
     agent = agent_process(
-        config(test_libvirtd.uri, f'endpoint = {recovery_api.url}', tmp_path / 'state'),
+        config(test_libvirtd.uri, f'endpoint = {recovery_api.url}\ntimeout = 0.5',
+               tmp_path / 'state'),
         env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000'})
     notify_socket.receive_until(lambda m: m.startswith('READY=1'), 20)
     ready = next(m for _, m in notify_socket.messages if m.startswith('READY=1'))
@@ -82,18 +83,32 @@ def test_ready_status_and_watchdog_over_sd_notify(test_libvirtd, recovery_api,
     notify_socket.receive_until(lambda m: m.startswith('STOPPING=1'), 5)
 
 
+def test_a_timeout_that_cannot_fit_the_watchdog_stops_the_agent_at_start(
+        test_libvirtd, recovery_api, agent_process, tmp_path):
+    agent = agent_process(
+        config(test_libvirtd.uri, f'endpoint = {recovery_api.url}\ntimeout = 1',
+               tmp_path / 'state'),
+        env={'WATCHDOG_USEC': '2000000'})
+    assert agent.process.wait(20) == 78
+    assert ('configuration error: [api] timeout: 1.0 s does not fit the systemd '
+            'watchdog (2 s, WatchdogSec)') in agent.output()
+    assert not (tmp_path / 'state').exists()
+
+
 def test_a_wedged_sender_stops_the_watchdog(test_libvirtd, notify_socket,
                                             agent_process, tmp_path):
     api = RecoveryAPI().start()
-    api.delay = 6.0  # every POST hangs far past the 2 s watchdog
     try:
+        # A send that hangs where no timeout reaches (say, a DNS lookup).
         agent = agent_process(
-            config(test_libvirtd.uri, f'endpoint = {api.url}\ntimeout = 30',
+            config(test_libvirtd.uri, f'endpoint = {api.url}\ntimeout = 0.5',
                    tmp_path / 'state'),
-            env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000'})
+            module='tests.integration.faulty_agent',
+            env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000',
+                 'INSTANCEMONITOR_FAULT':
+                     'instancemonitor.sinks.masakari:MasakariSink.send:hang'})
         notify_socket.receive_until(lambda m: m == 'WATCHDOG=1', 20)
         destroy_test_domain(test_libvirtd.uri)
-        api.wait_requests(1)
         log = agent.wait_log('not petting the systemd watchdog', timeout=10)
         (line,) = [x for x in log.splitlines() if 'not petting' in x]
         assert line.count('sender-masakari-') == 1, line  # the stuck one only
@@ -120,3 +135,22 @@ def test_the_unit_file_verifies(tmp_path):
                             env={**os.environ, 'SYSTEMD_LOG_LEVEL': 'warning'})
     assert result.returncode == 0, result.stderr
     assert 'instancemonitor.service' not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize('thread, target', [
+    ('libvirt-connection', 'instancemonitor.virt.connection:LibvirtConnection._wait_closed'),
+    ('reconcile', 'instancemonitor.sources.reconcile:Reconciler._sleep'),
+])
+def test_a_wedged_connection_or_reconcile_thread_stops_the_watchdog(
+        test_libvirtd, recovery_api, notify_socket, agent_process, tmp_path,
+        thread, target):
+    agent = agent_process(
+        config(test_libvirtd.uri, f'endpoint = {recovery_api.url}\ntimeout = 0.5',
+               tmp_path / 'state'),
+        module='tests.integration.faulty_agent',
+        env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000',
+             'INSTANCEMONITOR_FAULT': f'{target}:hang'})
+    log = agent.wait_log('not petting the systemd watchdog', timeout=20)
+    (line,) = [x for x in log.splitlines() if 'not petting' in x]
+    assert f'No progress from {thread} for over 2 s' in line
+    agent.stop()

@@ -76,9 +76,18 @@ def test_hostname_defaults_to_the_machines(make_conf):
     assert default_conf.hostname(make_conf()) == socket.gethostname()
 
 
-def test_http_timeout_is_finite_by_default(make_conf):
+def test_http_timeout_is_finite_by_default_and_fits_the_units_watchdog(
+        make_conf, monkeypatch):
+    from instancemonitor import service
+    from tests.integration.test_systemd import UNIT
+
     conf = make_conf(api={'endpoint': 'http://127.0.0.1:1/v1'})
-    assert masakari.adapter_from_conf(conf).session.timeout == 30.0
+    assert masakari.adapter_from_conf(conf).session.timeout == 15.0
+    (watchdog,) = [line.split('=')[1] for line in UNIT.read_text().splitlines()
+                   if line.startswith('WatchdogSec=')]
+    monkeypatch.setenv('WATCHDOG_USEC', str(int(watchdog) * 1_000_000))
+    monkeypatch.delenv('WATCHDOG_PID', raising=False)
+    service.check_fits_watchdog(conf)  # the defaults start under the unit
 
 
 @pytest.mark.parametrize('section, option, value', [
