@@ -144,10 +144,15 @@ class MasakariSink:
     def _hosts(self) -> list[tuple[str, dict]]:
         """(segment name, host) of every host in every failover segment;
         raises RegistrationUnknown if the API cannot tell."""
-        segments = self._get('/segments', 'segments')
-        return [(segment.get('name', segment['uuid']), host)
-                for segment in segments
-                for host in self._get(f'/segments/{segment["uuid"]}/hosts', 'hosts')]
+        try:
+            return [(str(segment.get('name', segment['uuid'])), host)
+                    for segment in self._get('/segments', 'segments')
+                    for host in self._get(f'/segments/{segment["uuid"]}/hosts',
+                                          'hosts')
+                    if isinstance(host, dict) and 'name' in host]
+        except (AttributeError, KeyError, TypeError) as error:
+            raise RegistrationUnknown(f'unexpected answer ({error!r})',
+                                      answered=True) from None
 
     def _get(self, path: str, key: str) -> list[dict]:
         try:
@@ -159,7 +164,11 @@ class MasakariSink:
             raise RegistrationUnknown(
                 f'GET {path}: HTTP {response.status_code}: '
                 f'{_server_message(response.text)}', answered=True)
-        return response.json().get(key, [])
+        try:
+            return response.json()[key]
+        except (ValueError, KeyError, TypeError):
+            raise RegistrationUnknown(f'GET {path}: not a list of {key}',
+                                      answered=True) from None
 
     def _known_hosts_text(self) -> str:
         try:

@@ -109,6 +109,26 @@ def test_the_preflight_says_whether_masakari_knows_this_host(
         [r.getMessage() for r in caplog.records])
 
 
+@pytest.mark.parametrize('answer', [
+    (200, 'not json at all'), (200, {'segments': 'not a list'}),
+    (200, {'segments': [{'no uuid': 1}]}), (200, {'unexpected': []})])
+def test_a_strange_answer_to_the_preflight_is_logged_never_raised(
+        make_conf, caplog, answer):
+    from tests.fakes.http import HTTPServer
+
+    status, body = answer
+    server = HTTPServer(lambda request: (status, body, {})).start()
+    try:
+        sink = masakari.MasakariSink(masakari.adapter_from_conf(make_conf(
+            api={'endpoint': f'http://127.0.0.1:{server.port}/v1'})), 'compute-1')
+        with caplog.at_level(logging.WARNING):
+            assert sink.check_registration() is True  # it answered
+        assert 'Cannot check that the recovery API knows host compute-1' in caplog.text
+        assert not sink.host_unknown
+    finally:
+        server.stop()
+
+
 def test_the_preflight_of_an_unreachable_api_is_tried_again(make_conf):
     sink = masakari.MasakariSink(masakari.adapter_from_conf(
         make_conf(api={'endpoint': f'http://127.0.0.1:{free_port()}/v1'})), 'compute-1')
