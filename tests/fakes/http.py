@@ -10,6 +10,7 @@ import json
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 Handler = Callable[['Request'], tuple[int, dict, dict[str, str]]]
@@ -18,6 +19,8 @@ Handler = Callable[['Request'], tuple[int, dict, dict[str, str]]]
 class Request:
     def __init__(self, method: str, path: str, headers: dict[str, str],
                  body: bytes, connection_id: int) -> None:
+        # When the whole request had arrived (time.monotonic()).
+        self.received_at = time.monotonic()
         self.method = method
         self.path = path
         self.headers = headers
