@@ -104,10 +104,13 @@ Related options:
 """),
     cfg.FloatOpt(
         'reconnect_interval_max',
-        default=10.0,
+        default=1.0,
         min=0.05,
         help="""
-Upper bound, in seconds, of the wait between reconnection attempts.
+Upper bound, in seconds, of the wait between reconnection attempts: the
+agent is connected again at most this long after libvirtd answers. An
+attempt on libvirtd's local socket that fails costs next to nothing, so the
+default keeps it short.
 
 Related options:
 
