@@ -76,17 +76,7 @@ class FailureClock:
 
 
 def api_section(identity: fake_keystone.Keystone) -> str:
-    return f"""
-[api]
-auth_type = password
-auth_url = {identity.auth_url}
-username = {fake_keystone.USERNAME}
-password = {fake_keystone.PASSWORD}
-project_name = {fake_keystone.PROJECT}
-user_domain_name = Default
-project_domain_name = Default
-region = {fake_keystone.REGION}
-"""
+    return '\n[api]\n' + identity.password_options()
 
 
 def agent_command(name: str, uri: str, identity, directory: pathlib.Path) -> list[str]:

@@ -51,6 +51,7 @@ from instancemonitor.sinks.webhook import WebhookSink
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
+from instancemonitor.sources.reconcile import THREAD_NAME as RECONCILE_THREAD
 from instancemonitor.sources.reconcile import Reconciler
 from instancemonitor.supervision import PROGRESS_TICK
 from instancemonitor.supervision import Liveness
@@ -186,7 +187,7 @@ class AgentService:
                                    for name, box in self.outboxes.items()},
             heartbeat=lambda: (self.journal.heartbeat_counts()
                                if self.heartbeat else {}),
-            host_unknown=lambda: getattr(self.sink, 'host_unknown', False),
+            host_unknown=self.host_unknown,
             state_degraded=self.state_degraded))
         pipeline.listeners.append(self.metrics.observe_event)
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
@@ -217,11 +218,10 @@ class AgentService:
             reconnect_interval_max=conf.libvirt.reconnect_interval_max,
             progress=lambda: self.liveness.mark(CONNECTION_THREAD))
         self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
-        self.reconciler = Reconciler(self.bus.publish,
-                                     lambda: self.connection.connection,
-                                     conf.libvirt.reconcile_interval,
-                                     scanned=self._prune_gone,
-                                     progress=lambda: self.liveness.mark('reconcile'))
+        self.reconciler = Reconciler(
+            self.bus.publish, lambda: self.connection.connection,
+            conf.libvirt.reconcile_interval, scanned=self._prune_gone,
+            progress=lambda: self.liveness.mark(RECONCILE_THREAD))
         self._forget_gone_after = conf.libvirt.forget_gone_after
         self._dead_letter_bounds = (conf.callback.dead_letter_max_age,
                                     conf.callback.dead_letter_max_count)
@@ -272,15 +272,19 @@ class AgentService:
         self.journal.machine.policy = heartbeat_policy(
             conf.introspectiveinstancemonitor)
 
-    def threads(self) -> list[threading.Thread]:
-        """The threads that run for as long as the agent does."""
-        threads = [eventloop.start(), self._dispatcher, self.connection.thread,
+    def _watched_threads(self) -> list[threading.Thread]:
+        """The threads the systemd watchdog waits on (but the event loop's,
+        which a libvirt timer marks)."""
+        threads = [self._dispatcher, self.connection.thread,
                    self.reconciler.thread, *self.sender.threads]
         if self.heartbeat is not None:
             threads.append(self.heartbeat.thread)
-        for sender in self.subscriber_senders:
-            threads += sender.threads
         return threads
+
+    def threads(self) -> list[threading.Thread]:
+        """The threads that run for as long as the agent does."""
+        return [eventloop.start(), *self._watched_threads(),
+                *(t for sender in self.subscriber_senders for t in sender.threads)]
 
     def pending(self) -> int:
         """Notifications pending, for every sink."""
@@ -292,19 +296,26 @@ class AgentService:
             return f'libvirt disconnected ({self.connection.uri}), retrying'
         dead = sum(box.dead_lettered for box in self.outboxes.values())
         unknown = ('; the recovery API does not know host '
-                   f'{self.hostname}' if getattr(self.sink, 'host_unknown', False)
-                   else '')
+                   f'{self.hostname}' if self.host_unknown() else '')
         degraded = ('; state database not writable, changes kept in memory'
                     if self.state_degraded() else '')
         return (f'watching {self.connection.uri}; {self.pending()} '
                 f'notifications pending, {dead} dead-lettered{unknown}{degraded}')
 
+    def host_unknown(self) -> bool:
+        """The recovery API says it does not know this host."""
+        return getattr(self.sink, 'host_unknown', False)
+
+    @property
+    def _stores(self) -> list[store.SqliteStateStore]:
+        """The state databases open, the recovery API's first."""
+        return [state for state in (self.store, self.subscriber_store)
+                if state is not None]
+
     def state_degraded(self) -> bool:
         """The durable state is not (all) on disk: a database that cannot be
         written now, or none at all."""
-        return self.store is None or any(
-            state.degraded for state in (self.store, self.subscriber_store)
-            if state is not None)
+        return self.store is None or any(state.degraded for state in self._stores)
 
     def _prune_gone(self, present: set[str], seq: int) -> None:
         """After a complete scan: drop the records of domains long gone."""
@@ -348,9 +359,8 @@ class AgentService:
         the operator commands it queued."""
         if self.store is None:
             return
-        for state in (self.store, self.subscriber_store):
-            if state is not None:
-                state.retry()
+        for state in self._stores:
+            state.retry()
         self._prune_dead_letters()
         if (pruned := self.pruned()) and pruned != self._recorded_pruned:
             self.store.set_agent_status({'pruned': pruned})
@@ -378,10 +388,8 @@ class AgentService:
         eventloop.start()
         # Every watched thread starts with a mark: one that never shows
         # progress at all is stale too.
-        for name in (CONNECTION_THREAD, 'reconcile', 'event-dispatch',
-                     *(t.name for t in self.sender.threads),
-                     *(['heartbeat'] if self.heartbeat else [])):
-            self.liveness.mark(name)
+        for thread in self._watched_threads():
+            self.liveness.mark(thread.name)
         # Proves the event loop turns: the callback only records the time.
         self.liveness.mark(eventloop.THREAD_NAME)
         self._loop_timer = libvirt.virEventAddTimeout(
@@ -424,7 +432,6 @@ class AgentService:
         self.metrics.stop()
         LOG.info('instancemonitor stopped; %d notifications pending',
                  self.pending())
-        for state in (self.store, self.subscriber_store):
-            if state is not None:
-                state.close()
+        for state in self._stores:
+            state.close()
         self.state_lock.release()

@@ -172,10 +172,9 @@ class MasakariSink:
 
     def _known_hosts_text(self) -> str:
         try:
-            names = sorted({host['name'] for _, host in self._hosts()})
+            return _host_names(self._hosts())
         except RegistrationUnknown as error:
             return f'(cannot list them: {error.args[0]})'
-        return ', '.join(names) or '(none)'
 
     def check_registration(self) -> bool:
         """The preflight: is this host in a failover segment, and not on
@@ -199,8 +198,7 @@ class MasakariSink:
             LOG.error('Host %s ([DEFAULT] hostname) is in no failover segment of '
                       'the recovery API, which would refuse its notifications '
                       '(they are kept and retried). Hosts in its segments: %s',
-                      self.hostname,
-                      ', '.join(sorted({h['name'] for _, h in hosts})) or '(none)')
+                      self.hostname, _host_names(hosts))
             return True
         self._host_known()
         for segment, host in mine:
@@ -212,6 +210,10 @@ class MasakariSink:
                 LOG.info('Host %s is registered in failover segment %s of the '
                          'recovery API', self.hostname, segment)
         return True
+
+
+def _host_names(hosts: list[tuple[str, dict]]) -> str:
+    return ', '.join(sorted({host['name'] for _, host in hosts})) or '(none)'
 
 
 class RegistrationUnknown(Exception):

@@ -40,6 +40,19 @@ class Keystone:
     def auth_url(self) -> str:
         return f'{self.url}/v3'
 
+    def password_options(self) -> str:
+        """keystoneauth's password login to this stand-in, as ``[api]``
+        option lines (masakari-monitors reads the same)."""
+        return f"""auth_type = password
+auth_url = {self.auth_url}
+username = {USERNAME}
+password = {PASSWORD}
+project_name = {PROJECT}
+user_domain_name = Default
+project_domain_name = Default
+region = {REGION}
+"""
+
     def route(self, prefix: str, handler: Route) -> None:
         """Answer requests whose path starts with ``prefix`` with ``handler``."""
         self._routes[prefix] = handler

@@ -68,17 +68,9 @@ def destroy_test_domain(uri: str) -> str:
 def test_daemon_notifies_through_keystone_and_never_logs_secrets(
         test_libvirtd, keystone_and_api, agent_process, tmp_path):
     ks, api = keystone_and_api
-    agent = agent_process(config(test_libvirtd.uri, f"""
-auth_type = password
-auth_url = {ks.auth_url}
-username = {fake_keystone.USERNAME}
-password = {fake_keystone.PASSWORD}
-project_name = {fake_keystone.PROJECT}
-user_domain_name = Default
-project_domain_name = Default
-region = {fake_keystone.REGION}
-api_interface = internal
-""", tmp_path / 'state'))
+    agent = agent_process(config(
+        test_libvirtd.uri, ks.password_options() + 'api_interface = internal\n',
+        tmp_path / 'state'))
     agent.wait_log('Connected to libvirt')
     domain_uuid = destroy_test_domain(test_libvirtd.uri)
     (stored,) = api.wait_stored(1)
