@@ -1,7 +1,9 @@
 """What the benchmarks share: the agent in this process on libvirt's test
 driver, a loopback receiver that answers in one send (the test tier's
-Masakari stand-in), and figures of this process."""
+Masakari stand-in, here or in a child process), and figures of this process."""
 
+import multiprocessing
+import multiprocessing.connection
 import os
 import pathlib
 import platform
@@ -15,6 +17,7 @@ from oslo_log import log as oslo_logging
 from instancemonitor import conf as im_conf
 from instancemonitor.service import AgentService
 from tests.fakes.recovery_api import RecoveryAPI
+from tests.processes import wait_for
 
 DOMAIN_XML = ("<domain type='test'><name>{name}</name><uuid>{uuid}</uuid>"
               "<memory>65536</memory><os><type>hvm</type></os></domain>")
@@ -62,6 +65,44 @@ def start_agent(uri: str, endpoint: str, config_files: list[str] = (),
     return agent
 
 
+def _serve_recovery_api(pipe: multiprocessing.connection.Connection,
+                        delay: float) -> None:
+    api = RecoveryAPI().start()
+    api.delay = delay
+    pipe.send(api.url)
+    while pipe.recv() != 'stop':
+        pipe.send(len(api.stored))
+    api.stop()
+
+
+class ChildRecoveryAPI:
+    """The Masakari stand-in in a child process, answering after ``delay``
+    seconds: its CPU is not counted as the agent's."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self._pipe, child = multiprocessing.Pipe()
+        self._process = multiprocessing.get_context('spawn').Process(
+            target=_serve_recovery_api, args=(child, delay), daemon=True)
+        self.url = ''
+
+    def start(self) -> 'ChildRecoveryAPI':
+        self._process.start()
+        self.url = self._pipe.recv()
+        return self
+
+    def stored(self) -> int:
+        self._pipe.send('count')
+        return self._pipe.recv()
+
+    def wait_stored(self, count: int, timeout: float) -> None:
+        wait_for(lambda: self.stored() >= count, timeout,
+                 f'{count} notifications stored', interval=0.005)
+
+    def stop(self) -> None:
+        self._pipe.send('stop')
+        self._process.join(10)
+
+
 def rss_mib() -> float:
     with open('/proc/self/status') as status:
         kib = next(int(line.split()[1]) for line in status
@@ -79,5 +120,5 @@ def agent_threads() -> int:
     return sum(t.name.startswith(prefixes) for t in threading.enumerate())
 
 
-__all__ = ['RecoveryAPI', 'machine', 'node_xml', 'start_agent', 'rss_mib',
-           'cpu_seconds', 'agent_threads']
+__all__ = ['RecoveryAPI', 'ChildRecoveryAPI', 'machine', 'node_xml',
+           'start_agent', 'rss_mib', 'cpu_seconds', 'agent_threads']

@@ -93,29 +93,35 @@ class Journal:
         before = self._store.get(event.domain_uuid) or DomainRecord(
             uuid=event.domain_uuid, name=event.domain_name)
         outcome = self.machine.apply(before, observation)
-        for line in outcome.trace:
-            LOG.info('Domain %s (%s): %s', before.name, before.uuid, line)
         if outcome.withdraw_held:
             withdraw_held(event.domain_uuid)
         record = outcome.record
         if record is None:
+            self._trace(before, outcome.trace)
             self._store.forget(event.domain_uuid)
             return None
         if event.kind != EventKind.PING:
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
+        queued = []
         for (name, detail), hold, generated in outcome.notify:
             notification = Notification(
                 hostname=self._hostname, instance_uuid=event.domain_uuid,
                 event=name, vir_domain_event=detail,
                 generated_time=generated, instance_name=record.name,
                 source=event.source)
+            queue(notification, hold)
+            queued.append(notification)
+        # Said once the notification is on its way: the detection path pays
+        # for no formatting.
+        self._trace(before, outcome.trace)
+        for notification in queued:
             LOG.info('Domain %s (%s): %s/%s %s at %s; notification %s queued',
-                     record.name, record.uuid, name, detail,
+                     record.name, record.uuid, notification.event,
+                     notification.vir_domain_event,
                      'found by reconciliation' if observation.from_scan
                      else 'detected', event.detected_at.isoformat(),
                      notification.notification_id)
-            queue(notification, hold)
         if record != before:
             self._store.put(record)
         if outcome.heartbeat is None or outcome.heartbeat[0] not in _HEALTH:
@@ -125,6 +131,11 @@ class Journal:
                            domain_name=record.name, event=_HEALTH[agent],
                            detail=failures, detected_at=event.detected_at,
                            source='heartbeat', domain_id=record.run)
+
+    @staticmethod
+    def _trace(before: DomainRecord, lines: list[str]) -> None:
+        for line in lines:
+            LOG.info('Domain %s (%s): %s', before.name, before.uuid, line)
 
     def records(self) -> list[DomainRecord]:
         return self._store.records()

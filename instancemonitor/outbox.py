@@ -124,7 +124,9 @@ class Outbox:
         self.max_delay = max_delay
         self._monotonic = monotonic
         self._utcnow = utcnow
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
+        # Signalled when a sender takes a notification (same lock).
+        self._taken = threading.Condition(self._cond._lock)
         self._entries: dict[str, _Entry] = {}
         # Not yet due: (due, push sequence, id). Due: (order, id), so the
         # earliest detected goes first. Stale items are skipped lazily.
@@ -133,6 +135,9 @@ class Outbox:
         self._pushes = itertools.count()
         self._orders = itertools.count()
         self.dead_lettered = 0
+        # Called after a notification is scheduled (by the sender, to start
+        # another thread if every one is busy).
+        self.on_schedule: Callable[[], None] = lambda: None
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending(sink)
         with self._cond:
@@ -160,6 +165,7 @@ class Outbox:
         with self._cond:
             self._schedule(_Entry(notification, now + delay, next(self._orders),
                                   born=now))
+        self.on_schedule()
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id
@@ -207,6 +213,7 @@ class Outbox:
                     entry = self._current(nid)
                     if entry is not None and entry.due <= now:
                         entry.in_flight = True
+                        self._taken.notify_all()
                         return entry.notification
                 if deadline is not None:
                     if now >= deadline:
@@ -215,6 +222,22 @@ class Outbox:
                     timeout = left if timeout is None else min(timeout, left)
                 self._cond.wait(timeout)
             return None
+
+    def wait_taken(self, notification: Notification, timeout: float) -> bool:
+        """Wait until a sender has taken ``notification`` (or it is gone)."""
+        nid = notification.notification_id
+        with self._cond:
+            return self._taken.wait_for(
+                lambda: (entry := self._entries.get(nid)) is None or entry.in_flight,
+                timeout)
+
+    def due(self) -> bool:
+        """Whether a notification is due and not yet taken (a hint: it may
+        have been withdrawn or taken meanwhile)."""
+        now = self._monotonic()
+        with self._cond:
+            return bool(self._ready) or bool(
+                self._waiting and self._waiting[0][0] <= now)
 
     def delivered(self, notification: Notification) -> None:
         self._store.remove(notification.notification_id)
@@ -256,6 +279,7 @@ class Outbox:
         with self._cond:
             # A full max_age again: the operator wants it tried.
             self._schedule(_Entry(notification, now, next(self._orders), born=now))
+        self.on_schedule()
         LOG.info('Dead letter %s (%s/%s of %s) queued again by the operator',
                  notification_id, notification.event, notification.vir_domain_event,
                  notification.instance_uuid)

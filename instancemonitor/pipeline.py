@@ -9,11 +9,14 @@ import logging
 from collections.abc import Callable
 
 from instancemonitor.events import DomainEvent
+from instancemonitor.events import Notification
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.outbox import Outbox
 
 LOG = logging.getLogger(__name__)
+
+HANDOFF_WAIT = 0.002
 
 
 class NotificationPipeline:
@@ -33,11 +36,16 @@ class NotificationPipeline:
         LOG.debug('Event %s of %s (%s, id %d): %s', event.kind.value,
                   event.domain_name, event.domain_uuid, event.domain_id,
                   observation.input)
-        derived = self._journal.record(event, observation, self._outbox.add,
+        derived = self._journal.record(event, observation, self._queue,
                                        self._withdraw_held)
         if derived is not None:
             for listener in self.listeners:
                 listener(derived)
+
+    def _queue(self, notification: Notification, hold: float) -> None:
+        self._outbox.add(notification, hold)
+        if not hold:
+            self._outbox.wait_taken(notification, HANDOFF_WAIT)
 
     def _withdraw_held(self, uuid: str) -> None:
         for withdrawn in self._outbox.withdraw_held(uuid):

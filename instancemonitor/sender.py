@@ -1,11 +1,17 @@
 """Sender threads: take due notifications from the outbox and deliver them.
 
+One thread always runs; while due notifications wait and every thread is
+busy, another starts, up to ``max_in_flight`` at a time, so a burst of
+failures is in flight at once; those extra threads end once idle for
+``IDLE_EXIT`` seconds. Notifications are taken in order of detection.
+
 Each notification gets up to ``retry_max`` retries in a round (tenacity), then
 goes back into the outbox for a later round: nothing is dropped for want of
 an answer. Only a final answer takes it out: delivered (or duplicate), or
 rejected, which keeps it as a dead letter and logs the server's message.
 """
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -50,45 +56,88 @@ class _Stopping(Exception):
 
 
 class Sender:
+    # Seconds without work after which an extra thread ends.
+    IDLE_EXIT = 30.0
+
     def __init__(self, outbox: Outbox, sink: Sink, policy: RetryPolicy,
-                 threads: int = 1, liveness: Liveness | None = None,
+                 max_in_flight: int = 1, liveness: Liveness | None = None,
                  on_settle: Callable[[Notification, Answer], None] = lambda n, a: None,
                  ) -> None:
         self._outbox = outbox
         self._on_settle = on_settle
         self._sink = sink
         self._policy = policy
-        self._liveness = liveness or Liveness()
+        self._liveness = liveness
+        self.max_in_flight = max_in_flight
         self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, daemon=True,
-                             name=f'sender-{sink.name}-{index}')
-            for index in range(threads)]
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._numbers = itertools.count(1)
+        self._first = threading.Thread(target=self._run, daemon=True,
+                                       name=f'sender-{sink.name}-0')
+        # Every thread alive, the first included.
+        self._alive: set[threading.Thread] = {self._first}
+        self.peak_threads = 1
+        outbox.on_schedule = self._grow
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self._first.start()
 
     @property
     def threads(self) -> list[threading.Thread]:
-        return list(self._threads)
+        """The thread that runs for as long as the sender (the extra ones
+        come and go)."""
+        return [self._first]
+
+    def thread_count(self) -> int:
+        with self._lock:
+            return len(self._alive)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop taking work; an interrupted notification stays pending."""
         self._stop.set()
         self._outbox.wake()
-        for thread in self._threads:
-            thread.join(timeout)
+        with self._lock:
+            alive = list(self._alive)
+        for thread in alive:
+            if thread.ident is not None:
+                thread.join(timeout)
 
     def _mark(self) -> None:
-        self._liveness.mark(threading.current_thread().name)
+        # Only the first thread is watched: it never ends.
+        if self._liveness is not None and threading.current_thread() is self._first:
+            self._liveness.mark(self._first.name)
+
+    def _grow(self) -> None:
+        """Another thread, if every one is busy and more is due."""
+        with self._lock:
+            if (not self._first.is_alive() or self._stop.is_set()
+                    or len(self._alive) >= self.max_in_flight
+                    or self._busy < len(self._alive) or not self._outbox.due()):
+                return
+            thread = threading.Thread(
+                target=self._run, daemon=True,
+                name=f'sender-{self._sink.name}-{next(self._numbers)}')
+            self._alive.add(thread)
+            self.peak_threads = max(self.peak_threads, len(self._alive))
+        thread.start()
 
     def _run(self) -> None:
+        extra = threading.current_thread() is not self._first
+        tick = min(PROGRESS_TICK, self.IDLE_EXIT) if extra else PROGRESS_TICK
+        idle_since = clock.monotonic()
         while not self._stop.is_set():
             self._mark()
-            notification = self._outbox.take(self._stop, timeout=PROGRESS_TICK)
+            notification = self._outbox.take(self._stop, timeout=tick)
             if notification is None:
+                if extra and clock.monotonic() - idle_since >= self.IDLE_EXIT:
+                    with self._lock:
+                        self._alive.discard(threading.current_thread())
+                    return
                 continue
+            with self._lock:
+                self._busy += 1
+            self._grow()
             try:
                 answer = self.deliver(notification)
             except Exception:
@@ -96,6 +145,9 @@ class Sender:
                               'keeping it', notification.notification_id)
                 answer = Answer(Outcome.RETRY, None, 'internal error')
             self._settle(notification, answer)
+            with self._lock:
+                self._busy -= 1
+            idle_since = clock.monotonic()
 
     def deliver(self, notification: Notification) -> Answer:
         """Send with retries; return the final answer or the last transient one."""

@@ -4,10 +4,11 @@ Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
 ``libvirt-connection`` (connect, reconnect, the scan after each connect),
 ``reconcile`` (periodic state scans), ``heartbeat`` (guest-ping rounds, on
 a ``heartbeat-ping`` pool that grows only as far as needed), ``event-dispatch``
-(the bus: filter, journal, outboxes), ``sender-masakari-N`` (delivery to the
-recovery API) and one ``sender-webhook:NAME-0`` per webhook and
-``sender-message-bus-0`` (delivery to event subscribers, each from an outbox
-of its own).
+(the bus: filter, journal, outboxes), ``sender-masakari-0`` and, while
+there is a backlog, up to ``[callback] max_in_flight`` - 1 more
+``sender-masakari-N`` (delivery to the recovery API) and one
+``sender-webhook:NAME-0`` per webhook and ``sender-message-bus-0``
+(delivery to event subscribers, each from an outbox of its own).
 """
 
 import contextlib
@@ -136,7 +137,8 @@ class AgentService:
         self.hostname = default_conf.hostname(conf)
         if sink is None:
             sink = masakari.MasakariSink(masakari.adapter_from_conf(conf),
-                                         self.hostname)
+                                         self.hostname,
+                                         connections=conf.callback.max_in_flight)
         self.sink = sink
         self._preflight = (masakari.Preflight(sink)
                            if isinstance(sink, masakari.MasakariSink) else None)
@@ -199,14 +201,14 @@ class AgentService:
             interval_max=conf.callback.retry_interval_max)
         self.sender = Sender(
             self.outbox, sink, self.retry_policy,
-            threads=conf.callback.sender_threads, liveness=self.liveness,
+            max_in_flight=conf.callback.max_in_flight, liveness=self.liveness,
             on_settle=self.metrics.settled)
         # One thread each: a subscriber gets its events in order of detection.
         # Not watched by the systemd watchdog: a sender waiting on its
         # receiver is not a wedged agent (its backlog shows in the metrics).
         self.subscriber_senders = [
             Sender(self.outboxes[subscriber.name], subscriber, self.retry_policy,
-                   threads=1, on_settle=self.metrics.settled)
+                   on_settle=self.metrics.settled)
             for subscriber, _ in subscribers]
         self._subscribers: list[EventSink] = [
             subscriber for subscriber, _ in subscribers]
@@ -429,6 +431,8 @@ class AgentService:
             sender.stop(timeout)
         for subscriber in self._subscribers:
             subscriber.close()
+        if isinstance(self.sink, masakari.MasakariSink):
+            self.sink.close()
         self.metrics.stop()
         LOG.info('instancemonitor stopped; %d notifications pending',
                  self.pending())

@@ -85,6 +85,19 @@ def _upgrade(db: sqlite3.Connection) -> None:
                 db.execute(f'ALTER TABLE {table} ADD COLUMN {column} {declaration}')
 
 
+@dataclasses.dataclass(slots=True)
+class _Change:
+    """One write, and whether a group commit has applied it."""
+    sql: str
+    params: tuple
+    done: bool = False
+    written: bool = False
+
+    @property
+    def statement(self) -> tuple[str, tuple]:
+        return self.sql, self.params
+
+
 def _phase(state: str, failure: str) -> Phase:
     """The phase of a stored record; version 2 stored 'running' or 'failed'."""
     if state == 'failed':
@@ -175,6 +188,9 @@ class SqliteStateStore:
         self._backlog: list[tuple[str, tuple]] = []
         # The statements of the open batch, if any: kept until it commits.
         self._batch: list[tuple[str, tuple]] | None = None
+        # Changes waiting for the next group commit (see _write).
+        self._queue: list[_Change] = []
+        self._queue_lock = threading.Lock()
         self._closed = False
         self._dead_in_memory: list[DeadLetter] = []
         try:
@@ -217,25 +233,67 @@ class SqliteStateStore:
                       'only, until the agent restarts', self.path, self.BACKLOG_MAX)
 
     def _write(self, sql: str, params: tuple) -> bool:
-        """Apply one change; False if it is only in memory for now."""
+        """Apply one change; False if it is only in memory for now.
+
+        Group commit: changes that other threads make while one commits
+        wait, and the next of them commits them all in one transaction (one
+        fsync), so a burst of deliveries does not queue up fsyncs. Each call
+        returns once its own change is on disk."""
+        change = _Change(sql, params)
+        with self._queue_lock:
+            self._queue.append(change)
         with self._lock:
-            if self._closed:
-                return False
-            if self.degraded:
-                self._defer([(sql, params)])
-                return False
-            try:
-                self._db.execute(sql, params)
-            except sqlite3.Error as error:
-                failed = [(sql, params)]
-                if self._batch is not None:  # the batch's earlier ones too
-                    self._rollback()
-                    failed, self._batch = self._batch + failed, None
-                self._degrade(error, failed)
-                return False
+            if change.done:
+                return change.written
             if self._batch is not None:
-                self._batch.append((sql, params))
-            return True
+                # This thread's batch: its changes commit with it.
+                with self._queue_lock:
+                    self._queue.remove(change)
+                return self._write_in_batch(change)
+            with self._queue_lock:
+                group, self._queue = self._queue, []
+            written = self._commit_group(group)
+            for each in group:
+                each.done, each.written = True, written
+            return written
+
+    def _write_in_batch(self, change: '_Change') -> bool:
+        if self._closed:
+            return False
+        if self.degraded:
+            self._defer([change.statement])
+            return False
+        try:
+            self._db.execute(*change.statement)
+        except sqlite3.Error as error:
+            self._rollback()
+            failed, self._batch = self._batch + [change.statement], None
+            self._degrade(error, failed)
+            return False
+        self._batch.append(change.statement)
+        return True
+
+    def _commit_group(self, group: list['_Change']) -> bool:
+        statements = [change.statement for change in group]
+        if self._closed:
+            return False
+        if self.degraded:
+            self._defer(statements)
+            return False
+        try:
+            if len(statements) == 1:
+                self._db.execute(*statements[0])
+            else:
+                self._db.execute('BEGIN')
+                for statement in statements:
+                    self._db.execute(*statement)
+                self._db.execute('COMMIT')
+        except sqlite3.Error as error:
+            if len(statements) > 1:
+                self._rollback()
+            self._degrade(error, statements)
+            return False
+        return True
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):

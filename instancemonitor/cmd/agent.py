@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     deaths = ThreadDeaths(wakeup.set)
     deaths.install()
     service.start()
-    threads = service.threads()
     supervisor = Supervisor(service.liveness, service.status)
     supervisor.ready()
     service.tick()
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             LOG.info('Received %s, stopping', ' and '.join(
                 signal.Signals(s).name for s in sorted(requested)))
             break
-        if ended := deaths.ended(threads):
+        if ended := deaths.ended(service.threads()):
             LOG.critical('Thread %s is not running any more: stopping with exit '
                          'status %d, so that systemd restarts the agent',
                          ', '.join(ended), EXIT_THREAD_DIED)

@@ -130,16 +130,23 @@ Related options:
 * ``dead_letter_max_age``
 """),
     cfg.IntOpt(
-        'sender_threads',
-        default=4,
+        'max_in_flight',
+        default=512,
         min=1,
-        max=64,
+        max=4096,
+        deprecated_name='sender_threads',
         help="""
-Notifications sent at the same time.
+Notifications to the recovery API sent at the same time, at most.
 
-Each sender thread holds one notification until it gets a final answer, so a
-slow or retrying request never holds up the others beyond this number.
-Pending notifications are taken in order of detection.
+One sender thread runs always; while due notifications wait and every
+sender is busy, another starts (up to this number), and it ends after 30 s
+without work. Each holds one notification until it gets a final answer, so
+a slow or retrying request never holds up the others. Pending notifications
+are taken in order of detection.
+
+The default is above the guests of any compute host: a whole host's
+failures are in flight at once. Lower it if the recovery API must not get
+more concurrent requests from one host.
 """),
 ]
 

@@ -1,8 +1,9 @@
 """The recovery API client: ``POST {endpoint}/notifications`` in Masakari's schema.
 
-One keystoneauth1 session (token cache, TLS, connection pool) serves every
-notification. Its endpoint is either looked up in the Keystone catalog
-(service type ``instance-ha``) or given explicitly.
+One keystoneauth1 session (token cache, TLS settings) serves every
+notification; its endpoint is either looked up in the Keystone catalog
+(service type ``instance-ha``) or given explicitly. The POST itself goes
+through the lean client in ``httpclient``, with the session's token.
 """
 
 import json
@@ -13,7 +14,6 @@ import threading
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import loading as ks_loading
-from keystoneauth1 import session as ks_session
 from oslo_config import cfg
 
 from instancemonitor.conf import api as api_conf
@@ -21,6 +21,7 @@ from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
+from instancemonitor.sinks import httpclient
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
@@ -37,25 +38,12 @@ def adapter_from_conf(conf: cfg.ConfigOpts) -> ks_adapter.Adapter:
             '[api] endpoint or [api] auth_type must be set: without Keystone '
             'authentication there is no catalog to find the recovery API in')
     session = ks_loading.load_session_from_conf_options(conf, group, auth=auth)
-    _size_connection_pool(session, conf.callback.sender_threads)
     return ks_adapter.Adapter(
         session,
         service_type=api_conf.SERVICE_TYPE,
         interface=conf.api.api_interface,
         region_name=conf.api.region,
         endpoint_override=conf.api.endpoint)
-
-
-def _size_connection_pool(session: ks_session.Session, senders: int) -> None:
-    """One kept-alive connection per sender thread: requests' default pool
-    keeps 10 per host and discards the rest, reconnecting every time."""
-    current = session.session.get_adapter('https://')
-    pool = ks_session.TCPKeepAliveAdapter(
-        pool_maxsize=max(10, senders),
-        tls_ciphers=getattr(current, 'tls_ciphers', None),
-        tls_min_version=getattr(current, 'tls_min_version', None))
-    for prefix in ('https://', 'http://'):
-        session.session.mount(prefix, pool)
 
 
 def _server_message(body: str) -> str:
@@ -83,8 +71,15 @@ class MasakariSink:
     # the API already has the notification.
     _FINAL = frozenset({400, 409, 413, 422})
 
-    def __init__(self, adapter: ks_adapter.Adapter, hostname: str = '') -> None:
+    def __init__(self, adapter: ks_adapter.Adapter, hostname: str = '',
+                 connections: int = 10) -> None:
+        """``connections``: kept alive, one per notification in flight."""
         self._adapter = adapter
+        session = adapter.session
+        self._client = httpclient.HTTPClient(session.timeout, session.verify,
+                                             session.cert, connections)
+        # Looked up in the catalog again after the API could not be reached.
+        self._endpoint: str | None = None
         self.hostname = hostname
         # Masakari said it does not know this host; cleared by an accepted
         # notification or a registration check that finds it.
@@ -93,21 +88,26 @@ class MasakariSink:
         self._lock = threading.Lock()
 
     def send(self, notification: Notification) -> Answer:
+        body = json.dumps(notification.body()).encode()
         try:
-            response = self._adapter.post(
-                '/notifications', json=notification.body(), raise_exc=False,
-                connect_retries=0, status_code_retries=0)
-        except ks_exceptions.ClientException as error:
+            response = self._post(body)
+            if response.status == 401:
+                # Expired or revoked: one more try with a new token, as
+                # keystoneauth's own session does.
+                self._adapter.invalidate()
+                response = self._post(body)
+        except (ks_exceptions.ClientException, httpclient.TransportError) as error:
             # Refused, timed out, catalog or Keystone unreachable, bad
             # credentials: all may mend, none is the notification's fault.
-            self._unreachable = True
-            return Answer(Outcome.RETRY, None,
-                          f'{type(error).__name__}: {error}')
+            self._unreachable, self._endpoint = True, None
+            reason = (str(error) if isinstance(error, httpclient.TransportError)
+                      else f'{type(error).__name__}: {error}')
+            return Answer(Outcome.RETRY, None, reason)
         if self._unreachable:
             self._unreachable = False
             LOG.info('The recovery API answers again')
             self.check_registration()
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             self._host_known()
             return Answer(Outcome.DELIVERED, status)
@@ -124,6 +124,20 @@ class MasakariSink:
             # the next attempt logs in afresh.
             self._adapter.invalidate()
         return Answer(Outcome.RETRY, status, message)
+
+    def _post(self, body: bytes) -> httpclient.Response:
+        endpoint = self._endpoint or self._adapter.get_endpoint()
+        if not endpoint:
+            raise ks_exceptions.EndpointNotFound(
+                f'no {api_conf.SERVICE_TYPE} endpoint in the catalog')
+        self._endpoint = endpoint
+        auth = self._adapter.auth or self._adapter.session.auth
+        headers = (self._adapter.session.get_auth_headers(auth) or {}) if auth else {}
+        return self._client.post(f"{endpoint.rstrip('/')}/notifications", body,
+                                 headers)
+
+    def close(self) -> None:
+        self._client.close()
 
     def _host_known(self) -> None:
         if self.host_unknown:

@@ -9,12 +9,12 @@ import hashlib
 import hmac
 import json
 
-import requests
 from oslo_config import cfg
 
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
+from instancemonitor.sinks import httpclient
 
 SIGNATURE_HEADER = 'X-Instancemonitor-Signature-256'
 _MESSAGE_LIMIT = 500
@@ -34,11 +34,9 @@ class WebhookSink:
         self.name = name
         self.url = url
         self._secret = secret
-        self._timeout = timeout
-        self._session = requests.Session()
-        self._session.headers['User-Agent'] = 'instancemonitor'
-        if ca_file:
-            self._session.verify = ca_file
+        # One sender thread per webhook: one connection.
+        self._client = httpclient.HTTPClient(timeout, ca_file or True,
+                                             connections=1)
 
     @classmethod
     def from_conf(cls, section: cfg.ConfigOpts.GroupAttr, name: str) -> 'WebhookSink':
@@ -46,12 +44,11 @@ class WebhookSink:
                    section.ca_file)
 
     def close(self) -> None:
-        self._session.close()
+        self._client.close()
 
     def send(self, notification: Notification) -> Answer:
         body = json.dumps(notification.document(), separators=(',', ':')).encode()
         headers = {
-            'Content-Type': 'application/json',
             'X-Instancemonitor-Delivery': notification.notification_id,
             'X-Instancemonitor-Event':
                 f'{notification.event}/{notification.vir_domain_event}',
@@ -59,12 +56,10 @@ class WebhookSink:
         if self._secret:
             headers[SIGNATURE_HEADER] = signature(self._secret, body)
         try:
-            response = self._session.post(self.url, data=body, headers=headers,
-                                          timeout=self._timeout,
-                                          allow_redirects=False)
-        except requests.RequestException as error:
-            return Answer(Outcome.RETRY, None, f'{type(error).__name__}: {error}')
-        status = response.status_code
+            response = self._client.post(self.url, body, headers)
+        except httpclient.TransportError as error:
+            return Answer(Outcome.RETRY, None, str(error))
+        status = response.status
         if 200 <= status < 300:
             return Answer(Outcome.DELIVERED, status)
         message = response.text.strip()[:_MESSAGE_LIMIT]

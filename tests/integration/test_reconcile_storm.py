@@ -119,8 +119,10 @@ def test_a_storm_of_5000_stops_is_5000_notifications_each_once(
     uuids = [n['payload']['instance_uuid'] for n in recovery_api.stored]
     assert len(uuids) == count and set(uuids) == {d.UUIDString() for d in doms}
     assert len(recovery_api.requests) == count
-    # Bounded: the agent's threads are the same few, whatever the storm.
-    assert max(peak_threads) == threads_before
+    # Bounded: the agent's threads are the same few, whatever the storm, but
+    # for the extra senders of the backlog, never more than max_in_flight.
+    assert max(peak_threads) <= threads_before + agent.sender.max_in_flight - 1
+    assert agent.sender.peak_threads <= agent.sender.max_in_flight
     print(f'\nstorm: {count} stops issued in {destroyed:.2f} s, all delivered after '
           f'{elapsed:.1f} s; peak event queue {max(peak_queue)}; agent threads '
           f'{threads_before}, peak {max(peak_threads)}; process RSS '

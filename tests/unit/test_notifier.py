@@ -152,7 +152,7 @@ def test_a_hung_api_times_out_and_is_transient(recovery_api, sink_for):
 
 def test_connection_refused_is_transient(sink_for):
     answer = sink_for(endpoint=f'http://127.0.0.1:{free_port()}/v1').send(notification())
-    assert answer.outcome is Outcome.RETRY and 'ConnectFailure' in answer.message
+    assert answer.outcome is Outcome.RETRY and 'Connection refused' in answer.message
 
 
 def test_one_session_serves_every_notification(recovery_api, sink_for):
@@ -163,16 +163,11 @@ def test_one_session_serves_every_notification(recovery_api, sink_for):
     assert recovery_api.connections == 1
 
 
-def test_every_sender_thread_keeps_its_own_connection(recovery_api, make_conf):
-    conf = make_conf(api={'endpoint': recovery_api.url},
-                     callback={'sender_threads': 16})
+def test_every_notification_in_flight_keeps_its_own_connection(recovery_api,
+                                                               make_conf):
+    conf = make_conf(api={'endpoint': recovery_api.url})
     adapter = masakari.adapter_from_conf(conf)
-    # requests keeps 10 connections per host by default and discards the
-    # rest, so 16 senders would reconnect over and over (seen in the burst
-    # benchmark): the pool is as large as the senders.
-    for prefix in ('http://', 'https://'):
-        assert adapter.session.session.get_adapter(prefix)._pool_maxsize == 16
-    sink = masakari.MasakariSink(adapter)
+    sink = masakari.MasakariSink(adapter, connections=16)
     recovery_api.delay = 0.05  # so that all 16 are in flight together
     barrier = threading.Barrier(16)
     answers = []
@@ -245,7 +240,7 @@ class ScriptedSink:
 
 def run_one(sink, policy, n=None):
     outbox = Outbox()
-    sender = Sender(outbox, sink, policy, threads=1)
+    sender = Sender(outbox, sink, policy)
     n = n or notification()
     outbox.add(n)
     return outbox, sender, n
@@ -330,28 +325,87 @@ def test_backoff_grows_with_jitter_up_to_the_cap():
     assert fixed(state) == 2.0
 
 
-def test_senders_work_in_parallel_up_to_their_number():
-    class SlowSink(ScriptedSink):
-        def __init__(self):
-            super().__init__()
-            self.lock = threading.Lock()
-            self.in_flight = self.most_in_flight = 0
+class SlowSink(ScriptedSink):
+    """Answers after 0.1 s; counts what is in flight together."""
 
-        def send(self, n):
-            with self.lock:
-                self.in_flight += 1
-                self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            time.sleep(0.1)
-            with self.lock:
-                self.in_flight -= 1
-            return super().send(n)
-    sink = SlowSink()
-    outbox = Outbox()
-    for i in range(12):
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+
+    def send(self, n):
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        time.sleep(0.1)
+        with self.lock:
+            self.in_flight -= 1
+        return super().send(n)
+
+
+def backlog(outbox, count):
+    for i in range(count):
         outbox.add(notification(f'00000000-0000-0000-0000-{i:012d}'))
-    sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0), threads=4)
+
+
+def test_senders_grow_with_the_backlog_up_to_max_in_flight():
+    sink, outbox = SlowSink(), Outbox()
+    backlog(outbox, 12)
+    sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0),
+                    max_in_flight=4)
     run_until_drained(outbox, sender)
     assert len(sink.sent) == 12
-    assert sink.most_in_flight == 4
-    names = {t.name for t in threading.enumerate()}
-    assert not any(name.startswith('sender-scripted') for name in names)
+    assert sink.most_in_flight == 4 and sender.peak_threads == 4
+    assert not any(t.name.startswith('sender-scripted') for t in threading.enumerate())
+
+
+def test_a_burst_is_in_flight_at_once_with_no_more_threads_than_it_needs():
+    sink, outbox = SlowSink(), Outbox()
+    backlog(outbox, 10)
+    sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0),
+                    max_in_flight=64)
+    started = time.monotonic()
+    run_until_drained(outbox, sender)
+    # All ten together: one 0.1 s answer, not ten in a row.
+    assert sink.most_in_flight == 10 and sender.peak_threads == 10
+    assert time.monotonic() - started < 0.9
+
+
+def test_failures_detected_one_after_another_are_in_flight_together():
+    # Each arrives while every sender is busy with the ones before it.
+    sink, outbox = SlowSink(), Outbox()
+    sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0),
+                    max_in_flight=64)
+    sender.start()
+    try:
+        for i in range(10):
+            outbox.add(notification(f'00000000-0000-0000-0000-{i:012d}'))
+            time.sleep(0.005)
+        wait_for(lambda: len(sink.sent) == 10, 5, 'all delivered')
+    finally:
+        sender.stop()
+    assert sink.most_in_flight == 10 and sender.peak_threads == 10
+
+
+def test_extra_senders_end_when_idle_and_the_first_stays(monkeypatch):
+    monkeypatch.setattr(Sender, 'IDLE_EXIT', 0.2)
+    sink, outbox = SlowSink(), Outbox()
+    backlog(outbox, 6)
+    sender = Sender(outbox, sink, RetryPolicy(retry_max=0, interval=0),
+                    max_in_flight=8)
+    sender.start()
+    try:
+        wait_for(lambda: len(sink.sent) == 6, 5, 'the backlog delivered')
+        assert sender.thread_count() == 6
+        wait_for(lambda: sender.thread_count() == 1, 5, 'extra senders ended')
+        assert sender.threads[0].is_alive()
+        # A new burst grows it again.
+        outbox.add(notification('11111111-0000-0000-0000-000000000001'))
+        outbox.add(notification('11111111-0000-0000-0000-000000000002'))
+        wait_for(lambda: len(sink.sent) == 8, 5, 'the second burst delivered')
+        assert sink.most_in_flight == 6
+    finally:
+        sender.stop()
+    assert not any(t.name.startswith('sender-scripted') for t in threading.enumerate())
+
+

@@ -376,3 +376,37 @@ def test_dead_letters_past_their_age_or_count_are_deleted(tmp_path):
         new.notification_id]
     assert s.prune_dead_letters('webhook:x', 1, 1, now) == 0  # per sink
     s.close()
+
+
+def test_concurrent_writes_share_commits_and_each_is_on_disk_when_it_returns(
+        tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    commits = []
+    s._db.set_trace_callback(
+        lambda sql: commits.append(sql) if sql in ('COMMIT',) else None)
+    start, written = threading.Barrier(16), []
+
+    def write(i):
+        start.wait()
+        for j in range(20):
+            n = Notification('compute-1', f'{i:08d}-0000-0000-0000-{j:012d}',
+                             'LIFECYCLE', 'STOPPED_FAILED',
+                             datetime.datetime.now(datetime.UTC))
+            s.insert(n, 0.0)
+            # On disk now: another connection sees it.
+            reader = sqlite3.connect(s.path)
+            (count,) = reader.execute(
+                'SELECT COUNT(*) FROM outbox WHERE notification_id = ?',
+                (n.notification_id,)).fetchone()
+            reader.close()
+            written.append(count)
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert written == [1] * 320
+    assert len(store.SqliteStateStore(str(tmp_path)).pending('masakari')) == 320
+    # Some waited for another's commit and went with the next one: fewer
+    # transactions than writes (each alone would be an implicit one).
+    assert 0 < len(commits) < 320
