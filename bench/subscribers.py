@@ -14,11 +14,18 @@ both processes). Three runs:
 * stuck: one webhook that never answers and the broker stopped, so those
   outboxes only grow while the other webhook goes on.
 
+With two cores or more, this process (the agent and the recovery API) is
+pinned to the first core, the receivers and the broker to the others, as
+they would be on other machines. The agent's CPU per subscriber delivery is
+this process's CPU in "healthy" beyond that in "none", divided by the
+subscriber deliveries.
+
     python -m bench.subscribers [EVENTS]
 """
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import pathlib
 import shutil
 import sys
@@ -30,6 +37,7 @@ import libvirt
 
 from bench.common import DOMAIN_XML
 from bench.common import RecoveryAPI
+from bench.common import cpu_seconds
 from bench.common import machine
 from bench.common import start_agent
 from tests.processes import wait_for
@@ -40,6 +48,8 @@ def receivers(pipe: multiprocessing.connection.Connection, broker_url: str) -> N
     answer the parent's requests."""
     from tests.fakes.webhook import WebhookReceiver
     from tests.rabbitmq import Consumer
+
+    os.sched_setaffinity(0, OTHER_CORES)  # before any thread starts
 
     # sink → domain uuid → when its stop arrived (the later hook for webhooks).
     arrivals: dict[str, dict[str, float]] = {'webhooks': {}, 'bus': {}}
@@ -75,6 +85,16 @@ def receivers(pipe: multiprocessing.connection.Connection, broker_url: str) -> N
         hook.stop()
 
 
+AGENT_CORES = {0}
+OTHER_CORES = set(range(1, os.cpu_count() or 1)) or AGENT_CORES
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of ``pid`` (the threads it starts later inherit it)."""
+    for task in os.listdir(f'/proc/{pid}/task'):
+        os.sched_setaffinity(int(task), cores)
+
+
 def percentiles(values: list[float]) -> str:
     values = sorted(values)
     p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
@@ -91,7 +111,9 @@ def config(directory: pathlib.Path, urls: list[str]) -> list[str]:
 
 
 def run(count: int, label: str, files: list[str], bus: dict,
-        pipe: multiprocessing.connection.Connection | None) -> None:
+        pipe: multiprocessing.connection.Connection | None) -> tuple[float, int]:
+    """Print the run's figures; return this process's CPU seconds and the
+    subscriber deliveries."""
     api = RecoveryAPI().start()
     agent = start_agent('test:///default', api.url, files, message_bus=bus,
                         introspectiveinstancemonitor={'enabled': False},
@@ -100,6 +122,14 @@ def run(count: int, label: str, files: list[str], bus: dict,
     destroyed: dict[str, float] = {}
     recovery: list[float] = []
     arrivals: dict[str, dict[str, float]] = {}
+    deliveries = [0]
+    for name, box in agent.outboxes.items():
+        if name != 'masakari':
+            def counted(notification, delivered=box.delivered):
+                deliveries[0] += 1
+                delivered(notification)
+            box.delivered = counted
+    cpu = cpu_seconds()
     try:
         for i in range(count):
             domain_uuid = str(uuid.uuid4())
@@ -116,6 +146,7 @@ def run(count: int, label: str, files: list[str], bus: dict,
             wait_for(all_arrived, 60, 'every stop at every subscriber', interval=0.2)
         waiting = {name: box.pending() for name, box in agent.outboxes.items()
                    if name != 'masakari' and box.pending()}
+        cpu = cpu_seconds() - cpu
     finally:
         conn.close()
         agent.stop()
@@ -127,6 +158,7 @@ def run(count: int, label: str, files: list[str], bus: dict,
             [(at - destroyed[u]) * 1000 for u, at in times.items() if u in destroyed]))
     for name, pending in waiting.items():
         print(f'{label:<8} {name:<14} {pending} events waiting in its outbox')
+    return cpu, deliveries[0]
 
 
 def main() -> None:
@@ -139,6 +171,7 @@ def main() -> None:
     child = None
     try:
         broker.start()
+        pin(broker.pid, OTHER_CORES)
         child = multiprocessing.get_context('spawn').Process(
             target=receivers, args=(child_pipe, broker.url), name='receivers')
         child.start()
@@ -147,8 +180,13 @@ def main() -> None:
         print(f'# subscribers: destroy() -> the sink has the stop, {count} domains; '
               f'{machine()}')
         print(f'{"run":<8} {"sink":<14} {"p50 ms":>7} {"p99 ms":>7}')
-        run(count, 'none', [], {}, None)
-        run(count, 'healthy', config(directory, urls), bus, pipe)
+        os.sched_setaffinity(0, AGENT_CORES)
+        alone, _ = run(count, 'none', [], {}, None)
+        cpu, deliveries = run(count, 'healthy', config(directory, urls), bus, pipe)
+        print(f'agent CPU per subscriber delivery: '
+              f'{(cpu - alone) / deliveries * 1000:.2f} ms ({deliveries} deliveries); '
+              f'agent and recovery API on cores {sorted(AGENT_CORES)}, receivers '
+              f'and broker on {sorted(OTHER_CORES)}')
         pipe.send('block')  # the first webhook never answers from now on
         broker.stop()
         run(count, 'stuck', config(directory, urls), dict(bus, timeout=1), None)

@@ -1,20 +1,29 @@
 """instancemonitor side by side with masakari-monitors, on real QEMU guests.
 
-Both agents run in turn, each with its default configuration (only what
-must be set: the host name, the libvirt URI, the Keystone login, and for
-instancemonitor a state directory and metrics off), against the same private
-libvirtd (the e2e tier's, QEMU under TCG) and the same loopback recovery API
-behind a Keystone stand-in. This process also listens to libvirt's events:
-agent-added latency is from its STOPPED_FAILED callback to the POST's
-arrival at the API, on one monotonic clock.
+Each agent runs with its default configuration (only what must be set: the
+host name, the libvirt URI, the Keystone login, and for instancemonitor a
+state directory and metrics off), against the same private libvirtd (the
+e2e tier's, QEMU under TCG) and a loopback recovery API behind a Keystone
+stand-in. This process also listens to libvirt's events: agent-added
+latency is from its STOPPED_FAILED callback to the POST's arrival at the
+API, on one monotonic clock.
+
+In turn, each agent alone: latency, bursts of 10 and 100 guests killed at
+once with the API answering in 50 ms, idle CPU and memory. Then both at
+once, each with its own API: 3 guests killed during a 2-minute API outage
+(connections refused), and 3 persistent guests killed while libvirtd is
+down; what reached each API afterwards.
 
 masakari-monitors is installed from PyPI into a cached virtualenv, with
 libvirt-python pinned to the host's libvirt. Root is needed (the private
-libvirtd). About three minutes.
+libvirtd). About five minutes.
 
     python -m bench.vs_masakari_monitors [KILLS]
 """
 
+import concurrent.futures
+import contextlib
+import itertools
 import os
 import pathlib
 import signal
@@ -38,7 +47,9 @@ from tests.processes import test_cache
 from tests.processes import wait_for
 
 MASAKARI_MONITORS = 'masakari-monitors==22.0.0'
-IDLE_SECONDS, IDLE_DOMAINS, BURST, API_DELAY = 30, 8, 10, 0.05
+AGENTS = ('masakari-monitors', 'instancemonitor')
+IDLE_SECONDS, IDLE_DOMAINS, BURSTS, API_DELAY = 15, 8, (10, 100), 0.05
+OUTAGE, GAP_KILLS = 120.0, 3
 FAILED = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
 
 
@@ -93,17 +104,6 @@ def agent_command(name: str, uri: str, identity, directory: pathlib.Path) -> lis
             str(config)]
 
 
-def crashes(api: RecoveryAPI, uuids: set[str]) -> dict[str, float]:
-    """Arrival of the first STOPPED_FAILED POST of each of ``uuids``."""
-    arrived: dict[str, float] = {}
-    for request in list(api.requests):
-        payload = request.json()['notification']['payload']
-        if (payload['instance_uuid'] in uuids and
-                payload['vir_domain_event'] == 'STOPPED_FAILED'):
-            arrived.setdefault(payload['instance_uuid'], request.received_at)
-    return arrived
-
-
 def cpu_seconds(pid: int) -> float:
     fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
@@ -115,91 +115,247 @@ def rss_mib(pid: int) -> float:
                 if line.startswith('VmRSS')) / 1024
 
 
-def measure(name: str, kills: int, hypervisor: PrivateLibvirtd,
-            directory: pathlib.Path) -> dict[str, str]:
-    api = RecoveryAPI(token_check=lambda t: identity.is_valid(t)).start()
-    identity = fake_keystone.Keystone(
-        {'instance-ha': {'public': api.url, 'internal': api.url}}).start()
-    clock = FailureClock(hypervisor.uri)
-    conn = libvirt.open(hypervisor.uri)
-    log = open(directory / f'{name}.log', 'ab')
-    agent = subprocess.Popen(agent_command(name, hypervisor.uri, identity, directory),
-                             stdout=log, stderr=subprocess.STDOUT)
-    tag = name.split('-')[0][:4]
-    try:
+def pss_mib(pid: int) -> float:
+    """Proportional set size: shared libraries counted once across processes."""
+    rollup = pathlib.Path(f'/proc/{pid}/smaps_rollup').read_text()
+    return next(int(line.split()[1]) for line in rollup.splitlines()
+                if line.startswith('Pss:')) / 1024
+
+
+class Stack:
+    """One agent's recovery API (restartable on its port) and Keystone."""
+
+    def __init__(self) -> None:
+        self.api = RecoveryAPI(token_check=self._valid).start()
+        self.identity = fake_keystone.Keystone(
+            {'instance-ha': {'public': self.api.url, 'internal': self.api.url}}).start()
+        self._port = self.api._server.port
+        # Every POST, across restarts of the API.
+        self._earlier: list = []
+
+    def _valid(self, token: str | None) -> bool:
+        return self.identity.is_valid(token)
+
+    def requests(self) -> list:
+        return self._earlier + list(self.api.requests)
+
+    def down(self) -> None:
+        self._earlier += list(self.api.requests)
+        self.api.stop()
+
+    def up(self) -> None:
+        self.api = RecoveryAPI(token_check=self._valid, port=self._port).start()
+
+    def stop(self) -> None:
+        self.identity.stop()
+        self.api.stop()
+
+
+def crashes(stack: Stack, uuids: set[str]) -> dict[str, float]:
+    """Arrival of the first STOPPED_FAILED POST of each of ``uuids``."""
+    arrived: dict[str, float] = {}
+    for request in stack.requests():
+        payload = request.json()['notification']['payload']
+        if (payload['instance_uuid'] in uuids and
+                payload['vir_domain_event'] == 'STOPPED_FAILED'):
+            arrived.setdefault(payload['instance_uuid'], request.received_at)
+    return arrived
+
+
+class Bench:
+    def __init__(self, hypervisor: PrivateLibvirtd, directory: pathlib.Path) -> None:
+        self.hypervisor = hypervisor
+        self.directory = directory
+        self.clock = FailureClock(hypervisor.uri)
+        self.conn = libvirt.open(hypervisor.uri)
+        self._runs = itertools.count()
+
+    def start(self, name: str, stack: Stack) -> subprocess.Popen:
+        run = self.directory / f'{name}-{next(self._runs)}'
+        run.mkdir()
+        with open(run / 'agent.log', 'ab') as log:
+            agent = subprocess.Popen(
+                agent_command(name, self.hypervisor.uri, stack.identity, run),
+                stdout=log, stderr=subprocess.STDOUT)
         time.sleep(5)  # connected (masakari-monitors says nothing when it is)
+        return agent
 
-        def kill(names: list[str]) -> set[str]:
-            uuids = {conn.lookupByName(n).UUIDString() for n in names}
-            for n in names:
-                os.kill(hypervisor.qemu_pid(n), signal.SIGKILL)
-            return uuids
+    def guests(self, names: list[str], persistent: bool = False) -> set[str]:
+        """Start guests, a few at a time (libvirtd starts QEMUs in parallel)."""
+        def start(name: str) -> str:
+            xml = guest_xml(name)
+            if persistent:
+                dom = self.conn.defineXML(xml)
+                dom.create()
+            else:
+                dom = self.conn.createXML(xml)
+            return dom.UUIDString()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return set(pool.map(start, names))
 
-        latencies = []
-        for i in range(kills):
-            guest = f'{tag}-lat-{i}'
-            conn.createXML(guest_xml(guest))
-            time.sleep(0.3)
-            (uuid,) = kill([guest])
-            arrived = wait_for(lambda u=uuid: crashes(api, {u}).get(u), 30,
-                               f'{name}: the crash of {guest}')
-            latencies.append((arrived - clock.at(uuid)) * 1000)
+    def clear(self) -> None:
+        """Destroy (and undefine) every guest, a few at a time."""
+        def destroy(dom: libvirt.virDomain) -> None:
+            for action in (dom.destroy, dom.undefine):
+                with contextlib.suppress(libvirt.libvirtError):
+                    action()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(destroy, self.conn.listAllDomains()))
+        self.hypervisor.destroy_guests()  # what is left, by pid
 
-        api.delay = API_DELAY
-        names = [f'{tag}-burst-{i}' for i in range(BURST)]
-        for guest in names:
-            conn.createXML(guest_xml(guest))
-        time.sleep(1)
-        uuids = kill(names)
-        arrived = wait_for(lambda: (lambda a: a if len(a) == BURST else None)(
-            crashes(api, uuids)), 30, f'{name}: the burst')
-        first_event = min(clock.at(u) for u in uuids)
-        burst_ms = (max(arrived.values()) - first_event) * 1000
-        api.delay = 0.0
+    def kill(self, names: list[str]) -> None:
+        for name in names:
+            os.kill(self.hypervisor.qemu_pid(name), signal.SIGKILL)
 
-        for i in range(IDLE_DOMAINS):
-            conn.createXML(guest_xml(f'{tag}-idle-{i}'))
-        time.sleep(2)
-        before = cpu_seconds(agent.pid)
-        time.sleep(IDLE_SECONDS)
-        idle_cpu, rss = cpu_seconds(agent.pid) - before, rss_mib(agent.pid)
-        threads = len(os.listdir(f'/proc/{agent.pid}/task'))
-    finally:
-        stop_pid(agent)
-        log.close()
-        hypervisor.destroy_guests()
-        clock.conn.close()
-        conn.close()
-        identity.stop()
-        api.stop()
-    quantiles = statistics.quantiles(latencies, n=100, method='inclusive')
-    return {
-        'agent-added latency p50 / p99 (ms)':
-            f'{statistics.median(latencies):.2f} / {quantiles[98]:.2f}',
-        f'{BURST} killed at once, API answering in {API_DELAY * 1000:.0f} ms: '
-        'last POST arrives after': f'{burst_ms:.0f} ms',
-        f'idle, {IDLE_DOMAINS} domains, {IDLE_SECONDS} s: CPU, RSS, threads':
-            f'{idle_cpu:.2f} CPU-s, {rss:.1f} MiB, {threads}',
-    }
+    def burst(self, name: str, stack: Stack, count: int, pid: int) -> str:
+        names = [f'{name[:4]}-burst{count}-{i}' for i in range(count)]
+        uuids = self.guests(names)
+        time.sleep(1 + count / 50)
+        threads, done = [0], threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.005):
+                threads[0] = max(threads[0], len(os.listdir(f'/proc/{pid}/task')))
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        self.kill(names)
+        try:
+            arrived = wait_for(lambda: (lambda a: a if len(a) == count else None)(
+                crashes(stack, uuids)), 60, f'{name}: the burst of {count}')
+        finally:
+            done.set()
+            sampler.join()
+        events = {u: self.clock.at(u) for u in uuids}
+        first = min(events.values())
+        last_post = (max(arrived.values()) - first) * 1000
+        last_event = (max(events.values()) - first) * 1000
+        added = max(arrived[u] - events[u] for u in uuids) * 1000
+        self.clear()
+        return (f'{last_post:.0f} ms ({last_event:.0f}; {added:.0f}), '
+                f'{threads[0]} threads')
+
+    def alone(self, name: str, kills: int) -> dict[str, str]:
+        """One agent on its own: latency, bursts, idle."""
+        stack = Stack()
+        agent = self.start(name, stack)
+        try:
+            latencies = []
+            for i in range(kills):
+                guest = f'{name[:4]}-lat-{i}'
+                (uuid,) = self.guests([guest])
+                time.sleep(0.3)
+                self.kill([guest])
+                arrived = wait_for(lambda u=uuid: crashes(stack, {u}).get(u), 30,
+                                   f'{name}: the crash of {guest}')
+                latencies.append((arrived - self.clock.at(uuid)) * 1000)
+            self.guests([f'{name[:4]}-idle-{i}' for i in range(IDLE_DOMAINS)])
+            time.sleep(2)
+            before = cpu_seconds(agent.pid)
+            time.sleep(IDLE_SECONDS)
+            idle_cpu = cpu_seconds(agent.pid) - before
+            rss, pss = rss_mib(agent.pid), pss_mib(agent.pid)
+            threads = len(os.listdir(f'/proc/{agent.pid}/task'))
+            self.clear()
+            stack.api.delay = API_DELAY
+            bursts = {count: self.burst(name, stack, count, agent.pid)
+                      for count in BURSTS}
+        finally:
+            stop_pid(agent)
+            self.clear()
+            stack.stop()
+        quantiles = statistics.quantiles(latencies, n=100, method='inclusive')
+        rows = {'agent-added latency p50 / p99 (ms)':
+                f'{statistics.median(latencies):.2f} / {quantiles[98]:.2f}'}
+        for count, figure in bursts.items():
+            rows[f'{count} killed at once, API {API_DELAY * 1000:.0f} ms: last POST '
+                 'after the first event (last event; most agent-added), peak '
+                 'threads'] = figure
+        rows[f'idle, {IDLE_DOMAINS} domains, {IDLE_SECONDS} s: CPU-s, RSS / PSS '
+             'MiB, threads'] = f'{idle_cpu:.2f}, {rss:.1f} / {pss:.1f}, {threads}'
+        return rows
+
+    def together(self) -> dict[str, dict[str, str]]:
+        """Both agents at once, each with its own API: failures during an API
+        outage, then during a libvirtd gap; what each API got."""
+        stacks = {name: Stack() for name in AGENTS}
+        agents = {name: self.start(name, stacks[name]) for name in AGENTS}
+        rows: dict[str, dict[str, str]] = {name: {} for name in AGENTS}
+        try:
+            names = [f'outage-{i}' for i in range(GAP_KILLS)]
+            uuids = self.guests(names, persistent=True)
+            time.sleep(1)
+            for stack in stacks.values():
+                stack.down()
+            down_at = time.monotonic()
+            time.sleep(1)
+            self.kill(names)
+            time.sleep(OUTAGE - (time.monotonic() - down_at))
+            for stack in stacks.values():
+                stack.up()
+            time.sleep(15)
+            for name in AGENTS:
+                rows[name][f'{GAP_KILLS} killed during a {OUTAGE / 60:.0f}-minute API '
+                           'outage: reported after it'] = self._reported(
+                               stacks[name], uuids, agents[name])
+            self.clear()
+
+            names = [f'gap-{i}' for i in range(GAP_KILLS)]
+            uuids = self.guests(names, persistent=True)
+            time.sleep(1)
+            pids = [self.hypervisor.qemu_pid(n) for n in names]
+            self.hypervisor.kill()
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(2)
+            self.hypervisor.start()
+            time.sleep(15)
+            for name in AGENTS:
+                rows[name][f'{GAP_KILLS} killed while libvirtd was down: reported '
+                           'after it returned'] = self._reported(
+                               stacks[name], uuids, agents[name])
+        finally:
+            for agent in agents.values():
+                stop_pid(agent)
+            self.hypervisor.destroy_guests()
+            for stack in stacks.values():
+                stack.stop()
+        return rows
+
+    @staticmethod
+    def _reported(stack: Stack, uuids: set[str], agent: subprocess.Popen) -> str:
+        figure = f'{len(crashes(stack, uuids))} of {len(uuids)}'
+        return figure if agent.poll() is None else f'{figure} (agent exited)'
+
+    def close(self) -> None:
+        for conn in (self.clock.conn, self.conn):  # libvirtd was restarted
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
 
 
 def main() -> None:
     kills = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     hypervisor = PrivateLibvirtd('qemu')
     directory = pathlib.Path(tempfile.mkdtemp(prefix='im-vs-'))
+    started = time.monotonic()
     try:
         hypervisor.start()
-        results = {name: measure(name, kills, hypervisor, directory)
-                   for name in ('masakari-monitors', 'instancemonitor')}
+        bench = Bench(hypervisor, directory)
+        try:
+            results = {name: bench.alone(name, kills) for name in AGENTS}
+            for name, rows in bench.together().items():
+                results[name].update(rows)
+        finally:
+            bench.close()
     finally:
         hypervisor.cleanup()
     print(f'{kills} sequential kills of real QEMU guests (TCG), default '
-          f'configurations; {machine()}')
+          f'configurations; {machine()}; {time.monotonic() - started:.0f} s; '
+          f'logs in {directory}')
     rows = list(results['instancemonitor'])
     width = max(len(r) for r in rows)
     print(f'{"":{width}}  {"masakari-monitors 22.0.0":>26}  {"instancemonitor":>26}')
     for row in rows:
-        print(f'{row:{width}}  {results["masakari-monitors"][row]:>26}  '
+        print(f'{row:{width}}  {results["masakari-monitors"].get(row, "-"):>26}  '
               f'{results["instancemonitor"][row]:>26}')
 
 

@@ -10,6 +10,7 @@ Scheduling happens in memory; every change is written through to an
 ``OutboxStore`` first, so a durable store survives a crash of the agent.
 """
 
+import contextlib
 import dataclasses
 import datetime
 import heapq
@@ -17,6 +18,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Protocol
 
 from instancemonitor import clock
@@ -102,6 +104,8 @@ class _Entry:
     # max_age is elapsed time, whatever the wall clock does.
     born: float
     in_flight: bool = False
+    # Its request is on the wire (this round).
+    sent: bool = False
 
 
 class Outbox:
@@ -125,8 +129,8 @@ class Outbox:
         self._monotonic = monotonic
         self._utcnow = utcnow
         self._cond = threading.Condition(threading.Lock())
-        # Signalled when a sender takes a notification (same lock).
-        self._taken = threading.Condition(self._cond._lock)
+        # Signalled when a notification's request is sent (same lock).
+        self._sent = threading.Condition(self._cond._lock)
         self._entries: dict[str, _Entry] = {}
         # Not yet due: (due, push sequence, id). Due: (order, id), so the
         # earliest detected goes first. Stale items are skipped lazily.
@@ -138,6 +142,9 @@ class Outbox:
         # Called after a notification is scheduled (by the sender, to start
         # another thread if every one is busy).
         self.on_schedule: Callable[[], None] = lambda: None
+        # While a thread holds its additions (see holding): which, and them.
+        self._holder: int | None = None
+        self._held: list[_Entry] = []
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending(sink)
         with self._cond:
@@ -163,9 +170,30 @@ class Outbox:
         self._store.insert(notification, self._due_at(delay))
         now = self._monotonic()
         with self._cond:
-            self._schedule(_Entry(notification, now + delay, next(self._orders),
-                                  born=now))
+            entry = _Entry(notification, now + delay, next(self._orders), born=now)
+            if self._holder == threading.get_ident():
+                self._held.append(entry)
+                return
+            self._schedule(entry)
         self.on_schedule()
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """What this thread adds inside is scheduled only at the end: after
+        the store's transaction that wrote it has committed, so no sender
+        can send what is not on disk yet."""
+        with self._cond:
+            self._holder = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holder = None
+                held, self._held = self._held, []
+                for entry in held:
+                    self._schedule(entry)
+            if held:
+                self.on_schedule()
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id
@@ -187,6 +215,11 @@ class Outbox:
                     if e.notification.instance_uuid == instance_uuid
                     and not e.in_flight and e.due > now]
             withdrawn = [self._entries.pop(nid).notification for nid in held]
+            # Added in this group of events, not scheduled yet.
+            mine = [e for e in self._held
+                    if e.notification.instance_uuid == instance_uuid and e.due > now]
+            self._held = [e for e in self._held if e not in mine]
+            withdrawn += [e.notification for e in mine]
         for notification in withdrawn:
             self._store.remove(notification.notification_id)
         return withdrawn
@@ -213,7 +246,6 @@ class Outbox:
                     entry = self._current(nid)
                     if entry is not None and entry.due <= now:
                         entry.in_flight = True
-                        self._taken.notify_all()
                         return entry.notification
                 if deadline is not None:
                     if now >= deadline:
@@ -223,12 +255,21 @@ class Outbox:
                 self._cond.wait(timeout)
             return None
 
-    def wait_taken(self, notification: Notification, timeout: float) -> bool:
-        """Wait until a sender has taken ``notification`` (or it is gone)."""
+    def sent(self, notification: Notification) -> None:
+        """A sender's request for ``notification`` is on the wire."""
+        with self._cond:
+            entry = self._entries.get(notification.notification_id)
+            if entry is not None:
+                entry.sent = True
+            self._sent.notify_all()
+
+    def wait_sent(self, notification: Notification, timeout: float) -> bool:
+        """Wait until ``notification`` is sent (or settled), at most
+        ``timeout`` seconds."""
         nid = notification.notification_id
         with self._cond:
-            return self._taken.wait_for(
-                lambda: (entry := self._entries.get(nid)) is None or entry.in_flight,
+            return self._sent.wait_for(
+                lambda: (entry := self._entries.get(nid)) is None or entry.sent,
                 timeout)
 
     def due(self) -> bool:
@@ -243,6 +284,7 @@ class Outbox:
         self._store.remove(notification.notification_id)
         with self._cond:
             self._entries.pop(notification.notification_id, None)
+            self._sent.notify_all()
 
     def rejected(self, notification: Notification, reason: str) -> None:
         self._store.bury(notification.notification_id, reason, notification)
@@ -266,6 +308,7 @@ class Outbox:
         with self._cond:
             entry = self._entries[notification.notification_id]
             entry.due, entry.in_flight = self._monotonic() + delay, False
+            entry.sent = False
             self._schedule(entry)
         return True
 

@@ -1,8 +1,11 @@
 """The notification chain as one bus subscriber: filter → journal → outbox.
 
-The heartbeat's state changes, which the journal works out from pings, go on
-to ``listeners`` (the event subscribers' fan-out, the metrics) after the
-recovery API's notification is queued.
+A notification due now is on the wire before anything else is done for its
+event: the journal's write and the subscribers wait until a sender has sent
+it (at most ``HANDOFF_WAIT``), so they neither delay it nor compete with it
+for the interpreter. The heartbeat's state changes, which the journal works
+out from pings, go on to ``listeners`` (the event subscribers' fan-out, the
+metrics) after the recovery API's notification is queued.
 """
 
 import logging
@@ -16,6 +19,7 @@ from instancemonitor.outbox import Outbox
 
 LOG = logging.getLogger(__name__)
 
+# Seconds the dispatcher waits for a sender to send a due notification.
 HANDOFF_WAIT = 0.002
 
 
@@ -45,7 +49,7 @@ class NotificationPipeline:
     def _queue(self, notification: Notification, hold: float) -> None:
         self._outbox.add(notification, hold)
         if not hold:
-            self._outbox.wait_taken(notification, HANDOFF_WAIT)
+            self._outbox.wait_sent(notification, HANDOFF_WAIT)
 
     def _withdraw_held(self, uuid: str) -> None:
         for withdrawn in self._outbox.withdraw_held(uuid):

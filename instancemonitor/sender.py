@@ -24,6 +24,7 @@ from instancemonitor.outbox import Outbox
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
 from instancemonitor.sinks import Sink
+from instancemonitor.sinks import httpclient
 from instancemonitor.supervision import PROGRESS_TICK
 from instancemonitor.supervision import Liveness
 
@@ -139,7 +140,8 @@ class Sender:
                 self._busy += 1
             self._grow()
             try:
-                answer = self.deliver(notification)
+                with httpclient.on_sent(lambda n=notification: self._outbox.sent(n)):
+                    answer = self.deliver(notification)
             except Exception:
                 LOG.exception('Unexpected failure sending notification %s; '
                               'keeping it', notification.notification_id)

@@ -15,6 +15,8 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from typing import Protocol
 
 import libvirt
 from oslo_config import cfg
@@ -47,8 +49,6 @@ from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Sink
 from instancemonitor.sinks import masakari
-from instancemonitor.sinks.messagebus import MessageBusSink
-from instancemonitor.sinks.webhook import WebhookSink
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
@@ -66,8 +66,11 @@ LOG = logging.getLogger(__name__)
 # Seconds between deletions of old dead letters.
 DEAD_LETTER_PRUNE_INTERVAL = 600.0
 
-# A sink of event subscribers (closed when the agent stops).
-EventSink = WebhookSink | MessageBusSink
+
+class EventSink(Sink, Protocol):
+    """A sink of event subscribers (closed when the agent stops)."""
+
+    def close(self) -> None: ...
 
 
 def _patterns(group: str, events: list[str]) -> EventPatterns:
@@ -84,15 +87,20 @@ def _patterns(group: str, events: list[str]) -> EventPatterns:
 def event_sinks(conf: cfg.ConfigOpts,
                 hostname: str) -> list[tuple[EventSink, EventPatterns]]:
     """The event subscribers the configuration asks for, with the events each
-    wants: the webhooks, then the message bus."""
+    wants: the webhooks, then the message bus (imported only when configured:
+    an agent without them does not carry kombu)."""
     sinks: list[tuple[EventSink, EventPatterns]] = []
-    for section in webhooks_conf.register_webhooks(conf):
+    sections = webhooks_conf.register_webhooks(conf)
+    if sections:
+        from instancemonitor.sinks.webhook import WebhookSink
+    for section in sections:
         opts = conf[section]
         if not opts.url:
             raise ConfigurationError(f'[{section}] url: required')
         sinks.append((WebhookSink.from_conf(opts, section),
                       _patterns(section, opts.events)))
     if conf.message_bus.transport_url:
+        from instancemonitor.sinks.messagebus import MessageBusSink
         sinks.append((MessageBusSink.from_conf(conf.message_bus, hostname),
                       _patterns('message_bus', conf.message_bus.events)))
     return sinks
@@ -239,9 +247,17 @@ class AgentService:
         self._dispatcher = threading.Thread(
             target=self.bus.run, name='event-dispatch', daemon=True,
             args=(self._stop, lambda: self.liveness.mark('event-dispatch'),
-                  PROGRESS_TICK))
+                  PROGRESS_TICK, self._dispatch_group))
         self._loop_timer: int | None = None
         self._recorded_status = self._recorded_pruned = ''
+
+    @contextlib.contextmanager
+    def _dispatch_group(self) -> Iterator[None]:
+        """Events dispatched together: one transaction of the state database,
+        whose notifications senders see once it has committed."""
+        with self.outbox.holding():
+            with self.store.batch() if self.store else contextlib.nullcontext():
+                yield
 
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:

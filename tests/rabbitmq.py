@@ -89,6 +89,11 @@ class RabbitMQ:
         except Exception:
             return False
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's (beam's) pid, once it runs."""
+        return self._beam_pid()
+
     def _beam_pid(self) -> int | None:
         try:
             return int((self.dir / 'beam.pid').read_text())

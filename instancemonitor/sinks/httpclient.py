@@ -8,8 +8,12 @@ through urllib3 directly, with keystoneauth still providing the endpoint, the
 token and the TLS settings of the ``[api]`` group.
 """
 
+import contextlib
 import dataclasses
 import socket
+import threading
+from collections.abc import Callable
+from collections.abc import Iterator
 from collections.abc import Mapping
 
 import requests.certs
@@ -17,6 +21,7 @@ import requests.utils
 import urllib3
 from urllib3 import exceptions as u3_exceptions
 from urllib3.connection import HTTPConnection
+from urllib3.connection import HTTPSConnection
 
 from instancemonitor import __name__ as _project
 
@@ -26,6 +31,50 @@ USER_AGENT = _project
 # balancers: probe an idle connection like keystoneauth's session does.
 _SOCKET_OPTIONS = [*HTTPConnection.default_socket_options,
                    (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def on_sent(callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback`` as soon as the first request this thread makes in
+    the block is on the wire (before its answer)."""
+    _local.sent = callback
+    try:
+        yield
+    finally:
+        _local.sent = None
+
+
+def _request_sent() -> None:
+    callback = getattr(_local, 'sent', None)
+    if callback is not None:
+        _local.sent = None
+        callback()
+
+
+class _SignallingHTTPConnection(HTTPConnection):
+    def request(self, *args, **kwargs) -> None:
+        super().request(*args, **kwargs)
+        _request_sent()
+
+
+class _SignallingHTTPSConnection(HTTPSConnection):
+    def request(self, *args, **kwargs) -> None:
+        super().request(*args, **kwargs)
+        _request_sent()
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _SignallingHTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _SignallingHTTPSConnection
+
+
+_POOLS = {'http': _HTTPPool, 'https': _HTTPSPool}
 
 
 class TransportError(Exception):
@@ -59,10 +108,16 @@ class HTTPClient:
             ca_certs=(verify if isinstance(verify, str)
                       else requests.certs.where() if verify else None),
             cert_file=cert_file, key_file=key_file)
-        self._direct = urllib3.PoolManager(**self._pool_args)
+        self._direct = self._signalling(urllib3.PoolManager(**self._pool_args))
         self._proxied: dict[str, urllib3.ProxyManager] = {}
         # The manager of each URL posted to (a few: the endpoint, a webhook).
         self._managers: dict[str, urllib3.PoolManager] = {}
+
+    @staticmethod
+    def _signalling(manager: urllib3.PoolManager) -> urllib3.PoolManager:
+        """Connections that say when a request is sent (``on_sent``)."""
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
 
     def _manager(self, url: str) -> urllib3.PoolManager:
         """The environment's proxy for ``url`` (https_proxy, no_proxy), as
@@ -74,8 +129,10 @@ class HTTPClient:
             if not proxy:
                 manager = self._direct
             else:
-                manager = self._proxied.setdefault(
-                    proxy, urllib3.ProxyManager(proxy, **self._pool_args))
+                if proxy not in self._proxied:
+                    self._proxied[proxy] = self._signalling(
+                        urllib3.ProxyManager(proxy, **self._pool_args))
+                manager = self._proxied[proxy]
             self._managers[url] = manager
         return manager
 

@@ -74,3 +74,46 @@ def test_stopping_dispatches_what_was_published_before_the_stop():
     bus.wake()
     bus.run(stop)  # returns once the queue up to the wake is done
     assert got == events
+
+
+def test_events_waiting_together_are_dispatched_in_one_group_in_order():
+    import contextlib
+
+    bus = EventBus()
+    got, groups = [], []
+
+    @contextlib.contextmanager
+    def group():
+        groups.append(len(got))
+        yield
+        groups.append(len(got))
+
+    bus.subscribe(WILDCARD, got.append)
+    events = [DomainEvent(EventKind.REBOOT, str(i), 'n') for i in range(300)]
+    for event in events:
+        bus.publish(event)
+    stop = threading.Event()
+    stop.set()
+    bus.wake()
+    bus.run(stop, group=group)
+    assert got == events
+    # At most GROUP_MAX (256) per group; the wake ends the last one.
+    assert groups == [0, 256, 256, 300]
+
+
+def test_an_event_alone_is_dispatched_without_a_group():
+    bus = EventBus()
+    got, groups = [], []
+    bus.subscribe(WILDCARD, got.append)
+    bus.subscribe(WILDCARD, lambda e: done.set())
+    done = threading.Event()
+    stop = threading.Event()
+    thread = threading.Thread(target=bus.run, args=(stop,),
+                              kwargs={'group': lambda: groups.append(1)})
+    thread.start()
+    bus.publish(DomainEvent(EventKind.REBOOT, 'u', 'n'))
+    assert done.wait(5)
+    stop.set()
+    bus.wake()
+    thread.join(5)
+    assert len(got) == 1 and groups == []

@@ -156,3 +156,15 @@ def test_bad_subscriber_options_stop_the_daemon_naming_the_option(tmp_path, line
     assert named in result.stderr, result.stderr
     assert 'Traceback' not in result.stderr
     assert not (tmp_path / 'state').exists()
+
+
+def test_the_message_bus_and_webhooks_are_imported_only_when_configured():
+    import subprocess
+    import sys
+    code = ('import sys, instancemonitor.cmd.agent; '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in '
+            '("kombu", "amqp") or m.startswith("instancemonitor.sinks.")))')
+    loaded = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert loaded == ("['instancemonitor.sinks.httpclient', "
+                      "'instancemonitor.sinks.masakari']")

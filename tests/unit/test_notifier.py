@@ -409,3 +409,37 @@ def test_extra_senders_end_when_idle_and_the_first_stays(monkeypatch):
     assert not any(t.name.startswith('sender-scripted') for t in threading.enumerate())
 
 
+
+
+def test_a_notification_is_known_sent_before_its_answer(recovery_api, sink_for):
+    # The dispatcher waits for this before the journal write and the
+    # subscribers' work for the same event.
+    recovery_api.delay = 0.5
+    outbox = Outbox()
+    sender = Sender(outbox, sink_for(endpoint=recovery_api.url),
+                    RetryPolicy(retry_max=0, interval=0))
+    sender.start()
+    try:
+        n = notification()
+        started = time.monotonic()
+        outbox.add(n)
+        assert outbox.wait_sent(n, 2.0)
+        assert time.monotonic() - started < 0.4  # not after the answer
+        assert outbox.pending() == 1
+        wait_for(lambda: outbox.pending() == 0, 5, 'the answer')
+    finally:
+        sender.stop()
+
+
+def test_a_notification_that_cannot_be_sent_is_not_said_sent(sink_for):
+    outbox = Outbox()
+    sender = Sender(outbox, sink_for(endpoint=f'http://127.0.0.1:{free_port()}/v1'),
+                    RetryPolicy(retry_max=0, interval=10))
+    sender.start()
+    try:
+        n = notification()
+        outbox.add(n)
+        assert not outbox.wait_sent(n, 0.3)
+        assert outbox.pending() == 1
+    finally:
+        sender.stop()

@@ -94,3 +94,22 @@ def test_retry_later_puts_it_back_after_the_delay():
     assert box.pending() == 1
     clock.now += 10.0
     assert box.take(stop) is n
+
+
+def test_notifications_added_while_holding_are_takeable_only_after_it():
+    box = Outbox()
+    stop = threading.Event()
+    first, held_back = notification('a'), notification('b')
+    with box.holding():
+        box.add(first)
+        box.add(held_back, delay=5.0)
+        # Not scheduled yet: another thread cannot take it...
+        taken = []
+        taker = threading.Thread(target=lambda: taken.append(box.take(stop, 0.2)))
+        taker.start()
+        taker.join()
+        assert taken == [None]
+        # ...and a held one can still be withdrawn within the group.
+        assert box.withdraw_held('b') == [held_back]
+    assert box.take(stop, 1.0) is first
+    assert box.pending() == 1
