@@ -181,9 +181,15 @@ class Outbox:
     def holding(self) -> Iterator[None]:
         """What this thread adds inside is scheduled only at the end: after
         the store's transaction that wrote it has committed, so no sender
-        can send what is not on disk yet."""
+        can send what is not on disk yet. Nested, the outermost counts."""
         with self._cond:
-            self._holder = threading.get_ident()
+            if self._holder == threading.get_ident():
+                outer = True  # the outer block schedules them
+            else:
+                outer, self._holder = False, threading.get_ident()
+        if outer:
+            yield
+            return
         try:
             yield
         finally:

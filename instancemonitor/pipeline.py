@@ -1,13 +1,16 @@
 """The notification chain as one bus subscriber: filter → journal → outbox.
 
-A notification due now is on the wire before anything else is done for its
-event: the journal's write and the subscribers wait until a sender has sent
-it (at most ``HANDOFF_WAIT``), so they neither delay it nor compete with it
-for the interpreter. The heartbeat's state changes, which the journal works
-out from pings, go on to ``listeners`` (the event subscribers' fan-out, the
-metrics) after the recovery API's notification is queued.
+The journal's record of an event and the notifications it calls for are
+written in one transaction (``group``: one fsync), and senders see the
+notifications once it has committed. A notification due now is then on the
+wire before anything else is done for its event: the subscribers wait until
+a sender has sent it (at most ``HANDOFF_WAIT``), so they neither delay it
+nor compete with it for the interpreter. The heartbeat's state changes,
+which the journal works out from pings, go on to ``listeners`` (the event
+subscribers' fan-out, the metrics) after that too.
 """
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -27,7 +30,10 @@ class NotificationPipeline:
     def __init__(self, event_filter: EventFilter, journal: Journal,
                  outbox: Outbox,
                  listeners: list[Callable[[DomainEvent], None]] | None = None,
+                 group: Callable[[], contextlib.AbstractContextManager] = (
+                     contextlib.nullcontext),
                  ) -> None:
+        self._group = group
         self._filter = event_filter
         self._journal = journal
         self._outbox = outbox
@@ -40,16 +46,20 @@ class NotificationPipeline:
         LOG.debug('Event %s of %s (%s, id %d): %s', event.kind.value,
                   event.domain_name, event.domain_uuid, event.domain_id,
                   observation.input)
-        derived = self._journal.record(event, observation, self._queue,
-                                       self._withdraw_held)
+        due: list[Notification] = []
+
+        def queue(notification: Notification, hold: float) -> None:
+            self._outbox.add(notification, hold)
+            if not hold:
+                due.append(notification)
+        with self._group():
+            derived = self._journal.record(event, observation, queue,
+                                           self._withdraw_held)
+        for notification in due:  # at once if an outer group holds them
+            self._outbox.wait_sent(notification, HANDOFF_WAIT)
         if derived is not None:
             for listener in self.listeners:
                 listener(derived)
-
-    def _queue(self, notification: Notification, hold: float) -> None:
-        self._outbox.add(notification, hold)
-        if not hold:
-            self._outbox.wait_sent(notification, HANDOFF_WAIT)
 
     def _withdraw_held(self, uuid: str) -> None:
         for withdrawn in self._outbox.withdraw_held(uuid):

@@ -178,7 +178,8 @@ class AgentService:
             forward_all=conf.events.forward == 'all',
             reboot_window=conf.events.reboot_window)
         # The recovery API's chain first: subscribers never delay it.
-        pipeline = NotificationPipeline(self.filter, self.journal, self.outbox)
+        pipeline = NotificationPipeline(self.filter, self.journal, self.outbox,
+                                        group=self._dispatch_group)
         self.bus.subscribe(WILDCARD, pipeline)
         if subscribers:
             fanout = EventFanout(self.hostname, [

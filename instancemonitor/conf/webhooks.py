@@ -53,8 +53,14 @@ webhook_opts = [
     cfg.URIOpt(
         'url',
         schemes=['http', 'https'],
+        secret=True,
         help="""
 Where each event is POSTed, as a JSON document. Required.
+
+Treated as a secret, since it may carry a token (in its query) or a
+password (``https://user:password@host/...``, sent as Basic
+authentication): the logs, the dead letters' reasons and
+``instancemonitor-status`` show its scheme, host, port and path only.
 
 Any 2xx answer means delivered. 408, 425, 429, 5xx, timeouts and refused
 connections are retried like the recovery API's notifications (``[callback]``

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import socket
 import threading
+import urllib.parse
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
@@ -75,6 +76,17 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
 
 
 _POOLS = {'http': _HTTPPool, 'https': _HTTPSPool}
+
+
+def redacted(url: str) -> str:
+    """``url`` as logs may show it: scheme, host, port and path; no user
+    info, query or fragment (where tokens travel)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ''
+    if ':' in host:
+        host = f'[{host}]'
+    port = f':{parts.port}' if parts.port else ''
+    return f'{parts.scheme}://{host}{port}{parts.path}'
 
 
 class TransportError(Exception):

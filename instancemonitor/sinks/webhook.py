@@ -1,13 +1,19 @@
 """A webhook: ``POST {url}`` of one domain event as a JSON document.
 
+The URL is a secret (it may carry a token in its query or a password before
+its host): what this sink says, and so the logs and the dead letters, shows
+it redacted. User info in it becomes Basic authentication.
+
 Headers: ``X-Instancemonitor-Delivery`` (the document's id, the same on every
 resend), ``X-Instancemonitor-Event`` (``EVENT/DETAIL``) and, with a secret,
 ``X-Instancemonitor-Signature-256: sha256=HEX``, the HMAC-SHA256 of the body.
 """
 
+import base64
 import hashlib
 import hmac
 import json
+import urllib.parse
 
 from oslo_config import cfg
 
@@ -32,7 +38,17 @@ class WebhookSink:
     def __init__(self, name: str, url: str, secret: str | None = None,
                  timeout: float = 10.0, ca_file: str | None = None) -> None:
         self.name = name
-        self.url = url
+        parts = urllib.parse.urlsplit(url)
+        # Sent without the user info, which goes in a header instead.
+        self._url = urllib.parse.urlunsplit(
+            parts._replace(netloc=parts.netloc.rpartition('@')[2]))
+        self._auth = {}
+        if parts.username is not None:
+            credentials = (f'{urllib.parse.unquote(parts.username)}:'
+                           f'{urllib.parse.unquote(parts.password or "")}')
+            self._auth = {'Authorization': 'Basic ' + base64.b64encode(
+                credentials.encode()).decode()}
+        self.url = httpclient.redacted(url)
         self._secret = secret
         # One sender thread per webhook: one connection.
         self._client = httpclient.HTTPClient(timeout, ca_file or True,
@@ -49,6 +65,7 @@ class WebhookSink:
     def send(self, notification: Notification) -> Answer:
         body = json.dumps(notification.document(), separators=(',', ':')).encode()
         headers = {
+            **self._auth,
             'X-Instancemonitor-Delivery': notification.notification_id,
             'X-Instancemonitor-Event':
                 f'{notification.event}/{notification.vir_domain_event}',
@@ -56,15 +73,17 @@ class WebhookSink:
         if self._secret:
             headers[SIGNATURE_HEADER] = signature(self._secret, body)
         try:
-            response = self._client.post(self.url, body, headers)
+            response = self._client.post(self._url, body, headers)
         except httpclient.TransportError as error:
-            return Answer(Outcome.RETRY, None, str(error))
+            return Answer(Outcome.RETRY, None, str(error).replace(self._url, self.url))
         status = response.status
         if 200 <= status < 300:
             return Answer(Outcome.DELIVERED, status)
         message = response.text.strip()[:_MESSAGE_LIMIT]
         if 300 <= status < 400:
-            message = f"redirected to {response.headers.get('Location', '?')}"
+            location = response.headers.get('Location')
+            message = (f'redirected to {httpclient.redacted(location)}' if location
+                       else 'redirected')
         if status in _TRANSIENT or status >= 500:
             return Answer(Outcome.RETRY, status, message)
         return Answer(Outcome.REJECTED, status, message)

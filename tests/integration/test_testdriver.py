@@ -54,9 +54,10 @@ def test_destroy_is_forwarded_when_all_events_are(start_agent, new_domain,
                                  'instance_uuid': dom.UUIDString(),
                                  'vir_domain_event': 'STOPPED_DESTROYED'}
     # generated_time is the moment of detection, as the journal recorded it.
-    (record,) = [r for r in agent.journal.records() if r.uuid == dom.UUIDString()]
     generated = datetime.datetime.fromisoformat(stored['generated_time'])
-    assert generated == record.last_seen
+    wait_for(lambda: [r.last_seen for r in agent.journal.records()
+                      if r.uuid == dom.UUIDString()] == [generated], 5,
+             'the journal record of the stop')
     assert before <= generated <= datetime.datetime.now(datetime.UTC)
     wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
 
@@ -155,3 +156,27 @@ def test_a_domain_started_again_is_watched_afresh(start_agent, node_xml,
     # 180 s): counted as delivered, not a dead letter.
     wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
     assert agent.outbox.dead_letters() == []
+
+
+def test_a_failure_and_its_notification_are_one_transaction_sent_after_it(
+        start_agent, new_domain, recovery_api):
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
+    dom = new_domain()
+    statements = []
+    agent.store._db.set_trace_callback(statements.append)
+    dom.destroy()
+    recovery_api.wait_stored(1)
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
+    agent.store._db.set_trace_callback(None)
+    kinds = [s.split(' (')[0].split(' VALUES')[0].split(' WHERE')[0].strip()
+             for s in statements
+             if s.split()[0] in ('BEGIN', 'COMMIT', 'INSERT', 'DELETE')]
+    # The stop's record and its notification commit together (one fsync),
+    # and the sender saw it only then: its removal comes after the COMMIT.
+    insert = kinds.index('INSERT INTO outbox')
+    begin = max(i for i in range(insert) if kinds[i] == 'BEGIN')
+    commit = kinds.index('COMMIT', insert)
+    # (with the start's record too, when both events waited together)
+    assert 'COMMIT' not in kinds[begin:insert], kinds
+    assert kinds[insert + 1:commit] == ['INSERT OR REPLACE INTO domains'], kinds
+    assert kinds.index('DELETE FROM outbox') > commit, kinds
