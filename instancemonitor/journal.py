@@ -83,12 +83,15 @@ class Journal:
 
     def record(self, event: DomainEvent, observation: Observation,
                queue: Callable[[Notification, float], None],
-               withdraw_held: Callable[[str], None]) -> DomainEvent | None:
+               withdraw_held: Callable[[str], None],
+               say: Callable[..., None] = LOG.info) -> DomainEvent | None:
         """Apply ``observation`` of ``event``; return the heartbeat's change
         as an event for subscribers, if it changed.
 
         ``queue`` (the outbox) keeps each notification before the record that
         says it was sent is stored: a crash in between cannot lose it.
+        ``say`` logs what happened (the pipeline defers it until the
+        notification is on its way).
         """
         before = self._store.get(event.domain_uuid) or DomainRecord(
             uuid=event.domain_uuid, name=event.domain_name)
@@ -97,7 +100,7 @@ class Journal:
             withdraw_held(event.domain_uuid)
         record = outcome.record
         if record is None:
-            self._trace(before, outcome.trace)
+            self._trace(before, outcome.trace, say)
             self._store.forget(event.domain_uuid)
             return None
         if event.kind != EventKind.PING:
@@ -112,11 +115,9 @@ class Journal:
                 source=event.source)
             queue(notification, hold)
             queued.append(notification)
-        # Said once the notification is on its way: the detection path pays
-        # for no formatting.
-        self._trace(before, outcome.trace)
+        self._trace(before, outcome.trace, say)
         for notification in queued:
-            LOG.info('Domain %s (%s): %s/%s %s at %s; notification %s queued',
+            say('Domain %s (%s): %s/%s %s at %s; notification %s queued',
                      record.name, record.uuid, notification.event,
                      notification.vir_domain_event,
                      'found by reconciliation' if observation.from_scan
@@ -133,9 +134,10 @@ class Journal:
                            source='heartbeat', domain_id=record.run)
 
     @staticmethod
-    def _trace(before: DomainRecord, lines: list[str]) -> None:
+    def _trace(before: DomainRecord, lines: list[str],
+               say: Callable[..., None]) -> None:
         for line in lines:
-            LOG.info('Domain %s (%s): %s', before.name, before.uuid, line)
+            say('Domain %s (%s): %s', before.name, before.uuid, line)
 
     def records(self) -> list[DomainRecord]:
         return self._store.records()

@@ -39,6 +39,8 @@ class LiveState:
     pending: Callable[[], dict[str, int]]
     dead_lettered: Callable[[], dict[str, int]]
     heartbeat: Callable[[], dict[str, int]]
+    # Per sink: seconds since the oldest pending notification was detected.
+    oldest_pending: Callable[[], dict[str, float]] = dict
     # The recovery API said it does not know this host.
     host_unknown: Callable[[], bool] = lambda: False
     # The durable state is not all on disk.
@@ -63,6 +65,13 @@ class _LiveCollector(Collector):
         for sink, count in sorted(s.pending().items()):
             pending.add_metric([sink], count)
         yield pending
+        oldest = GaugeMetricFamily(
+            'instancemonitor_outbox_oldest_pending_age_seconds',
+            'Seconds since the oldest notification still waiting for a final '
+            'answer was detected (0: none waits)', labels=['sink'])
+        for sink, age in sorted(s.oldest_pending().items()):
+            oldest.add_metric([sink], age)
+        yield oldest
         dead = CounterMetricFamily('instancemonitor_notifications_dead_lettered',
                                    'Notifications kept as dead letters: rejected '
                                    'or past max_pending_age', labels=['sink'])

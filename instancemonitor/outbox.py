@@ -338,6 +338,14 @@ class Outbox:
         with self._cond:
             return len(self._entries)
 
+    def oldest_age(self) -> float:
+        """Seconds since the oldest pending notification was detected; 0 if
+        none is pending."""
+        now = self._monotonic()
+        with self._cond:
+            born = min((e.born for e in self._entries.values()), default=now)
+        return max(0.0, now - born)
+
     def dead_letters(self) -> list[DeadLetter]:
         return self._store.dead_letters(self.sink)
 

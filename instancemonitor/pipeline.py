@@ -21,6 +21,8 @@ from instancemonitor.journal import Journal
 from instancemonitor.outbox import Outbox
 
 LOG = logging.getLogger(__name__)
+# The journal's lines, logged under its name once the notification is out.
+LOG_JOURNAL = logging.getLogger('instancemonitor.journal')
 
 # Seconds the dispatcher waits for a sender to send a due notification.
 HANDOFF_WAIT = 0.002
@@ -52,11 +54,15 @@ class NotificationPipeline:
             self._outbox.add(notification, hold)
             if not hold:
                 due.append(notification)
+        said: list[tuple] = []
         with self._group():
             derived = self._journal.record(event, observation, queue,
-                                           self._withdraw_held)
+                                           self._withdraw_held,
+                                           lambda *line: said.append(line))
         for notification in due:  # at once if an outer group holds them
             self._outbox.wait_sent(notification, HANDOFF_WAIT)
+        for line in said:
+            LOG_JOURNAL.info(*line)
         if derived is not None:
             for listener in self.listeners:
                 listener(derived)

@@ -196,6 +196,8 @@ class AgentService:
                              for name, box in self.outboxes.items()},
             dead_lettered=lambda: {name: box.dead_lettered
                                    for name, box in self.outboxes.items()},
+            oldest_pending=lambda: {name: box.oldest_age()
+                                    for name, box in self.outboxes.items()},
             heartbeat=lambda: (self.journal.heartbeat_counts()
                                if self.heartbeat else {}),
             host_unknown=self.host_unknown,

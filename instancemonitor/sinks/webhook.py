@@ -5,8 +5,11 @@ its host): what this sink says, and so the logs and the dead letters, shows
 it redacted. User info in it becomes Basic authentication.
 
 Headers: ``X-Instancemonitor-Delivery`` (the document's id, the same on every
-resend), ``X-Instancemonitor-Event`` (``EVENT/DETAIL``) and, with a secret,
-``X-Instancemonitor-Signature-256: sha256=HEX``, the HMAC-SHA256 of the body.
+resend), ``X-Instancemonitor-Event`` (``EVENT/DETAIL``),
+``X-Instancemonitor-Timestamp`` (Unix seconds of this attempt) and, with a
+secret, ``X-Instancemonitor-Signature-256: sha256=HEX``, the HMAC-SHA256 of
+``TIMESTAMP.BODY``: a receiver that refuses old timestamps and signatures it
+has seen cannot be fed a recorded delivery again.
 """
 
 import base64
@@ -17,20 +20,23 @@ import urllib.parse
 
 from oslo_config import cfg
 
+from instancemonitor import clock
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
 from instancemonitor.sinks import httpclient
 
 SIGNATURE_HEADER = 'X-Instancemonitor-Signature-256'
+TIMESTAMP_HEADER = 'X-Instancemonitor-Timestamp'
 _MESSAGE_LIMIT = 500
 # Answers worth another try: timeouts, too early, too many, and 5xx below.
 _TRANSIENT = frozenset({408, 425, 429})
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The signature header's value for ``body``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b'.' + body,
+                      hashlib.sha256).hexdigest()
     return f'sha256={digest}'
 
 
@@ -70,8 +76,10 @@ class WebhookSink:
             'X-Instancemonitor-Event':
                 f'{notification.event}/{notification.vir_domain_event}',
         }
+        timestamp = str(int(clock.utcnow().timestamp()))
+        headers[TIMESTAMP_HEADER] = timestamp
         if self._secret:
-            headers[SIGNATURE_HEADER] = signature(self._secret, body)
+            headers[SIGNATURE_HEADER] = signature(self._secret, timestamp, body)
         try:
             response = self._client.post(self._url, body, headers)
         except httpclient.TransportError as error:

@@ -1,18 +1,43 @@
 """A webhook receiver on 127.0.0.1 that checks every delivery it gets.
 
-It checks the signature when it has the secret, keeps each delivery (repeats
-too, so a test can count them), answers with scripted statuses, can hold its
-answers until released, and can be stopped and started again on its port.
+With the secret it checks each delivery as the README tells receivers to
+(``check``): the signature over timestamp and body, the timestamp within
+``REPLAY_WINDOW``, and no signature seen before, so a recorded delivery sent
+again is not acted on (answered 208). It keeps each delivery (the agent's resends too, which
+carry a new timestamp, so a test can count them), answers with scripted
+statuses, can hold its answers until released, and can be stopped and
+started again on its port.
 """
 
 import hashlib
 import hmac
 import threading
+import time
 
 from tests.fakes.http import HTTPServer
 from tests.fakes.http import Request
 from tests.processes import first_of_each
 from tests.processes import wait_for
+
+REPLAY_WINDOW = 300
+
+
+def check(secret: bytes, headers: dict[str, str], body: bytes, seen: set[str],
+          now: float) -> str | None:
+    """Why a delivery is refused (None: accept it). ``headers`` lower-case;
+    ``seen``: the signatures accepted within the window."""
+    timestamp = headers.get('x-instancemonitor-timestamp', '')
+    given = headers.get('x-instancemonitor-signature-256', '')
+    expected = 'sha256=' + hmac.new(secret, timestamp.encode() + b'.' + body,
+                                    hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, given):
+        return 'bad signature'
+    if not timestamp.isdigit() or abs(now - int(timestamp)) > REPLAY_WINDOW:
+        return 'timestamp outside the replay window'
+    if given in seen:
+        return 'replayed'
+    seen.add(given)
+    return None
 
 
 class WebhookReceiver:
@@ -20,7 +45,11 @@ class WebhookReceiver:
         self.secret = secret
         self.deliveries: list[dict] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
         self.bad_signatures = 0
+        # Refused deliveries, by reason (bad signatures counted above too).
+        self.refused: dict[str, int] = {}
+        self._seen: set[str] = set()
         self._answers: list[int] = []
         self._lock = threading.Lock()
         # Cleared: answers wait (a slow receiver) until released.
@@ -34,19 +63,23 @@ class WebhookReceiver:
         if request.method != 'POST' or request.path != '/hooks/instances':
             return 404, {'error': 'not here'}, {}
         if self.secret is not None:
-            expected = 'sha256=' + hmac.new(self.secret.encode(), request.body,
-                                            hashlib.sha256).hexdigest()
-            given = request.headers.get('x-instancemonitor-signature-256', '')
-            if not hmac.compare_digest(expected, given):
-                with self._lock:
-                    self.bad_signatures += 1
-                return 401, {'error': 'bad signature'}, {}
+            with self._lock:
+                refused = check(self.secret.encode(), request.headers, request.body,
+                                self._seen, time.time())
+                if refused is not None:
+                    self.refused[refused] = self.refused.get(refused, 0) + 1
+                    self.bad_signatures += refused == 'bad signature'
+            if refused == 'replayed':
+                return 208, None, {}  # acknowledged, not acted on again
+            if refused is not None:
+                return 401, {'error': refused}, {}
         self.released.wait(30)
         with self._lock:
             status = self._answers.pop(0) if self._answers else 204
             if 200 <= status < 300:
                 self.deliveries.append(request.json())
                 self.headers.append(request.headers)
+                self.bodies.append(request.body)
         return status, None, {}
 
     def answer(self, *statuses: int) -> None:

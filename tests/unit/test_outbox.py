@@ -113,3 +113,17 @@ def test_notifications_added_while_holding_are_takeable_only_after_it():
         assert box.withdraw_held('b') == [held_back]
     assert box.take(stop, 1.0) is first
     assert box.pending() == 1
+
+
+def test_the_oldest_pending_age_is_from_detection_and_zero_when_empty():
+    clock = FakeClock()
+    box = Outbox(monotonic=clock)
+    assert box.oldest_age() == 0.0
+    first = notification('a')
+    box.add(first)
+    clock.now += 30.0
+    box.add(notification('b'))
+    clock.now += 5.0
+    assert box.oldest_age() == 35.0
+    box.delivered(first)
+    assert box.oldest_age() == 5.0

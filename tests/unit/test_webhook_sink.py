@@ -65,3 +65,52 @@ def test_user_info_in_the_url_is_sent_as_basic_authentication():
         receiver.stop()
     # base64 of "alice:p@ss"
     assert headers['authorization'] == 'Basic YWxpY2U6cEBzcw=='
+
+
+def test_a_recorded_delivery_played_again_is_not_acted_on():
+    import hashlib
+    import hmac
+    import time
+    import urllib.error
+    import urllib.request
+
+    secret = 'shared-key'
+    receiver = WebhookReceiver(secret)
+
+    def play(headers, body):
+        request = urllib.request.Request(receiver.url, data=body, method='POST',
+                                         headers=headers)
+        try:
+            return urllib.request.urlopen(request, timeout=5).status
+        except urllib.error.HTTPError as error:
+            return error.code
+    try:
+        sink = WebhookSink('webhook:audit', receiver.url, secret=secret)
+        n = event()
+        assert sink.send(n).outcome is Outcome.DELIVERED
+        (headers,), (body,) = receiver.headers, receiver.bodies
+        recorded = {name: value for name, value in headers.items()
+                    if name.startswith('x-instancemonitor') or name == 'content-type'}
+        # The very same request again: acknowledged, not a new delivery.
+        assert play(recorded, body) == 208
+        # Tampered with: the signature covers the timestamp and the body.
+        assert play(dict(recorded, **{'x-instancemonitor-timestamp':
+                                      str(int(time.time()) + 1)}), body) == 401
+        assert play(recorded, body.replace(b'STOPPED_FAILED', b'STOPPED_SHUTDOWN')) == 401
+        # Signed right but old: outside the replay window.
+        old = str(int(time.time()) - 600)
+        stale = 'sha256=' + hmac.new(secret.encode(), old.encode() + b'.' + body,
+                                     hashlib.sha256).hexdigest()
+        assert play(dict(recorded, **{'x-instancemonitor-timestamp': old,
+                                      'x-instancemonitor-signature-256': stale}),
+                    body) == 401
+        assert len(receiver.deliveries) == 1
+        assert receiver.refused == {'replayed': 1, 'bad signature': 2,
+                                    'timestamp outside the replay window': 1}
+        # The agent's own resend, a second later, is signed anew: accepted,
+        # and its id says it is the same event.
+        time.sleep(1.1)
+        assert sink.send(n).outcome is Outcome.DELIVERED
+        assert len(receiver.deliveries) == 2 and len(receiver.unique()) == 1
+    finally:
+        receiver.stop()
