@@ -26,7 +26,9 @@ SERVER = pathlib.Path('/usr/lib/rabbitmq/bin/rabbitmq-server')
 
 
 class RabbitMQ:
-    def __init__(self, directory: pathlib.Path) -> None:
+    def __init__(self, directory: pathlib.Path, tls=None) -> None:
+        """``tls``: a ``tests.tls.TestCA`` whose server certificate a second
+        listener, on ``tls_port``, presents (amqps)."""
         if not SERVER.exists() or shutil.which('epmd') is None:
             skip_or_fail('rabbitmq-server is not installed '
                          '(apt-get install rabbitmq-server)')
@@ -54,8 +56,16 @@ class RabbitMQ:
         (directory / 'home').mkdir(parents=True, exist_ok=True)
         (directory / 'rabbitmq-env.conf').write_text('')
         (directory / 'enabled_plugins').write_text('[].\n')
-        (directory / 'rabbitmq.conf').write_text(
-            f'default_user = instancemonitor\ndefault_pass = {self.password}\n')
+        config = f'default_user = instancemonitor\ndefault_pass = {self.password}\n'
+        self.tls_port = free_port() if tls is not None else None
+        if tls is not None:
+            config += (f'listeners.ssl.default = 127.0.0.1:{self.tls_port}\n'
+                       f'ssl_options.cacertfile = {tls.ca}\n'
+                       f'ssl_options.certfile = {tls.cert}\n'
+                       f'ssl_options.keyfile = {tls.key}\n'
+                       'ssl_options.verify = verify_none\n'
+                       'ssl_options.fail_if_no_peer_cert = false\n')
+        (directory / 'rabbitmq.conf').write_text(config)
         self._epmd: subprocess.Popen | None = None
         self._server: subprocess.Popen | None = None
         self.starts = 0

@@ -62,6 +62,29 @@ oslo.messaging option ``[oslo_messaging_rabbit] amqp_durable_queues`` must
 have the same value: RabbitMQ refuses to declare a queue twice with a
 different durability.
 """),
+    cfg.BoolOpt(
+        'ssl',
+        default=False,
+        help="""
+Connect to the broker over TLS (an ``amqps://`` transport URL does too).
+The broker's certificate is verified against ``ssl_ca_file`` (or the
+system's CAs) and must name the host of the URL: the password never travels
+in clear, and never to a broker that cannot prove who it is.
+
+Related options:
+
+* ``ssl_ca_file``, ``ssl_cert_file``, ``ssl_key_file``
+"""),
+    cfg.StrOpt(
+        'ssl_ca_file',
+        help='CA certificates (PEM) to verify the broker with; the system\'s '
+             'if unset.'),
+    cfg.StrOpt(
+        'ssl_cert_file',
+        help='A client certificate (PEM) to present to the broker, if it asks.'),
+    cfg.StrOpt(
+        'ssl_key_file',
+        help='The private key of ``ssl_cert_file``.'),
     cfg.FloatOpt(
         'timeout',
         default=10.0,

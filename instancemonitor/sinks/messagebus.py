@@ -19,6 +19,7 @@ an oslo.messaging notification listener reads it as it reads Nova's.
 import datetime
 import json
 import logging
+import ssl
 
 import amqp.exceptions
 import kombu
@@ -45,6 +46,20 @@ def kombu_url(transport_url: str) -> str:
                     if url.startswith('rabbit://') else url for url in urls)
 
 
+def tls_options(ca_file: str | None = None, cert_file: str | None = None,
+                key_file: str | None = None) -> dict:
+    """TLS with the broker's certificate verified, and its name: kombu puts
+    the host of each broker URL in ``server_hostname`` (None), which turns
+    py-amqp's hostname check on."""
+    options: dict = {'cert_reqs': ssl.CERT_REQUIRED, 'server_hostname': None}
+    if ca_file:
+        options['ca_certs'] = ca_file
+    if cert_file:
+        options['certfile'] = cert_file
+        options['keyfile'] = key_file
+    return options
+
+
 def envelope(notification: Notification, publisher_id: str) -> dict:
     """The message body, as oslo.messaging's notifier would send it."""
     stamp = notification.generated_time.astimezone(datetime.UTC).replace(tzinfo=None)
@@ -65,8 +80,13 @@ class MessageBusSink:
 
     def __init__(self, transport_url: str, hostname: str,
                  exchange: str = 'openstack', topic: str = 'notifications',
-                 durable: bool = True, timeout: float = 10.0) -> None:
+                 durable: bool = True, timeout: float = 10.0,
+                 tls: dict | None = None) -> None:
+        """``tls``: py-amqp's TLS options (see ``tls_options``), or None."""
         self._url = kombu_url(transport_url)
+        if tls is None and self._url.startswith('amqps://'):
+            tls = tls_options()
+        self._tls = tls
         self._publisher_id = f'instancemonitor.{hostname}'
         self._routing_key = f'{topic}.{PRIORITY}'
         self._exchange = kombu.Exchange(exchange, 'topic', durable=durable)
@@ -84,12 +104,16 @@ class MessageBusSink:
     @classmethod
     def from_conf(cls, opts: cfg.ConfigOpts.GroupAttr,
                   hostname: str) -> 'MessageBusSink':
+        tls = (tls_options(opts.ssl_ca_file, opts.ssl_cert_file, opts.ssl_key_file)
+               if opts.ssl else None)
         return cls(opts.transport_url, hostname, opts.exchange, opts.topic,
-                   opts.durable, opts.timeout)
+                   opts.durable, opts.timeout, tls)
 
     def _connect(self) -> kombu.Producer:
         connection = kombu.Connection(
             self._url, connect_timeout=self._timeout,
+            # A copy: kombu fills in the host of the broker it tries.
+            ssl=dict(self._tls) if self._tls is not None else False,
             transport_options={'confirm_publish': True})
         try:
             # Each broker of the list once, without waiting between them.

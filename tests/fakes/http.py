@@ -8,6 +8,7 @@ add ~40 ms to every keep-alive request.
 import http.server
 import json
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -84,10 +85,18 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 class HTTPServer:
-    """Serve ``handler`` on 127.0.0.1 (a free port by default), on its own thread."""
+    """Serve ``handler`` on 127.0.0.1 (a free port by default), on its own
+    thread; over TLS with ``tls`` (a server-side context)."""
 
-    def __init__(self, handler: Handler, port: int = 0) -> None:
+    def __init__(self, handler: Handler, port: int = 0,
+                 tls: ssl.SSLContext | None = None) -> None:
         self._server = _Server(handler, port)
+        if tls is not None:
+            # A client that refuses the certificate fails the handshake in
+            # accept(): socketserver ignores that connection.
+            self._server.socket = tls.wrap_socket(self._server.socket,
+                                                  server_side=True)
+        self.scheme = 'https' if tls is not None else 'http'
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name=f'http-{self.port}', daemon=True)

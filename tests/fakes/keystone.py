@@ -5,6 +5,7 @@ client parses what real Keystone would send. Other paths can be routed to
 handlers of their own (a Nova stand-in, say) on the same server.
 """
 
+import ssl
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,18 +24,20 @@ Route = Callable[[Request], tuple[int, dict | None, dict]]
 
 
 class Keystone:
-    def __init__(self, catalog: dict[str, dict[str, str]] | None = None) -> None:
-        """``catalog``: service type → {interface (public, ...): URL}."""
+    def __init__(self, catalog: dict[str, dict[str, str]] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        """``catalog``: service type → {interface (public, ...): URL};
+        ``tls``: serve HTTPS with this server-side context."""
         self.catalog = dict(catalog or {})
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self._valid: set[str] = set()
         self.logins = 0
-        self._server = HTTPServer(self._handle)
+        self._server = HTTPServer(self._handle, tls=tls)
 
     @property
     def url(self) -> str:
-        return f'http://127.0.0.1:{self._server.port}'
+        return f'{self._server.scheme}://127.0.0.1:{self._server.port}'
 
     @property
     def auth_url(self) -> str:

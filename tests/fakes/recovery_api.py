@@ -10,6 +10,7 @@ import collections
 import datetime
 import json
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -63,7 +64,7 @@ def _utc(stamp: str) -> datetime.datetime:
 
 class RecoveryAPI:
     def __init__(self, token_check: Callable[[str | None], bool] | None = None,
-                 port: int = 0) -> None:
+                 port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         # With ``token_check``, a request whose X-Auth-Token fails it gets 401.
         self._token_check = token_check
         self._lock = threading.Lock()
@@ -80,11 +81,11 @@ class RecoveryAPI:
         self.maintenance: set[str] = set()
         # Hosts in no segment: their notifications get Masakari's 400.
         self.unknown_hosts: set[str] = set()
-        self._server = HTTPServer(self._handle, port)
+        self._server = HTTPServer(self._handle, port, tls)
 
     @property
     def url(self) -> str:
-        return f'http://127.0.0.1:{self._server.port}/v1'
+        return f'{self._server.scheme}://127.0.0.1:{self._server.port}/v1'
 
     @property
     def connections(self) -> int:

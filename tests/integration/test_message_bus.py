@@ -13,11 +13,18 @@ from tests.processes import free_port
 from tests.processes import wait_for
 from tests.rabbitmq import Consumer
 from tests.rabbitmq import RabbitMQ
+from tests.tls import make_ca
 
 
 @pytest.fixture(scope='session')
-def rabbitmq(tmp_path_factory):
-    broker = RabbitMQ(tmp_path_factory.mktemp('rabbitmq'))
+def broker_ca(tmp_path_factory):
+    """The CA of the broker's TLS certificate (for 127.0.0.1)."""
+    return make_ca(tmp_path_factory.mktemp('broker-ca'), 'broker-ca')
+
+
+@pytest.fixture(scope='session')
+def rabbitmq(tmp_path_factory, broker_ca):
+    broker = RabbitMQ(tmp_path_factory.mktemp('rabbitmq'), tls=broker_ca)
     try:
         yield broker.start()
     finally:
@@ -149,3 +156,67 @@ def test_a_dead_broker_in_the_list_is_passed_over(start_agent, client, rabbitmq,
     uuids = cycle(client('test:///default'), 3, 'failover')
     got = consumer.wait_unique(3)
     assert sorted(m['payload']['instance']['uuid'] for m in got) == sorted(uuids)
+
+
+def tls_url(rabbitmq, host: str) -> str:
+    return f'rabbit://instancemonitor:{rabbitmq.password}@{host}:{rabbitmq.tls_port}/'
+
+
+def bus_notification(topic_uuid: str):
+    import datetime
+
+    from instancemonitor.events import Notification
+    return Notification('compute-1', topic_uuid, 'LIFECYCLE', 'STOPPED_FAILED',
+                        datetime.datetime.now(datetime.UTC), sink='message-bus')
+
+
+def test_over_tls_the_broker_is_verified_by_its_ca_and_name(
+        rabbitmq, broker_ca, consumers, topic, tmp_path):
+    from instancemonitor.sinks import Outcome
+    from instancemonitor.sinks.messagebus import MessageBusSink
+    from instancemonitor.sinks.messagebus import tls_options
+
+    consumer = consumers(topic).start()
+    verified = tls_options(str(broker_ca.ca))
+    good = MessageBusSink(tls_url(rabbitmq, '127.0.0.1'), 'compute-1', topic=topic,
+                          timeout=5, tls=verified)
+    n = bus_notification(str(uuid.uuid4()))
+    try:
+        assert good.send(n).outcome is Outcome.DELIVERED
+    finally:
+        good.close()
+    wait_for(lambda: [m for m in consumer.received
+                      if m['payload']['id'] == n.notification_id], 10, 'the event')
+
+    other = make_ca(tmp_path / 'other-ca', 'other-ca')
+    failures = {
+        'an unknown CA': (tls_url(rabbitmq, '127.0.0.1'), tls_options(str(other.ca)),
+                          'CERTIFICATE_VERIFY_FAILED'),
+        # As if the URL named a host the certificate is not for (kombu
+        # turns "localhost" into 127.0.0.1, so no loopback name can differ).
+        'another host name': (tls_url(rabbitmq, '127.0.0.1'),
+                              dict(verified, server_hostname='broker.example'),
+                              "Hostname mismatch"),
+    }
+    for what, (url, options, said) in failures.items():
+        sink = MessageBusSink(url, 'compute-1', topic=topic, timeout=5, tls=options)
+        try:
+            answer = sink.send(bus_notification(str(uuid.uuid4())))
+        finally:
+            sink.close()
+        # Kept and retried, with a clear reason; the password never sent.
+        assert answer.outcome is Outcome.RETRY, what
+        assert said in answer.message, (what, answer.message)
+
+
+def test_ssl_true_in_the_configuration_is_tls(start_agent, client, rabbitmq,
+                                              broker_ca, consumers, topic):
+    consumer = consumers(topic).start()
+    start_agent(message_bus={'transport_url': tls_url(rabbitmq, '127.0.0.1'),
+                             'topic': topic, 'ssl': True,
+                             'ssl_ca_file': str(broker_ca.ca)})
+    (domain_uuid,) = cycle(client('test:///default'), 1, 'tls')
+    wait_for(lambda: [m for m in consumer.received
+                      if m['payload']['instance']['uuid'] == domain_uuid
+                      and m['payload']['detail'] == 'STOPPED_DESTROYED'], 20,
+             'the stop over TLS')
