@@ -48,7 +48,7 @@ from tests.processes import wait_for
 
 MASAKARI_MONITORS = 'masakari-monitors==22.0.0'
 AGENTS = ('masakari-monitors', 'instancemonitor')
-IDLE_SECONDS, IDLE_DOMAINS, BURSTS, API_DELAY = 10, 8, (10, 100), 0.05
+IDLE_SECONDS, IDLE_DOMAINS, BURSTS, API_DELAY = 8, 8, (10, 100), 0.05
 OUTAGE, GAP_KILLS = 120.0, 3
 FAILED = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
 
@@ -170,14 +170,15 @@ class Bench:
         self.conn = libvirt.open(hypervisor.uri)
         self._runs = itertools.count()
 
-    def start(self, name: str, stack: Stack) -> subprocess.Popen:
+    def start(self, name: str, stack: Stack, settle: bool = True) -> subprocess.Popen:
         run = self.directory / f'{name}-{next(self._runs)}'
         run.mkdir()
         with open(run / 'agent.log', 'ab') as log:
             agent = subprocess.Popen(
                 agent_command(name, self.hypervisor.uri, stack.identity, run),
                 stdout=log, stderr=subprocess.STDOUT)
-        time.sleep(5)  # connected (masakari-monitors says nothing when it is)
+        if settle:
+            time.sleep(5)  # connected (masakari-monitors says nothing when it is)
         return agent
 
     def guests(self, names: list[str], persistent: bool = False) -> set[str]:
@@ -278,7 +279,9 @@ class Bench:
         """Both agents at once, each with its own API: failures during an API
         outage, then during a libvirtd gap; what each API got."""
         stacks = {name: Stack() for name in AGENTS}
-        agents = {name: self.start(name, stacks[name]) for name in AGENTS}
+        agents = {name: self.start(name, stacks[name], settle=False)
+                  for name in AGENTS}
+        time.sleep(5)  # both connected
         rows: dict[str, dict[str, str]] = {name: {} for name in AGENTS}
         try:
             names = [f'outage-{i}' for i in range(GAP_KILLS)]
@@ -308,7 +311,7 @@ class Bench:
                 os.kill(pid, signal.SIGKILL)
             time.sleep(2)
             self.hypervisor.start()
-            self._settle(stacks, uuids)
+            self._settle(stacks, uuids, most=8.0)
             for name in AGENTS:
                 rows[name][f'{GAP_KILLS} killed while libvirtd was down: reported '
                            'after it returned'] = self._reported(
@@ -324,7 +327,8 @@ class Bench:
     @staticmethod
     def _settle(stacks: dict[str, Stack], uuids: set[str], most: float = 15.0) -> None:
         """Until every agent's API has all of ``uuids``, or ``most`` seconds
-        (one retry interval of both agents' defaults, and then some)."""
+        (after an outage: one retry interval of both agents' defaults, and
+        then some; after a libvirtd gap: a reconnection and a scan)."""
         deadline = time.monotonic() + most
         while time.monotonic() < deadline and any(
                 len(crashes(stack, uuids)) < len(uuids) for stack in stacks.values()):
@@ -343,7 +347,7 @@ class Bench:
 
 
 def main() -> None:
-    kills = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+    kills = int(sys.argv[1]) if len(sys.argv) > 1 else 12
     hypervisor = PrivateLibvirtd('qemu')
     directory = pathlib.Path(tempfile.mkdtemp(prefix='im-vs-'))
     started = time.monotonic()
