@@ -128,9 +128,10 @@ class Outbox:
         self.max_delay = max_delay
         self._monotonic = monotonic
         self._utcnow = utcnow
-        self._cond = threading.Condition(threading.Lock())
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
         # Signalled when a notification's request is sent (same lock).
-        self._sent = threading.Condition(self._cond._lock)
+        self._sent = threading.Condition(lock)
         self._entries: dict[str, _Entry] = {}
         # Not yet due: (due, push sequence, id). Due: (order, id), so the
         # earliest detected goes first. Stale items are skipped lazily.

@@ -87,15 +87,10 @@ def _upgrade(db: sqlite3.Connection) -> None:
 
 @dataclasses.dataclass(slots=True)
 class _Change:
-    """One write, and whether a group commit has applied it."""
-    sql: str
-    params: tuple
+    """One write (sql, params), and whether a group commit has applied it."""
+    statement: tuple[str, tuple]
     done: bool = False
     written: bool = False
-
-    @property
-    def statement(self) -> tuple[str, tuple]:
-        return self.sql, self.params
 
 
 def _phase(state: str, failure: str) -> Phase:
@@ -239,7 +234,7 @@ class SqliteStateStore:
         wait, and the next of them commits them all in one transaction (one
         fsync), so a burst of deliveries does not queue up fsyncs. Each call
         returns once its own change is on disk."""
-        change = _Change(sql, params)
+        change = _Change((sql, params))
         with self._queue_lock:
             self._queue.append(change)
         with self._lock:
@@ -284,16 +279,22 @@ class SqliteStateStore:
             if len(statements) == 1:
                 self._db.execute(*statements[0])
             else:
-                self._db.execute('BEGIN')
-                for statement in statements:
-                    self._db.execute(*statement)
-                self._db.execute('COMMIT')
+                self._transaction(statements)
         except sqlite3.Error as error:
-            if len(statements) > 1:
-                self._rollback()
             self._degrade(error, statements)
             return False
         return True
+
+    def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
+        """Apply ``statements`` in one transaction, or none of them (raises)."""
+        try:
+            self._db.execute('BEGIN')
+            for statement in statements:
+                self._db.execute(*statement)
+            self._db.execute('COMMIT')
+        except sqlite3.Error:
+            self._rollback()
+            raise
 
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -330,12 +331,8 @@ class SqliteStateStore:
             if self.lost or self._closed:
                 return False
             try:
-                self._db.execute('BEGIN')
-                for sql, params in self._backlog:
-                    self._db.execute(sql, params)
-                self._db.execute('COMMIT')
+                self._transaction(self._backlog)
             except sqlite3.Error as error:
-                self._rollback()
                 LOG.debug('The state database %s still cannot be written: %s',
                           self.path, error)
                 return False

@@ -6,9 +6,9 @@ from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 
 
-def run(bus):
+def run(bus, **options):
     stop = threading.Event()
-    thread = threading.Thread(target=bus.run, args=(stop,))
+    thread = threading.Thread(target=bus.run, args=(stop,), kwargs=options)
     thread.start()
     return stop, thread
 
@@ -107,10 +107,7 @@ def test_an_event_alone_is_dispatched_without_a_group():
     bus.subscribe(WILDCARD, got.append)
     bus.subscribe(WILDCARD, lambda e: done.set())
     done = threading.Event()
-    stop = threading.Event()
-    thread = threading.Thread(target=bus.run, args=(stop,),
-                              kwargs={'group': lambda: groups.append(1)})
-    thread.start()
+    stop, thread = run(bus, group=lambda: groups.append(1))
     bus.publish(DomainEvent(EventKind.REBOOT, 'u', 'n'))
     assert done.wait(5)
     stop.set()
