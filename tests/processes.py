@@ -106,27 +106,46 @@ class PrivateLibvirtd:
     namespace with libvirt's paths bound to the temp dir (and a passwd/group
     that have the ``libvirt-qemu`` user the driver insists on). QEMU guests it
     starts are destroyed, and any left are killed by pid, on cleanup.
+
+    ``daemon='virtqemud'`` (with ``driver='qemu'``): the modular QEMU daemon
+    instead of libvirtd, built from Debian's source (tests/modular_libvirt.py),
+    on its own socket ``virtqemud-sock``.
     """
 
-    def __init__(self, driver: str = 'test') -> None:
-        self.binary = shutil.which('libvirtd') or '/usr/sbin/libvirtd'
-        if not os.path.exists(self.binary):
-            skip_or_fail('libvirtd is not installed (apt-get install libvirt-daemon)')
+    def __init__(self, driver: str = 'test', daemon: str = 'libvirtd') -> None:
+        self.daemon = daemon
         self.driver = driver
-        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f'im-{driver}-'))
-        self.socket = self.dir / 'sock' / 'libvirt-sock'
-        self.log = self.dir / 'libvirtd.log'
+        self.env = dict(os.environ)
+        if daemon == 'virtqemud':
+            from tests.modular_libvirt import virtqemud_build
+            assert driver == 'qemu', 'virtqemud serves the QEMU driver only'
+            build = virtqemud_build()
+            self.binary = str(build / 'virtqemud')
+            self.env['LD_LIBRARY_PATH'] = str(build / 'lib')
+            self.module = build / 'drivers' / 'libvirt_driver_qemu.so'
+        else:
+            self.binary = shutil.which('libvirtd') or '/usr/sbin/libvirtd'
+            if not os.path.exists(self.binary):
+                skip_or_fail('libvirtd is not installed (apt-get install libvirt-daemon)')
+            self.module = next(iter(map(pathlib.Path, glob.glob(
+                '/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so'))), None)
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f'im-{daemon}-{driver}-'))
+        socket_name = 'libvirt-sock' if daemon == 'libvirtd' else f'{daemon}-sock'
+        self.socket = self.dir / 'sock' / socket_name
+        self.log = self.dir / f'{daemon}.log'
         for name in ('sock', 'drivers', *BOUND_PATHS):
             (self.dir / name).mkdir()
-        self.env = dict(os.environ, LIBVIRT_DRIVER_DIR=str(self.dir / 'drivers'))
+        self.env['LIBVIRT_DRIVER_DIR'] = str(self.dir / 'drivers')
         self.process: subprocess.Popen | None = None
         settings = (f'unix_sock_dir = "{self.dir / "sock"}"\n'
                     'auth_unix_rw = "none"\nauth_unix_ro = "none"\n'
-                    'unix_sock_rw_perms = "0700"\nlisten_tcp = 0\nlisten_tls = 0\n'
+                    'unix_sock_rw_perms = "0700"\n'
                     f'log_outputs = "3:file:{self.log}"\n'
                     # Each daemon is a host of its own: libvirt refuses a
                     # migration between two with the same host UUID.
                     f'host_uuid = "{uuid.uuid4()}"\n')
+        if daemon == 'libvirtd':
+            settings += 'listen_tcp = 0\nlisten_tls = 0\n'  # virtqemud has no such
         if driver == 'test':
             self.conf = self.dir / 'libvirtd.conf'
             self.conf.write_text(settings)
@@ -140,18 +159,18 @@ class PrivateLibvirtd:
     def _prepare_qemu(self, settings: str) -> None:
         if os.geteuid() != 0:
             skip_or_fail('a private QEMU libvirtd needs root')
-        module = next(iter(glob.glob(
-            '/usr/lib/*/libvirt/connection-driver/libvirt_driver_qemu.so')), None)
-        for need, what in ((module, 'libvirt-daemon-driver-qemu'),
+        for need, what in ((self.module, 'libvirt-daemon-driver-qemu'),
                            (shutil.which('qemu-system-x86_64'), 'qemu-system-x86'),
                            (shutil.which('unshare'), 'util-linux')):
             if not need:
                 skip_or_fail(f'{what} is not installed')
-        (self.dir / 'drivers' / 'libvirt_driver_qemu.so').symlink_to(module)
-        (self.dir / 'etc' / 'libvirtd.conf').write_text(settings)
+        (self.dir / 'drivers' / 'libvirt_driver_qemu.so').symlink_to(self.module)
+        (self.dir / 'etc' / f'{self.daemon}.conf').write_text(settings)
         (self.dir / 'etc' / 'qemu.conf').write_text(QEMU_CONF)
-        # QEMU's capabilities take seconds to probe: keep them between runs.
-        cache = test_cache() / 'libvirt-cache'
+        # QEMU's capabilities take seconds to probe: keep them between runs
+        # (one cache per daemon: each would find the other's out of date).
+        cache = test_cache() / ('libvirt-cache' if self.daemon == 'libvirtd'
+                                else f'libvirt-cache-{self.daemon}')
         cache.mkdir(exist_ok=True)
         (self.dir / 'cache').rmdir()
         (self.dir / 'cache').symlink_to(cache)
@@ -170,10 +189,10 @@ class PrivateLibvirtd:
         script = ['set -e']
         script += [f'mkdir -p {path}' for _, path in binds[2:]]
         script += [f'mount --bind {source} {target}' for source, target in binds]
-        script.append(f'exec {self.binary} -f /etc/libvirt/libvirtd.conf '
-                      f'-p {self.dir / "libvirtd.pid"}')
+        script.append(f'exec {self.binary} -f /etc/libvirt/{self.daemon}.conf '
+                      f'-p {self.dir / (self.daemon + ".pid")}')
         (self.dir / 'start.sh').write_text('\n'.join(script) + '\n')
-        # unshare and sh both exec: the pid we hold is libvirtd's.
+        # unshare and sh both exec: the pid we hold is the daemon's.
         self.command = ['unshare', '--mount', '--propagation', 'private',
                         'sh', str(self.dir / 'start.sh')]
 
@@ -181,13 +200,13 @@ class PrivateLibvirtd:
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=subprocess.DEVNULL,
             stderr=open(self.dir / 'stderr', 'ab'))
-        wait_for(self._answers, 30, f'libvirtd at {self.socket}')
+        wait_for(self._answers, 30, f'{self.daemon} at {self.socket}')
         return self
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(
-                f'libvirtd exited with {self.process.returncode}: '
+                f'{self.daemon} exited with {self.process.returncode}: '
                 f'{(self.dir / "stderr").read_text()[-2000:]}')
         if not self.socket.exists():
             return False

@@ -40,15 +40,34 @@ def qemu_libvirtd():
         daemon.cleanup()  # guests and libvirtd, by pid, even when start failed
 
 
+@pytest.fixture(scope='session')
+def qemu_virtqemud():
+    """The modular QEMU daemon, as Fedora, RHEL 9 and upstream deploy it."""
+    daemon = PrivateLibvirtd('qemu', daemon='virtqemud')
+    try:
+        yield daemon.start()
+    finally:
+        daemon.cleanup()
+
+
+# For the core scenarios: run them on the monolithic and the modular daemon.
+BOTH_DAEMONS = pytest.mark.parametrize('hypervisor', ['libvirtd', 'virtqemud'],
+                                       indirect=True)
+
+
 @pytest.fixture
-def hypervisor(qemu_libvirtd):
-    """The session's QEMU libvirtd, running, with no guest left after the test."""
-    if qemu_libvirtd.process.poll() is not None:
-        qemu_libvirtd.start()
-    yield qemu_libvirtd
-    if qemu_libvirtd.process.poll() is not None:
-        qemu_libvirtd.start()
-    qemu_libvirtd.destroy_guests()
+def hypervisor(request):
+    """The session's QEMU daemon, running, with no guest left after the test:
+    libvirtd, or the one a ``BOTH_DAEMONS`` parameter names."""
+    kind = getattr(request, 'param', 'libvirtd')
+    daemon = request.getfixturevalue(
+        'qemu_libvirtd' if kind == 'libvirtd' else 'qemu_virtqemud')
+    if daemon.process.poll() is not None:
+        daemon.start()
+    yield daemon
+    if daemon.process.poll() is not None:
+        daemon.start()
+    daemon.destroy_guests()
 
 
 @pytest.fixture(scope='session')

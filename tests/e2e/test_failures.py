@@ -6,6 +6,7 @@ import time
 
 import libvirt
 
+from tests.e2e.conftest import BOTH_DAEMONS
 from tests.processes import wait_for
 
 QUIET = 2.0  # seconds in which anything extra would have arrived
@@ -15,6 +16,7 @@ def kill_qemu(hypervisor, name: str) -> None:
     os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
 
 
+@BOTH_DAEMONS
 def test_sigkilled_qemu_is_one_stopped_failed(hypervisor, start_guest, start_agent,
                                                recovery_api):
     agent = start_agent(recovery_api.url)
@@ -57,6 +59,7 @@ def test_reset_is_no_failure(hypervisor, start_guest, start_agent, recovery_api)
     assert agent.process.poll() is None
 
 
+@BOTH_DAEMONS
 def test_agent_rides_out_a_libvirtd_restart(hypervisor, start_guest, start_agent,
                                             recovery_api):
     agent = start_agent(recovery_api.url)
@@ -81,6 +84,7 @@ def test_agent_rides_out_a_libvirtd_restart(hypervisor, start_guest, start_agent
     wait_for(lambda: 'delivered' in agent.output(), 5, 'delivery')
 
 
+@BOTH_DAEMONS
 def test_a_failure_while_libvirtd_is_down_is_reported_after_it_returns(
         hypervisor, start_guest, start_agent, recovery_api):
     agent = start_agent(recovery_api.url)

@@ -5,6 +5,7 @@ import time
 import libvirt
 import libvirt_qemu
 
+from tests.e2e.conftest import BOTH_DAEMONS
 from tests.processes import wait_for
 
 QUIET = 2.0
@@ -47,6 +48,7 @@ def test_watchdog_poweroff_is_one_stopped_failed(start_guest, start_agent,
     assert len(recovery_api.requests) == 1
 
 
+@BOTH_DAEMONS
 def test_io_error_with_report_policy_is_one_io_error_report(
         start_guest, start_agent, recovery_api, failing_disk):
     disk, flag = failing_disk

@@ -3,6 +3,7 @@
 import time
 
 from tests.e2e.conftest import AGENT_CHANNEL
+from tests.e2e.conftest import BOTH_DAEMONS
 from tests.e2e.test_agent_guest import guest_exec
 
 HEARTBEAT = """
@@ -19,6 +20,7 @@ def heartbeat_config(grace: float = 120, report: bool = False) -> str:
     return HEARTBEAT.format(grace=grace, report=str(report).lower())
 
 
+@BOTH_DAEMONS
 def test_a_hung_guest_agent_is_one_notification_and_healthy_again_after(
         start_agent_guest, start_agent, recovery_api):
     dom = start_agent_guest('e2e-beat')

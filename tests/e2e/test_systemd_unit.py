@@ -1,8 +1,9 @@
 """The unit in systemd/, unchanged, under a real systemd as PID 1.
 
 A Debian 12 container booted by systemd-nspawn runs the agent as
-``instancemonitor.service``, on the private libvirtd's socket bound at
-/run/libvirt, with the default configuration but the recovery API's address.
+``instancemonitor.service``, on the private libvirtd's (or virtqemud's) socket
+bound at /run/libvirt, with the default configuration but the recovery API's
+address: ``qemu:///system`` finds whichever daemon's socket is there.
 """
 
 import os
@@ -13,6 +14,7 @@ import time
 import libvirt
 import pytest
 
+from tests.e2e.conftest import BOTH_DAEMONS
 from tests.e2e.systemd_host import SystemdHost
 from tests.e2e.systemd_host import container_root
 from tests.processes import free_port
@@ -24,13 +26,25 @@ QUIET = 2.0
 
 
 @pytest.fixture(scope='module')
-def systemd_host(qemu_libvirtd):
-    host = SystemdHost(container_root(),
-                       {str(qemu_libvirtd.socket.parent): '/run/libvirt'})
-    try:
-        yield host.boot()
-    finally:
+def systemd_hosts():
+    """One container per QEMU daemon, booted when first asked for, with that
+    daemon's socket directory at /run/libvirt."""
+    hosts: dict[str, SystemdHost] = {}
+
+    def host_for(daemon) -> SystemdHost:
+        if daemon.daemon not in hosts:
+            hosts[daemon.daemon] = SystemdHost(
+                container_root(), {str(daemon.socket.parent): '/run/libvirt'})
+            hosts[daemon.daemon].boot()
+        return hosts[daemon.daemon]
+    yield host_for
+    for host in hosts.values():
         host.shutdown()
+
+
+@pytest.fixture
+def systemd_host(systemd_hosts, hypervisor):
+    return systemd_hosts(hypervisor)
 
 
 @pytest.fixture
@@ -79,8 +93,12 @@ def kill_qemu(hypervisor, name: str) -> None:
     os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
 
 
+@BOTH_DAEMONS
 def test_active_only_after_ready_then_a_crash_is_one_notification(
         systemd_host, unit, hypervisor, start_guest, recovery_api):
+    # Only this daemon's socket is there: qemu:///system must find it.
+    sockets = set(systemd_host.run('ls', '/run/libvirt').stdout.split())
+    assert sockets & {'libvirt-sock', 'virtqemud-sock'} == {hypervisor.socket.name}
     # Type=notify: start returns once the agent sent READY=1 (the first
     # STATUS= comes with it), not when the process was forked.
     systemd_host.run('systemctl', 'start', UNIT)
