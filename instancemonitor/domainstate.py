@@ -13,16 +13,21 @@ the recovery engine acts on opens it and is notified; later ones of the same
 run are recorded and not sent. Only a new run ends an episode, or, for an
 episode the heartbeat opened, the guest agent answering again.
 
-Two tables decide everything: :data:`LIFECYCLE_TABLE` (phase, input) →
-(phase, action) and :data:`HEARTBEAT_TABLE` (agent state, input) → (agent
-state, action). :func:`refine` turns what an input cannot say by itself
-(is this scan stale? is this domain id a new run? has the startup grace
-passed?) into the input the tables are keyed on.
+Three tables decide everything: :data:`LIFECYCLE_TABLE` (phase, input) →
+(phase, action), :data:`HEARTBEAT_TABLE` (agent state, input) → (agent
+state, action) and :data:`PROBE_TABLE` (a probe's state, its outcome) →
+(state, action), one probe state per application probe. :func:`refine`
+turns what an input cannot say by itself (is this scan stale? is this domain
+id a new run? has the startup grace passed?) into the input the tables are
+keyed on.
 """
 
 import dataclasses
 import datetime
 import enum
+
+from instancemonitor.events import ProbeCheck
+from instancemonitor.events import ProbeOutcome
 
 
 class Phase(enum.StrEnum):
@@ -72,6 +77,8 @@ class Input(enum.StrEnum):
     PING_OK = 'ping-ok'
     PING_MISS = 'ping-miss'
     PING_MISS_GRACE_OVER = 'ping-miss-grace-over'
+    # an application probe's run (PROBE_TABLE)
+    PROBE = 'probe'
 
 
 class Action(enum.StrEnum):
@@ -150,6 +157,7 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (ANY, Input.PING_OK): (None, Action.NONE),
     (ANY, Input.PING_MISS): (None, Action.NONE),
     (ANY, Input.PING_MISS_GRACE_OVER): (None, Action.NONE),
+    (ANY, Input.PROBE): (None, Action.NONE),
 }
 
 
@@ -201,6 +209,57 @@ HEARTBEAT_TABLE: dict[tuple[str, Input], tuple[Agent | None, AgentAction]] = {
 _GRACE_STATES = (Agent.DISCOVERY, Agent.DISCONNECTED)
 
 
+class Probe(enum.StrEnum):
+    """An application probe's view of one domain in the current run."""
+
+    DISCOVERY = 'discovery'      # no success yet in this run (or since a reboot)
+    HEALTHY = 'healthy'
+    FAILING = 'failing'          # failed, fewer times in a row than the threshold
+    REPORTED = 'reported'        # failed the threshold: reported
+    UNAVAILABLE = 'unavailable'  # the guest agent cannot run it
+
+
+class ProbeAction(enum.StrEnum):
+    NONE = 'none'
+    SUCCEEDED = 'succeeded'      # one more success; success_threshold: healthy,
+                                 # and the end of an episode the probe opened
+    FAILED = 'failed'            # one more failure; failure_threshold: reported
+    UNAVAILABLE = 'unavailable'
+
+
+# (probe state or ANY, outcome) → (new state or None to keep it, action). A
+# probe that never succeeded in the run is never a failure: a guest still
+# booting, or a probe that does not fit the image, must not cost a recovery.
+PROBE_TABLE: dict[tuple[str, ProbeOutcome], tuple[Probe | None, ProbeAction]] = {
+    (Probe.DISCOVERY, ProbeOutcome.SUCCESS): (None, ProbeAction.SUCCEEDED),
+    (Probe.DISCOVERY, ProbeOutcome.FAILURE): (None, ProbeAction.NONE),
+    (Probe.HEALTHY, ProbeOutcome.SUCCESS): (None, ProbeAction.NONE),
+    (Probe.HEALTHY, ProbeOutcome.FAILURE): (Probe.FAILING, ProbeAction.FAILED),
+    (Probe.FAILING, ProbeOutcome.SUCCESS): (None, ProbeAction.SUCCEEDED),
+    (Probe.FAILING, ProbeOutcome.FAILURE): (None, ProbeAction.FAILED),
+    (Probe.REPORTED, ProbeOutcome.SUCCESS): (None, ProbeAction.SUCCEEDED),
+    (Probe.REPORTED, ProbeOutcome.FAILURE): (None, ProbeAction.NONE),
+    # Runs again after being unavailable: as after a boot.
+    (Probe.UNAVAILABLE, ProbeOutcome.SUCCESS): (Probe.DISCOVERY, ProbeAction.SUCCEEDED),
+    (Probe.UNAVAILABLE, ProbeOutcome.FAILURE): (Probe.DISCOVERY, ProbeAction.NONE),
+    # Unavailable is never a failure; a reported one stays reported.
+    (Probe.REPORTED, ProbeOutcome.UNAVAILABLE): (None, ProbeAction.NONE),
+    (ANY, ProbeOutcome.UNAVAILABLE): (Probe.UNAVAILABLE, ProbeAction.UNAVAILABLE),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeStatus:
+    state: Probe = Probe.DISCOVERY
+    failures: int = 0            # in a row
+    successes: int = 0           # in a row, toward success_threshold
+
+    def __str__(self) -> str:
+        if self.state in (Probe.FAILING, Probe.REPORTED):
+            return f'{self.state}({self.failures})'
+        return self.state.value
+
+
 @dataclasses.dataclass
 class DomainRecord:
     """What the journal keeps of one domain (persisted, but ``last_seq``)."""
@@ -210,8 +269,10 @@ class DomainRecord:
     phase: Phase = Phase.UNKNOWN
     # The domain id of the current (or last) run; -1 if not known.
     run: int = -1
-    # The recovery pair ('EVENT/DETAIL') that opened the run's episode.
+    # The recovery pair ('EVENT/DETAIL') that opened the run's episode, and
+    # who saw it: 'libvirt', 'heartbeat', 'probe:NAME' ('' before version 5).
     episode: str = ''
+    episode_by: str = ''
     failed_at: datetime.datetime | None = None
     # Pairs notified in this run (scans do not send them again).
     reported: frozenset[str] = frozenset()
@@ -230,6 +291,9 @@ class DomainRecord:
     last_event: str = ''
     last_seen: datetime.datetime | None = None
     notified: int = 0
+    # Each application probe's state in this run, by probe name (a new dict
+    # on every change: records are copied shallowly).
+    probes: dict[str, ProbeStatus] = dataclasses.field(default_factory=dict)
     # Sequence number of the last libvirt event applied (this process only):
     # a scan read before it is stale for this domain.
     last_seq: int = -1
@@ -258,6 +322,8 @@ class Observation:
     pair: tuple[str, str] | None = None
     # Seconds a forwarded (non-recovery) stop is held for the reboot window.
     hold: float = 0.0
+    # Input.PROBE: the probe's run.
+    probe: ProbeCheck | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +346,9 @@ class Outcome:
     withdraw_held: bool = False
     # The heartbeat's new (state, failures), when it changed.
     heartbeat: tuple[Agent, int] | None = None
+    # Probes whose state changed: (name, new status, output of the run).
+    probes: list[tuple[str, ProbeStatus, str]] = dataclasses.field(
+        default_factory=list)
     trace: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -314,7 +383,7 @@ def refine(record: DomainRecord, obs: Observation,
         if given in _NEW_RUN_VARIANT and _is_new_run(record, obs.domain_id):
             return _NEW_RUN_VARIANT[given]
         return given
-    if given in (Input.PING_OK, Input.PING_MISS):
+    if given in (Input.PING_OK, Input.PING_MISS, Input.PROBE):
         if record.phase is not Phase.RUNNING or (
                 record.run >= 0 and obs.domain_id != record.run):
             return None
@@ -392,7 +461,11 @@ class DomainMachine:
             case Action.SUPPRESS:
                 out.trace.append(f'{given}: the failed incoming migration of a VM '
                                  'that runs on at its source; not a failure')
+        if given is Input.REBOOT:
+            self._reset_probes(record, out)
         self._heartbeat(record, obs, given, out)
+        if given is Input.PROBE and obs.probe is not None:
+            self._probe(record, obs.probe, obs.at, out)
         return out
 
     def _new_run(self, record: DomainRecord, obs: Observation, out: Outcome) -> None:
@@ -400,16 +473,18 @@ class DomainMachine:
             out.trace.append(f'new run (id {obs.domain_id}): the episode of '
                              f'{record.episode} is over')
         record.run = obs.domain_id
-        record.episode, record.failed_at = '', None
+        record.episode, record.episode_by, record.failed_at = '', '', None
         record.reported = frozenset()
         self._set_agent(record, Agent.UNWATCHED, out)
         record.agent_answered, record.agent_since = False, None
+        self._reset_probes(record, out)
         # A stop held for the reboot window was a reboot after all; only a
         # libvirt event says so, never a scan.
         out.withdraw_held = not obs.from_scan
 
     def _recover(self, record: DomainRecord, pair: tuple[str, str] | None,
-                 at: datetime.datetime, out: Outcome, why: str) -> None:
+                 at: datetime.datetime, out: Outcome, why: str,
+                 by: str = 'libvirt') -> None:
         if pair is None:
             return
         if record.episode:
@@ -417,7 +492,7 @@ class DomainMachine:
                              f'{record.episode}; not notified again')
             return
         label = _label(pair)
-        record.episode, record.failed_at = label, at
+        record.episode, record.episode_by, record.failed_at = label, by, at
         generated = at
         window = datetime.timedelta(seconds=self.duplicate_window)
         last = record.recovery_times.get(label)
@@ -458,17 +533,16 @@ class DomainMachine:
                 record.agent_answered = True
                 self._set_agent(record, state, out)
                 label = _label(policy.pair)
-                if record.episode == label:
+                if record.episode == label and record.episode_by in ('heartbeat', ''):
                     out.trace.append(f'{given}: the guest agent answers again; '
                                      f'the episode of {label} is over')
-                    record.episode, record.failed_at = '', None
-                    record.reported = record.reported - {label}
+                    self._end_episode(record, label)
             case AgentAction.MISSED:
                 failures = record.agent_failures + 1
                 if failures >= policy.threshold:
                     self._set_agent(record, Agent.REPORTED, out, failures)
                     out.trace.append(f'{given}: missed {failures} pings in a row')
-                    self._recover(record, policy.pair, obs.at, out, given)
+                    self._recover(record, policy.pair, obs.at, out, given, 'heartbeat')
                 else:
                     self._set_agent(record, Agent.FAILING, out, failures)
             case AgentAction.LOST:
@@ -476,7 +550,7 @@ class DomainMachine:
                     self._set_agent(record, Agent.REPORTED, out)
                     out.trace.append(f'{given}: no answer within the startup '
                                      'grace from an agent that answered in this run')
-                    self._recover(record, policy.pair, obs.at, out, given)
+                    self._recover(record, policy.pair, obs.at, out, given, 'heartbeat')
                 else:
                     self._set_agent(record, Agent.NEVER_ANSWERED, out)
                     out.trace.append(
@@ -485,7 +559,65 @@ class DomainMachine:
                             '' if policy.report_never_answered else
                             '; not reported (report_never_answered is off)'))
                     if policy.report_never_answered:
-                        self._recover(record, policy.pair, obs.at, out, given)
+                        self._recover(record, policy.pair, obs.at, out, given,
+                                      'heartbeat')
         if out.heartbeat is not None:
             out.trace.append(f'heartbeat {out.heartbeat[0] or "unwatched"}'
                              + (f'({out.heartbeat[1]})' if out.heartbeat[1] else ''))
+
+    @staticmethod
+    def _end_episode(record: DomainRecord, label: str) -> None:
+        record.episode, record.episode_by, record.failed_at = '', '', None
+        record.reported = record.reported - {label}
+
+    @staticmethod
+    def _reset_probes(record: DomainRecord, out: Outcome) -> None:
+        """A new run or a guest reboot: every probe is in discovery again."""
+        for name, status in sorted(record.probes.items()):
+            if status.state is not Probe.DISCOVERY:
+                out.probes.append((name, ProbeStatus(), ''))
+        if record.probes:
+            record.probes = {}
+
+    def _probe(self, record: DomainRecord, check: ProbeCheck,
+               at: datetime.datetime, out: Outcome) -> None:
+        before = record.probes.get(check.name, ProbeStatus())
+        row = (PROBE_TABLE.get((before.state, check.outcome)) or
+               PROBE_TABLE[(ANY, check.outcome)])
+        state, action = row
+        status = dataclasses.replace(before, state=state or before.state)
+        label, by = _label(self.policy.pair), f'probe:{check.name}'
+        match action:
+            case ProbeAction.SUCCEEDED:
+                successes = status.successes + 1
+                if successes >= check.success_threshold:
+                    status = ProbeStatus(Probe.HEALTHY)
+                    if record.episode == label and record.episode_by == by:
+                        out.trace.append(f'probe {check.name} succeeds again; the '
+                                         f'episode of {label} is over')
+                        self._end_episode(record, label)
+                else:  # a reported probe keeps its count until healthy
+                    failures = 0 if status.state is Probe.FAILING else status.failures
+                    status = dataclasses.replace(status, successes=successes,
+                                                 failures=failures)
+            case ProbeAction.FAILED:
+                failures = status.failures + 1
+                status = dataclasses.replace(status, failures=failures, successes=0)
+                if failures >= check.failure_threshold:
+                    status = dataclasses.replace(status, state=Probe.REPORTED)
+                    out.trace.append(f'probe {check.name} failed {failures} times '
+                                     f'in a row: {check.output!r}')
+                    if check.recover:
+                        self._recover(record, self.policy.pair, at, out,
+                                      f'probe {check.name}', by)
+            case ProbeAction.UNAVAILABLE:
+                status = ProbeStatus(Probe.UNAVAILABLE)
+                if before.state is not Probe.UNAVAILABLE:  # told once
+                    out.trace.append(f'probe {check.name} cannot run: {check.output}')
+        if status != before:
+            record.probes = {**record.probes, check.name: status}
+            if status.state is not before.state or (
+                    status.state is Probe.FAILING and
+                    status.failures > before.failures):
+                out.probes.append((check.name, status, check.output))
+                out.trace.append(f'probe {check.name} {status}')

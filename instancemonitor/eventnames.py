@@ -4,8 +4,9 @@ An event is named ``EVENT/DETAIL``. Where the recovery API's notification
 table names it (``LIFECYCLE/STOPPED_FAILED``, ``WATCHDOG/WATCHDOG_PAUSE``,
 ``IO_ERROR/IO_ERROR_REPORT``...) the name is the same; the other events are
 named the same way from libvirt's constants (``LIFECYCLE/STARTED_BOOTED``,
-``AGENT_LIFECYCLE/CONNECTED``), and the heartbeat's by its health
-(``HEARTBEAT/FAILING``).
+``AGENT_LIFECYCLE/CONNECTED``), the heartbeat's by its health
+(``HEARTBEAT/FAILING``) and the application probes' by theirs
+(``PROBE/REPORTED``).
 """
 
 import fnmatch
@@ -15,6 +16,7 @@ import libvirt
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
+from instancemonitor.events import ProbeHealth
 from instancemonitor.filter import NOTIFICATION_TABLE
 from instancemonitor.filter import table_key
 
@@ -58,6 +60,8 @@ def event_name(event: DomainEvent) -> tuple[str, str]:
             return kind, _AGENT.get(event.event, str(event.event))
         case EventKind.HEARTBEAT:
             return kind, Health(event.event).name
+        case EventKind.PROBE:
+            return kind, ProbeHealth(event.event).name
     return kind, 'UNKNOWN'
 
 
@@ -71,6 +75,7 @@ def all_names() -> frozenset[str]:
                  for kind in ('IO_ERROR', 'IO_ERROR_REASON'))
     names.update(f'AGENT_LIFECYCLE/{d}' for d in _AGENT.values())
     names.update(f'HEARTBEAT/{h.name}' for h in Health)
+    names.update(f'PROBE/{h.name}' for h in ProbeHealth)
     return frozenset(names)
 
 

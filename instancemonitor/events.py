@@ -21,11 +21,19 @@ class EventKind(enum.StrEnum):
     IO_ERROR_REASON = 'IO_ERROR_REASON'
     CONTROL_ERROR = 'CONTROL_ERROR'
     AGENT_LIFECYCLE = 'AGENT_LIFECYCLE'
+    # The domain's metadata changed: event is libvirt's type, reason the
+    # namespace (for the application probes; not forwarded).
+    METADATA_CHANGE = 'METADATA_CHANGE'
     # The heartbeat's view of a guest agent, when it changes: event is the
     # health, detail the failed pings in a row.
     HEARTBEAT = 'HEARTBEAT'
     # One guest-ping's outcome: event is 1 if the agent answered, else 0.
     PING = 'PING'
+    # An application probe's state, when it changes: event is a ProbeHealth,
+    # detail its failures in a row, ``probe`` its name, ``reason`` the output.
+    PROBE = 'PROBE'
+    # One probe run's outcome (``check``): what the journal counts.
+    PROBE_RESULT = 'PROBE_RESULT'
 
 
 # ``event`` / ``detail`` of a kind that carries no such code (REBOOT, ...).
@@ -41,6 +49,35 @@ class Health(enum.IntEnum):
     REPORTED = 3
     NEVER_ANSWERED = 4
     DISCONNECTED = 5
+
+
+class ProbeHealth(enum.IntEnum):
+    """A PROBE event's ``event`` code."""
+
+    DISCOVERY = 0
+    HEALTHY = 1
+    FAILING = 2
+    REPORTED = 3
+    UNAVAILABLE = 4
+
+
+class ProbeOutcome(enum.StrEnum):
+    SUCCESS = 'success'          # exit status 0
+    FAILURE = 'failure'          # another status, or no exit within the timeout
+    UNAVAILABLE = 'unavailable'  # the guest agent cannot run it (none, blocked)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    """One run of one probe on one domain, with the rules that judge it."""
+
+    name: str
+    outcome: ProbeOutcome
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    # action = recover: the recovery pair once per episode; else events only.
+    recover: bool = True
+    output: str = ''             # the first KiB of what it printed, or why
 
 
 # Every event gets the next number when it is made: a state scan takes one
@@ -72,6 +109,9 @@ class DomainEvent:
     # libvirt's id of the domain's run (-1 when it is not running or unknown).
     domain_id: int = -1
     seq: int = dataclasses.field(default_factory=next_seq)
+    # PROBE and PROBE_RESULT: the probe's name; PROBE_RESULT: its run.
+    probe: str = ''
+    check: ProbeCheck | None = None
 
 
 # Notification.sink of the recovery API's notifications.
@@ -103,8 +143,10 @@ class Notification:
     instance_name: str = ''
     # DomainEvent.source: libvirt, heartbeat or reconciliation.
     source: str = ''
-    # The I/O error's reason, when libvirt gives one.
+    # The I/O error's reason, when libvirt gives one; a probe's output.
     reason: str = ''
+    # The application probe of a PROBE event.
+    probe: str = ''
 
     def body(self) -> dict:
         """The request body of ``POST /notifications``, in Masakari's schema."""
@@ -132,4 +174,6 @@ class Notification:
         }
         if self.reason:
             document['reason'] = self.reason
+        if self.probe:
+            document['probe'] = self.probe
         return document

@@ -38,6 +38,12 @@ class Subscription:
     outbox: Outbox
 
 
+# What the agent tells itself: pings and probe runs (their state changes are
+# HEARTBEAT and PROBE events), metadata changes.
+_INTERNAL = frozenset({EventKind.PING, EventKind.PROBE_RESULT,
+                       EventKind.METADATA_CHANGE})
+
+
 class EventFanout:
     def __init__(self, hostname: str, subscriptions: list[Subscription],
                  batch: Callable[[], contextlib.AbstractContextManager] = (
@@ -52,7 +58,7 @@ class EventFanout:
         self._states: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     def __call__(self, event: DomainEvent) -> None:
-        if event.kind == EventKind.PING or not self._news(event):
+        if event.kind in _INTERNAL or not self._news(event):
             return
         name, detail = event_name(event)
         label = f'{name}/{detail}'
@@ -67,7 +73,7 @@ class EventFanout:
                     generated_time=event.detected_at,
                     sink=subscription.outbox.sink,
                     instance_name=event.domain_name, source=event.source,
-                    reason=event.reason))
+                    reason=event.reason, probe=event.probe))
 
     def _news(self, event: DomainEvent) -> bool:
         if event.kind != EventKind.LIFECYCLE:

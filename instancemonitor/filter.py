@@ -164,8 +164,12 @@ def _input(event: DomainEvent) -> Input | None:
             return _AGENT_INPUTS.get(event.event, Input.EVENT)
         case EventKind.PING:
             return Input.PING_OK if event.event else Input.PING_MISS
-        case EventKind.HEARTBEAT:
-            return None  # made by the journal from pings: nothing new
+        case EventKind.PROBE_RESULT:
+            return Input.PROBE
+        case EventKind.HEARTBEAT | EventKind.PROBE:
+            return None  # made by the journal from pings and probe runs
+        case EventKind.METADATA_CHANGE:
+            return None  # the probes' business, not the journal's
     return Input.EVENT
 
 
@@ -192,4 +196,4 @@ class EventFilter:
         return Observation(
             input=given, at=event.detected_at, domain_id=event.domain_id,
             seq=event.seq, from_scan=event.source == RECONCILIATION, pair=pair,
-            hold=self.reboot_window if held else 0.0)
+            hold=self.reboot_window if held else 0.0, probe=event.check)

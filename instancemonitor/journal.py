@@ -18,10 +18,12 @@ from instancemonitor.domainstate import Agent
 from instancemonitor.domainstate import DomainMachine
 from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Observation
+from instancemonitor.domainstate import Probe
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
 from instancemonitor.events import Notification
+from instancemonitor.events import ProbeHealth
 
 LOG = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ _HEALTH = {Agent.DISCOVERY: Health.DISCOVERY, Agent.HEALTHY: Health.HEALTHY,
            Agent.FAILING: Health.FAILING, Agent.REPORTED: Health.REPORTED,
            Agent.NEVER_ANSWERED: Health.NEVER_ANSWERED,
            Agent.DISCONNECTED: Health.DISCONNECTED}
+_PROBE_HEALTH = {state: ProbeHealth[state.name] for state in Probe}
 
 
 class JournalStore(Protocol):
@@ -84,9 +87,9 @@ class Journal:
     def record(self, event: DomainEvent, observation: Observation,
                queue: Callable[[Notification, float], None],
                withdraw_held: Callable[[str], None],
-               say: Callable[..., None] = LOG.info) -> DomainEvent | None:
-        """Apply ``observation`` of ``event``; return the heartbeat's change
-        as an event for subscribers, if it changed.
+               say: Callable[..., None] = LOG.info) -> list[DomainEvent]:
+        """Apply ``observation`` of ``event``; return the heartbeat's and the
+        probes' changes, as events for subscribers.
 
         ``queue`` (the outbox) keeps each notification before the record that
         says it was sent is stored: a crash in between cannot lose it.
@@ -102,8 +105,8 @@ class Journal:
         if record is None:
             self._trace(before, outcome.trace, say)
             self._store.forget(event.domain_uuid)
-            return None
-        if event.kind != EventKind.PING:
+            return []
+        if event.kind not in (EventKind.PING, EventKind.PROBE_RESULT):
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
         queued = []
@@ -125,13 +128,22 @@ class Journal:
                      notification.notification_id)
         if record != before:
             self._store.put(record)
-        if outcome.heartbeat is None or outcome.heartbeat[0] not in _HEALTH:
-            return None
-        agent, failures = outcome.heartbeat
-        return DomainEvent(kind=EventKind.HEARTBEAT, domain_uuid=record.uuid,
-                           domain_name=record.name, event=_HEALTH[agent],
-                           detail=failures, detected_at=event.detected_at,
-                           source='heartbeat', domain_id=record.run)
+        derived = []
+        if outcome.heartbeat is not None and outcome.heartbeat[0] in _HEALTH:
+            agent, failures = outcome.heartbeat
+            derived.append(DomainEvent(
+                kind=EventKind.HEARTBEAT, domain_uuid=record.uuid,
+                domain_name=record.name, event=_HEALTH[agent], detail=failures,
+                detected_at=event.detected_at, source='heartbeat',
+                domain_id=record.run))
+        for name, status, output in outcome.probes:
+            derived.append(DomainEvent(
+                kind=EventKind.PROBE, domain_uuid=record.uuid,
+                domain_name=record.name, event=_PROBE_HEALTH[status.state],
+                detail=status.failures, reason=output,
+                detected_at=event.detected_at, source='probe',
+                domain_id=record.run, probe=name))
+        return derived
 
     @staticmethod
     def _trace(before: DomainRecord, lines: list[str],
@@ -157,6 +169,15 @@ class Journal:
                      'is dropped', record.name, record.uuid,
                      record.last_seen.isoformat() if record.last_seen else 'never')
         return len(gone)
+
+    def probe_counts(self) -> dict[tuple[str, str], int]:
+        """Domains by (probe, state)."""
+        counts: dict[tuple[str, str], int] = {}
+        for record in self._store.records():
+            for name, status in record.probes.items():
+                key = (name, status.state.value)
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def heartbeat_counts(self) -> dict[str, int]:
         """Domains by the heartbeat's state, among those it watches."""

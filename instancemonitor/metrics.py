@@ -45,6 +45,8 @@ class LiveState:
     host_unknown: Callable[[], bool] = lambda: False
     # The durable state is not all on disk.
     state_degraded: Callable[[], bool] = lambda: False
+    # Domains by (application probe, its state).
+    probes: Callable[[], dict[tuple[str, str], int]] = dict
 
 
 class _LiveCollector(Collector):
@@ -84,6 +86,12 @@ class _LiveCollector(Collector):
         for state, count in sorted(s.heartbeat().items()):
             health.add_metric([state], count)
         yield health
+        probes = GaugeMetricFamily('instancemonitor_probe_domains',
+                                   'Domains an application probe runs on, by probe '
+                                   'and state', labels=['probe', 'state'])
+        for (probe, state), count in sorted(s.probes().items()):
+            probes.add_metric([probe, state], count)
+        yield probes
         yield GaugeMetricFamily(
             'instancemonitor_recovery_api_host_unknown',
             '1 while the recovery API says it does not know this host (its '
@@ -120,8 +128,8 @@ class AgentMetrics:
         self._server: WSGIServer | None = None
 
     def observe_event(self, event: DomainEvent) -> None:
-        """A bus subscriber (for every kind but the heartbeat's pings)."""
-        if event.kind == EventKind.PING:
+        """A bus subscriber (for every kind but pings and probe runs)."""
+        if event.kind in (EventKind.PING, EventKind.PROBE_RESULT):
             return
         self._events.labels(event.kind.value, event.source).inc()
 

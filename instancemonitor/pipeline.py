@@ -5,8 +5,9 @@ written in one transaction (``group``: one fsync), and senders see the
 notifications once it has committed. A notification due now is then on the
 wire before anything else is done for its event: the subscribers wait until
 a sender has sent it (at most ``HANDOFF_WAIT``), so they neither delay it
-nor compete with it for the interpreter. The heartbeat's state changes,
-which the journal works out from pings, go on to ``listeners`` (the event
+nor compete with it for the interpreter. The heartbeat's and the probes'
+state changes, which the journal works out from pings and probe runs, go on
+to ``listeners`` (the event
 subscribers' fan-out, the metrics) after that too.
 """
 
@@ -63,9 +64,9 @@ class NotificationPipeline:
             self._outbox.wait_sent(notification, HANDOFF_WAIT)
         for line in said:
             LOG_JOURNAL.info(*line)
-        if derived is not None:
+        for change in derived:
             for listener in self.listeners:
-                listener(derived)
+                listener(change)
 
     def _withdraw_held(self, uuid: str) -> None:
         for withdrawn in self._outbox.withdraw_held(uuid):

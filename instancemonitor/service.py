@@ -3,7 +3,9 @@
 Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
 ``libvirt-connection`` (connect, reconnect, the scan after each connect),
 ``reconcile`` (periodic state scans), ``heartbeat`` (guest-ping rounds, on
-a ``heartbeat-ping`` pool that grows only as far as needed), ``event-dispatch``
+a ``heartbeat-ping`` pool that grows only as far as needed), ``probes`` (the
+application probes; with them, the heartbeat and the probes share one
+``guest-agent`` pool), ``event-dispatch``
 (the bus: filter, journal, outboxes), ``sender-masakari-0`` and, while
 there is a backlog, up to ``[callback] max_in_flight`` - 1 more
 ``sender-masakari-N`` (delivery to the recovery API) and one
@@ -11,6 +13,7 @@ there is a backlog, up to ``[callback] max_in_flight`` - 1 more
 (delivery to event subscribers, each from an outbox of its own).
 """
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -52,6 +55,9 @@ from instancemonitor.sinks import masakari
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
+from instancemonitor.sources.probes import THREAD_NAME as PROBES_THREAD
+from instancemonitor.sources.probes import Prober
+from instancemonitor.sources.probes import configured_probes
 from instancemonitor.sources.reconcile import THREAD_NAME as RECONCILE_THREAD
 from instancemonitor.sources.reconcile import Reconciler
 from instancemonitor.supervision import PROGRESS_TICK
@@ -151,6 +157,7 @@ class AgentService:
         self._preflight = (masakari.Preflight(sink)
                            if isinstance(sink, masakari.MasakariSink) else None)
         subscribers = event_sinks(conf, self.hostname)
+        self.probes = configured_probes(conf)
         self.liveness = Liveness()
         self.bus = EventBus()
         self.state_lock = statelock.acquire(conf.state_path)
@@ -201,7 +208,8 @@ class AgentService:
             heartbeat=lambda: (self.journal.heartbeat_counts()
                                if self.heartbeat else {}),
             host_unknown=self.host_unknown,
-            state_degraded=self.state_degraded))
+            state_degraded=self.state_degraded,
+            probes=self.journal.probe_counts))
         pipeline.listeners.append(self.metrics.observe_event)
         self.bus.subscribe(WILDCARD, self.metrics.observe_event)
         self._metrics_address = (conf.metrics.host, conf.metrics.port)
@@ -245,7 +253,12 @@ class AgentService:
         # After the event callbacks: a failure between the two is seen twice
         # at worst, and the journal keeps one.
         self.connection.on_connect(self.reconciler.register)
+        # One pool for everything that waits on guest agents.
+        self._agent_pool = (concurrent.futures.ThreadPoolExecutor(
+            max_workers=conf.introspectiveinstancemonitor.ping_workers,
+            thread_name_prefix='guest-agent') if self.probes else None)
         self.heartbeat = self._heartbeat(conf.introspectiveinstancemonitor)
+        self.prober = self._prober()
         self._stop = threading.Event()
         self._dispatcher = threading.Thread(
             target=self.bus.run, name='event-dispatch', daemon=True,
@@ -270,9 +283,19 @@ class AgentService:
         heartbeat = Heartbeat(
             self.bus.publish, agents.targets, agents.ping,
             interval=opts.guest_monitoring_interval, workers=opts.ping_workers,
-            progress=lambda: self.liveness.mark('heartbeat'))
+            progress=lambda: self.liveness.mark('heartbeat'), pool=self._agent_pool)
         self.bus.subscribe(EventKind.AGENT_LIFECYCLE, heartbeat.on_agent_lifecycle)
         return heartbeat
+
+    def _prober(self) -> Prober | None:
+        if not self.probes:
+            return None
+        prober = Prober(self.bus.publish, lambda: self.connection.connection,
+                        self.probes, self._agent_pool,
+                        progress=lambda: self.liveness.mark(PROBES_THREAD))
+        for kind in (EventKind.METADATA_CHANGE, EventKind.REBOOT):
+            self.bus.subscribe(kind, prober.on_event)
+        return prober
 
     def apply_mutable(self, conf: cfg.ConfigOpts) -> None:
         """Apply the options a reload (SIGHUP) may change; the log level is
@@ -300,6 +323,8 @@ class AgentService:
                    self.reconciler.thread, *self.sender.threads]
         if self.heartbeat is not None:
             threads.append(self.heartbeat.thread)
+        if self.prober is not None:
+            threads.append(self.prober.thread)
         return threads
 
     def threads(self) -> list[threading.Thread]:
@@ -426,6 +451,8 @@ class AgentService:
         self.reconciler.start()
         if self.heartbeat is not None:
             self.heartbeat.start()
+        if self.prober is not None:
+            self.prober.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads; what is still pending stays in the outbox.
@@ -438,6 +465,10 @@ class AgentService:
             self._loop_timer = None
         if self.heartbeat is not None:
             self.heartbeat.stop(timeout)
+        if self.prober is not None:
+            self.prober.stop(timeout)
+        if self._agent_pool is not None:
+            self._agent_pool.shutdown(wait=False, cancel_futures=True)
         self.reconciler.stop(timeout)
         self.connection.stop(timeout)
         self._stop.set()

@@ -9,6 +9,7 @@ take its mode) are readable by the owner only.
 import contextlib
 import dataclasses
 import datetime
+import json
 import logging
 import os
 import pathlib
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from instancemonitor.domainstate import Agent
 from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Phase
+from instancemonitor.domainstate import Probe
+from instancemonitor.domainstate import ProbeStatus
 from instancemonitor.events import Notification
 from instancemonitor.outbox import DeadLetter
 
@@ -28,7 +31,7 @@ FILENAME = 'instancemonitor.sqlite'
 # The event subscribers' outboxes: a database of their own, so the recovery
 # API's writes never queue behind theirs (each change is an fsync).
 SUBSCRIBERS_FILENAME = 'subscribers.sqlite'
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -56,6 +59,8 @@ _OUTBOX_COLUMNS_V2 = (
     ('instance_name', "TEXT NOT NULL DEFAULT ''"),
     ('source', "TEXT NOT NULL DEFAULT ''"),
     ('reason', "TEXT NOT NULL DEFAULT ''"),
+    # Version 5: the application probe of a PROBE event.
+    ('probe', "TEXT NOT NULL DEFAULT ''"),
 )
 
 
@@ -69,10 +74,14 @@ _DOMAINS_COLUMNS_V3 = (
     ('agent_answered', 'INTEGER NOT NULL DEFAULT 0'),
     # Version 4: when each recovery pair was last notified ('PAIR=TIME,...').
     ('recovery_times', "TEXT NOT NULL DEFAULT ''"),
+    # Version 5: who opened the episode, and the application probes' states
+    # (JSON: name → [state, failures, successes]).
+    ('episode_by', "TEXT NOT NULL DEFAULT ''"),
+    ('probes', "TEXT NOT NULL DEFAULT ''"),
 )
 _DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at, '
                    'notified, reported, heartbeat, run, agent, agent_failures, '
-                   'agent_since, agent_answered, recovery_times')
+                   'agent_since, agent_answered, recovery_times, episode_by, probes')
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -112,6 +121,17 @@ def _times(value: str) -> dict[str, datetime.datetime]:
     """'PAIR=TIME,...' as a dict."""
     pairs = (item.split('=', 1) for item in value.split(',') if item)
     return {pair: datetime.datetime.fromisoformat(at) for pair, at in pairs}
+
+
+def _probes(value: str) -> dict[str, ProbeStatus]:
+    return {name: ProbeStatus(Probe(state), failures, successes)
+            for name, (state, failures, successes) in
+            (json.loads(value) if value else {}).items()}
+
+
+def _probes_text(probes: dict[str, ProbeStatus]) -> str:
+    return json.dumps({name: [s.state.value, s.failures, s.successes]
+                       for name, s in sorted(probes.items())}) if probes else ''
 
 
 def _in_memory(state_path: str, error: Exception) -> None:
@@ -399,7 +419,7 @@ class SqliteStateStore:
     def _record(row: tuple) -> DomainRecord:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
             reported, _heartbeat, run, agent, agent_failures, agent_since, \
-            agent_answered, recovery_times = row
+            agent_answered, recovery_times, episode_by, probes = row
         return DomainRecord(uuid=uuid, name=name, phase=_phase(state, failure),
                             run=run, episode=failure, failed_at=_time(failed_at),
                             reported=frozenset(filter(None, reported.split(','))),
@@ -408,7 +428,8 @@ class SqliteStateStore:
                             agent_answered=bool(agent_answered),
                             last_event=last_event, last_seen=_time(last_seen),
                             notified=notified,
-                            recovery_times=_times(recovery_times))
+                            recovery_times=_times(recovery_times),
+                            episode_by=episode_by, probes=_probes(probes))
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
@@ -416,13 +437,14 @@ class SqliteStateStore:
         r = record
         self._write(
             f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) '
-            'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (r.uuid, r.name, r.phase.value, r.last_event, _stamp(r.last_seen),
              r.episode, _stamp(r.failed_at), r.notified,
              ','.join(sorted(r.reported)), r.heartbeat, r.run, r.agent.value,
              r.agent_failures, _stamp(r.agent_since), int(r.agent_answered),
              ','.join(f'{pair}={at.isoformat()}'
-                      for pair, at in sorted(r.recovery_times.items()))))
+                      for pair, at in sorted(r.recovery_times.items())),
+             r.episode_by, _probes_text(r.probes)))
 
     def forget(self, uuid: str) -> None:
         with self._lock:
@@ -441,10 +463,10 @@ class SqliteStateStore:
         self._write(
             'INSERT INTO outbox (notification_id, hostname, instance_uuid, event, '
             'vir_domain_event, generated_time, due_at, sink, instance_name, '
-            'source, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            'source, reason, probe) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
             (n.notification_id, n.hostname, n.instance_uuid, n.event,
              n.vir_domain_event, _stamp(n.generated_time), due_at, n.sink,
-             n.instance_name, n.source, n.reason))
+             n.instance_name, n.source, n.reason, n.probe))
 
     def reschedule(self, notification_id: str, due_at: float) -> None:
         self._write('UPDATE outbox SET due_at = ? WHERE notification_id = ?',
@@ -470,16 +492,16 @@ class SqliteStateStore:
             rows = self._db.execute(
                 'SELECT notification_id, hostname, instance_uuid, event, '
                 'vir_domain_event, generated_time, due_at, dead_reason, '
-                'instance_name, source, reason FROM outbox '
+                'instance_name, source, reason, probe FROM outbox '
                 f'WHERE sink = ? AND {where} ORDER BY seq', (sink,)).fetchall()
         return [(Notification(notification_id=nid, hostname=host,
                               instance_uuid=uuid, event=event,
                               vir_domain_event=detail,
                               generated_time=_time(generated), sink=sink,
                               instance_name=name, source=source,
-                              reason=io_reason), due_at, dead_reason)
+                              reason=io_reason, probe=probe), due_at, dead_reason)
                 for nid, host, uuid, event, detail, generated, due_at, dead_reason,
-                name, source, io_reason in rows]
+                name, source, io_reason, probe in rows]
 
     def prune_dead_letters(self, sink: str, max_age: float, max_count: int,
                            now: datetime.datetime) -> int:

@@ -18,6 +18,7 @@ from oslo_config import cfg
 from oslo_log import log as oslo_logging
 
 import instancemonitor.conf
+from instancemonitor.conf import probes as probes_conf
 from instancemonitor.conf import webhooks as webhooks_conf
 from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.service import AgentService
@@ -72,6 +73,7 @@ def load_config(argv: list[str] | None) -> cfg.ConfigOpts:
     try:
         conf(argv, project=PROJECT, prog=PROJECT)
         webhooks_conf.register_webhooks(conf)
+        probes_conf.register_probes(conf)
         validate(conf)
     except cfg.Error as error:
         raise ConfigurationError(str(error)) from error

@@ -65,14 +65,29 @@ def read_state(database: Path) -> dict:
     return state
 
 
+def _probes(text: str) -> str:
+    """The probes column for people: 'db=failing(2) web=healthy'."""
+    states = json.loads(text) if text else {}
+    return ' '.join(
+        f'{name}={state}' + (f'({failures})' if state in ('failing', 'reported')
+                             else '')
+        for name, (state, failures, _successes) in sorted(states.items()))
+
+
 def _read_main(database: Path) -> dict:
     db = _read_only(database)
     try:
+        columns = {row[1] for row in db.execute('PRAGMA table_info(domains)')}
+        # A database an older agent wrote, not opened since, has no probes.
+        probes = 'probes' if 'probes' in columns else "'' AS probes"
+        domains = _rows(db, 'SELECT name, uuid, state, heartbeat, failure, '
+                            f'failed_at, last_event, last_seen, notified, {probes} '
+                            'FROM domains ORDER BY name')
+        for row in domains:
+            row['probes'] = _probes(row['probes'])
         return {
             'agent': dict(db.execute('SELECT key, value FROM agent').fetchall()),
-            'domains': _rows(db, 'SELECT name, uuid, state, heartbeat, failure, '
-                                 'failed_at, last_event, last_seen, notified '
-                                 'FROM domains ORDER BY name'),
+            'domains': domains,
             'pending': _rows(db, _PENDING),
             'dead_letters': _rows(db, _DEAD),
             'queued_commands': _rows(db, 'SELECT verb, arg FROM commands ORDER BY id'),
@@ -106,8 +121,8 @@ def render(state: dict) -> str:
     return '\n\n'.join([
         head,
         _table('Domains', state['domains'],
-               ('name', 'uuid', 'state', 'heartbeat', 'failure', 'last_event',
-                'last_seen')),
+               ('name', 'uuid', 'state', 'heartbeat', 'probes', 'failure',
+                'last_event', 'last_seen')),
         _table('Pending notifications', state['pending'],
                ('notification_id', 'sink', 'instance_uuid', 'event',
                 'vir_domain_event', 'generated_time')),

@@ -17,12 +17,13 @@ from instancemonitor.conf import introspective
 from instancemonitor.conf import libvirt
 from instancemonitor.conf import message_bus
 from instancemonitor.conf import metrics
+from instancemonitor.conf import probes
 from instancemonitor.conf import webhooks
 
 CONF = cfg.CONF
 
 _GROUP_MODULES = (default, libvirt, events, callback, api, introspective, metrics,
-                  webhooks, message_bus)
+                  webhooks, message_bus, probes)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

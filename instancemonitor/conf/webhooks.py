@@ -4,15 +4,12 @@
 ``[webhook:NAME]``, registered once the files are read.
 """
 
-import re
-
 from oslo_config import cfg
 
-from instancemonitor.conf.errors import ConfigurationError
+from instancemonitor.conf.sections import register_named_sections
 
 GROUP = 'webhooks'
 SECTION_PREFIX = 'webhook:'
-_NAME = re.compile(r'[A-Za-z0-9_.-]+')
 
 
 def _group() -> cfg.OptGroup:
@@ -103,19 +100,8 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def register_webhooks(conf: cfg.ConfigOpts) -> list[str]:
     """Register the ``[webhook:NAME]`` sections ``[webhooks] enabled`` names,
     once the files are read; return the section names."""
-    sections = []
-    for name in conf.webhooks.enabled:
-        if not _NAME.fullmatch(name):
-            raise ConfigurationError(
-                f'[{GROUP}] enabled: invalid webhook name {name!r}: use letters, '
-                'digits, _, . and -')
-        section = SECTION_PREFIX + name
-        if section in sections:
-            raise ConfigurationError(f'[{GROUP}] enabled: {name} is listed twice')
-        conf.register_group(_webhook_group(name))
-        conf.register_opts(webhook_opts, group=section)
-        sections.append(section)
-    return sections
+    return register_named_sections(conf, GROUP, 'webhook', SECTION_PREFIX,
+                                   _webhook_group, webhook_opts)
 
 
 def list_opts() -> dict:

@@ -113,13 +113,17 @@ class Heartbeat(Worker):
                  targets: Callable[[], list[Target]],
                  ping: Callable[[Target], bool | None],
                  interval: float, workers: int,
-                 progress: Callable[[], None] = lambda: None) -> None:
+                 progress: Callable[[], None] = lambda: None,
+                 pool: concurrent.futures.Executor | None = None) -> None:
+        """``pool``: one shared with the application probes (its owner shuts
+        it down); else a pool of ``workers`` of its own."""
         self._publish = publish
         self._progress = progress
         self._targets = targets
         self._ping = ping
         self.interval = interval
-        self._pool = concurrent.futures.ThreadPoolExecutor(
+        self._own_pool = pool is None
+        self._pool = pool or concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix='heartbeat-ping')
         super().__init__(THREAD_NAME)
         self.rounds = 0
@@ -131,7 +135,8 @@ class Heartbeat(Worker):
 
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():

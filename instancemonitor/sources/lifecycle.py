@@ -35,6 +35,8 @@ class LibvirtEventSource:
             libvirt.VIR_DOMAIN_EVENT_ID_CONTROL_ERROR: self._on_control_error,
             libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE:
                 self._on_agent_lifecycle,
+            libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE:
+                self._on_metadata_change,
         }
         return [conn.domainEventRegisterAny(None, event_id, callback, None)
                 for event_id, callback in callbacks.items()]
@@ -68,3 +70,6 @@ class LibvirtEventSource:
 
     def _on_agent_lifecycle(self, _conn, dom, state, reason, _opaque) -> None:
         self._emit(EventKind.AGENT_LIFECYCLE, dom, state, reason)
+
+    def _on_metadata_change(self, _conn, dom, kind, nsuri, _opaque) -> None:
+        self._emit(EventKind.METADATA_CHANGE, dom, kind, reason=nsuri or '')

@@ -142,9 +142,19 @@ def test_neither_endpoint_nor_keystone_is_a_config_error(tmp_path):
     (['[message_bus]', 'transport_url = rabbit://u:p@127.0.0.1:1/',
       'events = lifecycle/*'], '[message_bus] events: lifecycle/*'),
     (['[message_bus]', 'durable = maybe'], '[message_bus] durable'),
+    (['[probes]', 'enabled = web', '[probe:web]'], '[probe:web] command'),
+    (['[probes]', 'enabled = web', '[probe:web]', 'command = bin/true'],
+     '[probe:web] command'),
+    (['[probes]', 'enabled = web', '[probe:web]', 'command = /bin/true',
+      'period = 2', 'timeout = 5'], '[probe:web] timeout'),
+    (['[probes]', 'enabled = web', '[probe:web]', 'command = /bin/true',
+      'action = restart'], 'action'),
+    (['[probes]', 'enabled = web', '[probe:web]', 'command = /bin/true',
+      'failure_threshold = 0'], 'failure_threshold'),
+    (['[probes]', 'enabled = we/b'], '[probes] enabled'),
 ])
-def test_bad_subscriber_options_stop_the_daemon_naming_the_option(tmp_path, lines,
-                                                                  named):
+def test_bad_subscriber_or_probe_options_stop_the_daemon_naming_the_option(
+        tmp_path, lines, named):
     path = tmp_path / 'bad.conf'
     path.write_text('\n'.join(['[api]', 'endpoint = http://127.0.0.1:1/v1',
                                '[DEFAULT]', f'state_path = {tmp_path}/state',

@@ -85,10 +85,10 @@ def test_heartbeat_changes_come_back_as_events_for_subscribers():
     h.feed(lifecycle(*STARTED))
     ping = DomainEvent(EventKind.PING, UUID, 'instance-0001', 1, detected_at=T0,
                        source='heartbeat', domain_id=1)
-    derived = h.feed(ping)
+    (derived,) = h.feed(ping)
     assert (derived.kind, derived.event, derived.source) == (
         EventKind.HEARTBEAT, Health.HEALTHY, 'heartbeat')
-    assert h.feed(ping) is None  # no change, no event (and no write)
+    assert h.feed(ping) == []  # no change, no event (and no write)
     assert h.journal.heartbeat_counts()['healthy'] == 1
 
 
