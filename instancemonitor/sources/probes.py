@@ -392,9 +392,11 @@ class Prober(Worker):
         due = {spec.name: (known.due.get(spec.name, now + spec.initial_delay)
                            if known else now + spec.initial_delay)
                for spec in specs}
-        if known is None or [s.name for s in specs] != [s.name for s in known.probes]:
-            LOG.info('Domain %s: probes %s', dom.name(),
-                     ', '.join(s.name for s in specs) or 'none')
+        names = [s.name for s in specs]
+        if names != ([s.name for s in known.probes] if known else []):
+            LOG.info('Domain %s: probes %s', dom.name(), ', '.join(names) or 'none')
+        elif known is None:
+            LOG.debug('Domain %s: probes none', dom.name())
         return _Watched(dom.name(), dom, specs, due)
 
     def _probe(self, uuid: str, domain_id: int, run: _Watched, spec: ProbeSpec) -> None:
