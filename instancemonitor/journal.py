@@ -170,6 +170,13 @@ class Journal:
                      record.last_seen.isoformat() if record.last_seen else 'never')
         return len(gone)
 
+    def probe_resumed(self, uuid: str, domain_id: int, name: str) -> bool:
+        """Whether probe ``name`` is past discovery in the run ``domain_id``."""
+        record = self._store.get(uuid)
+        return (record is not None and record.run == domain_id and
+                name in record.probes and
+                record.probes[name].state is not Probe.DISCOVERY)
+
     def probe_counts(self) -> dict[tuple[str, str], int]:
         """Domains by (probe, state)."""
         counts: dict[tuple[str, str], int] = {}

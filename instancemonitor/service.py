@@ -292,7 +292,8 @@ class AgentService:
             return None
         prober = Prober(self.bus.publish, lambda: self.connection.connection,
                         self.probes, self._agent_pool,
-                        progress=lambda: self.liveness.mark(PROBES_THREAD))
+                        progress=lambda: self.liveness.mark(PROBES_THREAD),
+                        resumed=self.journal.probe_resumed)
         for kind in (EventKind.METADATA_CHANGE, EventKind.REBOOT):
             self.bus.subscribe(kind, prober.on_event)
         return prober

@@ -310,8 +310,13 @@ class Prober(Worker):
                  configured: dict[str, ProbeSpec],
                  pool: concurrent.futures.Executor,
                  runner: GuestAgentProbe | None = None,
-                 progress: Callable[[], None] = lambda: None) -> None:
+                 progress: Callable[[], None] = lambda: None,
+                 resumed: Callable[[str, int, str], bool] = lambda *_: False) -> None:
+        """``resumed(uuid, domain id, probe)``: whether the journal already
+        has that probe past discovery in that run (the agent restarted or
+        reconnected): it runs at once, not after its initial delay."""
         super().__init__(THREAD_NAME)
+        self._resumed = resumed
         self._publish = publish
         self._current = current
         self.configured = configured
@@ -389,8 +394,10 @@ class Prober(Worker):
         # A domain without the guest agent's channel is not skipped: its
         # probes are unavailable there, which an operator must see.
         specs = domain_probes(xml, self.configured)
-        due = {spec.name: (known.due.get(spec.name, now + spec.initial_delay)
-                           if known else now + spec.initial_delay)
+        key = (dom.UUIDString(), dom.ID())
+        due = {spec.name: known.due.get(spec.name, now + spec.initial_delay)
+               if known else
+               now if self._resumed(*key, spec.name) else now + spec.initial_delay
                for spec in specs}
         names = [s.name for s in specs]
         if names != ([s.name for s in known.probes] if known else []):

@@ -251,3 +251,90 @@ def test_exit_status_zero_is_success_and_output_is_kept_to_a_kib():
     assert probes._outcome(_status(None, signal=9)) == (FAIL, 'killed by signal 9')
     assert probes._outcome(_status(2, err=b'no such file')) == (
         FAIL, 'exit status 2: no such file')
+
+
+class StandInDomain:
+    """What the Prober asks of a virDomain."""
+
+    def __init__(self, xml: str, domain_id: int = 3) -> None:
+        self.xml, self.domain_id = xml, domain_id
+
+    def UUIDString(self) -> str:
+        return 'u'
+
+    def ID(self) -> int:
+        return self.domain_id
+
+    def name(self) -> str:
+        return 'app-1'
+
+    def XMLDesc(self, _flags: int) -> str:
+        return self.xml
+
+
+class StandInConnection:
+    def __init__(self, *domains: StandInDomain) -> None:
+        self.domains = list(domains)
+
+    def listAllDomains(self, _flags: int) -> list[StandInDomain]:
+        return self.domains
+
+
+class AtOnce:
+    """An executor that runs what it is given at once, in the caller."""
+
+    def submit(self, fn, *args):
+        fn(*args)
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.runs: list[str] = []
+
+    def run(self, _domain, spec):
+        self.runs.append(spec.name)
+        return ProbeOutcome.SUCCESS, 'fine'
+
+
+def prober_with(domain: StandInDomain, resumed=lambda *_: False):
+    published, runner = [], Runner()
+    prober = probes.Prober(published.append, lambda: StandInConnection(domain),
+                           {'app': spec('app', match_name=('app-*',),
+                                        initial_delay=30.0)},
+                           AtOnce(), runner=runner, resumed=resumed)
+    return prober, runner, published
+
+
+def test_a_probe_waits_its_initial_delay_unless_the_journal_had_it_running():
+    domain = StandInDomain('<domain><name>app-1</name></domain>')
+    prober, runner, _ = prober_with(domain)
+    assert prober.round() == probes.SCAN_INTERVAL  # looks again in a second
+    assert runner.runs == []
+    # After an agent restart the journal still has it healthy in this run.
+    prober, runner, published = prober_with(domain, resumed=lambda u, i, n: (
+        (u, i, n) == ('u', 3, 'app')))
+    prober.round()
+    assert runner.runs == ['app']
+    (event,) = published
+    assert (event.kind.value, event.probe, event.check.outcome, event.check.output,
+            event.domain_id) == ('PROBE_RESULT', 'app', OK, 'fine', 3)
+
+
+def test_metadata_changes_are_read_again_and_a_reboot_restarts_the_delay():
+    from instancemonitor.events import DomainEvent
+    from instancemonitor.events import EventKind
+
+    domain = StandInDomain('<domain><name>app-1</name></domain>')
+    prober, runner, _ = prober_with(domain)
+    prober.round()
+    domain.xml = NOVA_XML.replace('instance-0000002a', 'app-1').format(own=(
+        f'<probes xmlns="{probes.PROBES_NS}"><probe name="now" command="/bin/true" '
+        'initial_delay="0"/></probes>'))
+    prober.round()
+    assert runner.runs == []  # not read again without a metadata change
+    prober.on_event(DomainEvent(EventKind.METADATA_CHANGE, 'u', 'app-1'))
+    prober.round()
+    assert runner.runs == ['now']
+    prober.on_event(DomainEvent(EventKind.REBOOT, 'u', 'app-1'))
+    prober.round()  # due again at once: its initial delay is 0
+    assert runner.runs == ['now', 'now']
