@@ -238,7 +238,7 @@ class GuestAgentProbe:
                 self._command(domain, GUEST_PING, spec.timeout)
                 return ProbeOutcome.SUCCESS, ''
             except libvirt.libvirtError as error:
-                return ProbeOutcome.FAILURE, error.get_error_message()
+                return ProbeOutcome.FAILURE, _message(error)
         command = {'execute': 'guest-exec', 'arguments': {
             'path': spec.command, 'arg': list(spec.args), 'capture-output': True}}
         try:
@@ -270,7 +270,7 @@ class GuestAgentProbe:
 
 def _message(error: Exception) -> str:
     if isinstance(error, libvirt.libvirtError):
-        return error.get_error_message()
+        return error.get_error_message() or str(error)
     return f'unexpected answer from the guest agent ({error!r})'
 
 

@@ -134,3 +134,13 @@ def test_action_notify_is_events_for_a_webhook_and_nothing_for_masakari(
         assert stored_for(masakari, uuid) == []
     finally:
         receiver.stop()
+
+
+def test_a_guest_without_an_agent_makes_the_probe_unavailable(
+        start_guest, start_agent, recovery_api):
+    start_guest('e2e-probe-no-agent')  # no guest agent channel at all
+    agent = start_agent(recovery_api.url, extra=probe_config())
+    log = agent.wait_log('probe app unavailable')
+    assert 'probe app cannot run' in log
+    time.sleep(QUIET)
+    assert recovery_api.requests == []

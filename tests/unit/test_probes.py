@@ -338,3 +338,49 @@ def test_metadata_changes_are_read_again_and_a_reboot_restarts_the_delay():
     prober.on_event(DomainEvent(EventKind.REBOOT, 'u', 'app-1'))
     prober.round()  # due again at once: its initial delay is 0
     assert runner.runs == ['now', 'now']
+
+
+class StandInAgent:
+    """libvirt's guest agent passthrough, answering as qemu-ga would."""
+
+    def __init__(self, *statuses: dict, error: str = '') -> None:
+        self.statuses = list(statuses)
+        self.error = error
+        self.commands: list[dict] = []
+
+    def __call__(self, _domain, command: str, timeout: int, flags: int) -> str:
+        import json
+
+        import libvirt
+        request = json.loads(command)
+        self.commands.append(request)
+        assert timeout >= 1 and flags == 0
+        if self.error:
+            raise libvirt.libvirtError(self.error)
+        if request['execute'] == 'guest-exec':
+            return json.dumps({'return': {'pid': 42}})
+        if request['execute'] == 'guest-ping':
+            return json.dumps({'return': {}})
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return json.dumps({'return': status})
+
+
+def test_the_runner_polls_guest_exec_status_until_the_program_exits():
+    agent = StandInAgent({'exited': False}, {'exited': False}, _status(0, b'up'))
+    runner = probes.GuestAgentProbe(sleep=lambda _s: None, agent_command=agent)
+    assert runner.run(None, spec('app', args=('-q',))) == (OK, 'up')
+    assert agent.commands[0] == {'execute': 'guest-exec', 'arguments': {
+        'path': '/bin/true', 'arg': ['-q'], 'capture-output': True}}
+    assert [c['execute'] for c in agent.commands[1:]] == ['guest-exec-status'] * 3
+    assert {c['arguments']['pid'] for c in agent.commands[1:]} == {42}
+
+
+def test_the_runner_gives_up_at_the_timeout_and_says_unavailable_for_agent_errors():
+    runner = probes.GuestAgentProbe(agent_command=StandInAgent({'exited': False}))
+    assert runner.run(None, spec('app', timeout=1.0)) == (FAIL, 'no exit within 1 s')
+    blocked = probes.GuestAgentProbe(agent_command=StandInAgent(
+        error='The command guest-exec has been disabled for this instance'))
+    outcome, why = blocked.run(None, spec('app'))
+    assert (outcome, 'guest-exec has been disabled' in why) == (GONE, True)
+    ping = probes.GuestAgentProbe(agent_command=StandInAgent())
+    assert ping.run(None, ProbeSpec(name='p', type='ping')) == (OK, '')
