@@ -418,5 +418,7 @@ class Prober(Worker):
                 detected_at=clock.utcnow(), source='probe', domain_id=domain_id,
                 probe=spec.name, check=spec.check(outcome, output)))
         finally:
+            # No wake-up: the next round (within SCAN_INTERVAL) schedules it
+            # again; a wake-up per finished run would list every domain as
+            # often as probes finish.
             self._in_flight.discard((uuid, domain_id, spec.name))
-            self.wake()
