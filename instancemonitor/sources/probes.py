@@ -48,7 +48,6 @@ LOG = logging.getLogger(__name__)
 THREAD_NAME = 'probes'
 # This project's namespace in a domain's libvirt metadata.
 PROBES_NS = 'urn:instancemonitor:probes:1'
-PROBES_KEY = 'instancemonitor'
 # Nova's (1.0 before Train, 1.1 since).
 _NOVA_NS_PREFIX = 'http://openstack.org/xmlns/libvirt/nova/'
 OUTPUT_LIMIT = 1024
@@ -172,39 +171,43 @@ _METADATA_NUMBERS = {'period': float, 'timeout': float, 'initial_delay': float,
                      'failure_threshold': int, 'success_threshold': int}
 
 
+def _metadata_spec(probe: ElementTree.Element,
+                   configured: dict[str, ProbeSpec]) -> ProbeSpec:
+    """One ``<probe>`` of a domain's metadata; ValueError says what is wrong."""
+    name = probe.get('name', '')
+    if not NAME.fullmatch(name):
+        raise ValueError(f'name: {name!r} is not a valid probe name')
+    changes: dict = {attribute: convert(probe.get(attribute))
+                     for attribute, convert in _METADATA_NUMBERS.items()
+                     if attribute in probe.attrib}
+    for attribute in ('type', 'command'):
+        if attribute in probe.attrib:
+            changes[attribute] = probe.get(attribute)
+    if 'action' in probe.attrib:
+        if probe.get('action') not in ('recover', 'notify'):
+            raise ValueError('action: recover or notify')
+        changes['recover'] = probe.get('action') == 'recover'
+    args = [arg.text or '' for arg in probe.iterfind(f'{{{PROBES_NS}}}arg')]
+    if args:
+        changes['args'] = tuple(args)
+    spec = dataclasses.replace(configured.get(name) or ProbeSpec(name=name),
+                               **changes)
+    if problem := spec.problem():
+        raise ValueError(': '.join(problem))
+    return spec
+
+
 def _from_metadata(element: ElementTree.Element, configured: dict[str, ProbeSpec],
                    domain: str) -> list[ProbeSpec]:
     """The probes a ``<probes>`` element defines; a bad one is logged and left
     out, never a failure of the domain."""
     specs = []
     for probe in element.iterfind(f'{{{PROBES_NS}}}probe'):
-        name = probe.get('name', '')
-        base = configured.get(name) or ProbeSpec(name=name)
-        changes: dict = {}
         try:
-            for attribute, convert in _METADATA_NUMBERS.items():
-                if attribute in probe.attrib:
-                    changes[attribute] = convert(probe.get(attribute))
+            specs.append(_metadata_spec(probe, configured))
         except ValueError as error:
             LOG.warning('Domain %s: probe %r in its metadata: %s; not run',
-                        domain, name, error)
-            continue
-        for attribute in ('type', 'command'):
-            if attribute in probe.attrib:
-                changes[attribute] = probe.get(attribute)
-        if 'action' in probe.attrib:
-            changes['recover'] = probe.get('action') != 'notify'
-        args = [arg.text or '' for arg in probe.iterfind(f'{{{PROBES_NS}}}arg')]
-        if args:
-            changes['args'] = tuple(args)
-        spec = dataclasses.replace(base, **changes)
-        problem = spec.problem() if NAME.fullmatch(name) else (
-            'name', f'{name!r} is not a valid probe name')
-        if problem or probe.get('action', 'recover') not in ('recover', 'notify'):
-            LOG.warning('Domain %s: probe %r in its metadata: %s; not run', domain,
-                        name, ': '.join(problem or ('action', 'recover or notify')))
-            continue
-        specs.append(spec)
+                        domain, probe.get('name', ''), error)
     return specs
 
 
@@ -364,7 +367,7 @@ class Prober(Worker):
             key = (dom.UUIDString(), dom.ID())
             known = self._watched.get(key)
             if known is None or key[0] in reread:
-                known = self._watch(dom, now, known)
+                known = self._watch(dom, key, now, known)
                 if known is None:
                     continue
             if key[0] in restart:
@@ -385,7 +388,7 @@ class Prober(Worker):
                 next_due = min(next_due, run.due[spec.name])
         return max(0.0, next_due - now)
 
-    def _watch(self, dom: libvirt.virDomain, now: float,
+    def _watch(self, dom: libvirt.virDomain, key: tuple[str, int], now: float,
                known: _Watched | None) -> _Watched | None:
         try:
             xml = dom.XMLDesc(0)
@@ -394,11 +397,14 @@ class Prober(Worker):
         # A domain without the guest agent's channel is not skipped: its
         # probes are unavailable there, which an operator must see.
         specs = domain_probes(xml, self.configured)
-        key = (dom.UUIDString(), dom.ID())
-        due = {spec.name: known.due.get(spec.name, now + spec.initial_delay)
-               if known else
-               now if self._resumed(*key, spec.name) else now + spec.initial_delay
-               for spec in specs}
+        due = {}
+        for spec in specs:
+            if known is not None:  # its metadata was read again
+                due[spec.name] = known.due.get(spec.name, now + spec.initial_delay)
+            elif self._resumed(*key, spec.name):
+                due[spec.name] = now
+            else:
+                due[spec.name] = now + spec.initial_delay
         names = [s.name for s in specs]
         if names != ([s.name for s in known.probes] if known else []):
             LOG.info('Domain %s: probes %s', dom.name(), ', '.join(names) or 'none')
