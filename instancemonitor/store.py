@@ -123,7 +123,8 @@ def _times(value: str) -> dict[str, datetime.datetime]:
     return {pair: datetime.datetime.fromisoformat(at) for pair, at in pairs}
 
 
-def _probes(value: str) -> dict[str, ProbeStatus]:
+def probe_states(value: str) -> dict[str, ProbeStatus]:
+    """The ``probes`` column of a domain's row."""
     return {name: ProbeStatus(Probe(state), failures, successes)
             for name, (state, failures, successes) in
             (json.loads(value) if value else {}).items()}
@@ -429,7 +430,7 @@ class SqliteStateStore:
                             last_event=last_event, last_seen=_time(last_seen),
                             notified=notified,
                             recovery_times=_times(recovery_times),
-                            episode_by=episode_by, probes=_probes(probes))
+                            episode_by=episode_by, probes=probe_states(probes))
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ from oslo_config import cfg
 from instancemonitor.conf import default as default_conf
 from instancemonitor.store import FILENAME
 from instancemonitor.store import SUBSCRIBERS_FILENAME
+from instancemonitor.store import probe_states
 
 DEFAULT_CONFIG = '/etc/instancemonitor/instancemonitor.conf'
 
@@ -67,11 +68,8 @@ def read_state(database: Path) -> dict:
 
 def _probes(text: str) -> str:
     """The probes column for people: 'db=failing(2) web=healthy'."""
-    states = json.loads(text) if text else {}
-    return ' '.join(
-        f'{name}={state}' + (f'({failures})' if state in ('failing', 'reported')
-                             else '')
-        for name, (state, failures, _successes) in sorted(states.items()))
+    return ' '.join(f'{name}={status}'
+                    for name, status in sorted(probe_states(text).items()))
 
 
 def _read_main(database: Path) -> dict:
