@@ -36,6 +36,10 @@ class EventKind(enum.StrEnum):
     PROBE_RESULT = 'PROBE_RESULT'
 
 
+# One run of a check (a guest-ping, a probe): the journal counts them, and
+# only the state changes they cause (HEARTBEAT, PROBE) are news for anyone.
+CHECK_RUNS = frozenset({EventKind.PING, EventKind.PROBE_RESULT})
+
 # ``event`` / ``detail`` of a kind that carries no such code (REBOOT, ...).
 NO_CODE = -1
 

@@ -18,6 +18,7 @@ import libvirt
 
 from instancemonitor.eventnames import EventPatterns
 from instancemonitor.eventnames import event_name
+from instancemonitor.events import CHECK_RUNS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Notification
@@ -38,10 +39,8 @@ class Subscription:
     outbox: Outbox
 
 
-# What the agent tells itself: pings and probe runs (their state changes are
-# HEARTBEAT and PROBE events), metadata changes.
-_INTERNAL = frozenset({EventKind.PING, EventKind.PROBE_RESULT,
-                       EventKind.METADATA_CHANGE})
+# What the agent tells itself: check runs and metadata changes.
+_INTERNAL = CHECK_RUNS | {EventKind.METADATA_CHANGE}
 
 
 class EventFanout:

@@ -19,6 +19,7 @@ from instancemonitor.domainstate import DomainMachine
 from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Observation
 from instancemonitor.domainstate import Probe
+from instancemonitor.events import CHECK_RUNS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
@@ -106,7 +107,7 @@ class Journal:
             self._trace(before, outcome.trace, say)
             self._store.forget(event.domain_uuid)
             return []
-        if event.kind not in (EventKind.PING, EventKind.PROBE_RESULT):
+        if event.kind not in CHECK_RUNS:
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
         queued = []

@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from instancemonitor import clock
+from instancemonitor.events import CHECK_RUNS
 from instancemonitor.events import DomainEvent
-from instancemonitor.events import EventKind
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
@@ -129,7 +129,7 @@ class AgentMetrics:
 
     def observe_event(self, event: DomainEvent) -> None:
         """A bus subscriber (for every kind but pings and probe runs)."""
-        if event.kind in (EventKind.PING, EventKind.PROBE_RESULT):
+        if event.kind in CHECK_RUNS:
             return
         self._events.labels(event.kind.value, event.source).inc()
 

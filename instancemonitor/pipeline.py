@@ -7,8 +7,8 @@ wire before anything else is done for its event: the subscribers wait until
 a sender has sent it (at most ``HANDOFF_WAIT``), so they neither delay it
 nor compete with it for the interpreter. The heartbeat's and the probes'
 state changes, which the journal works out from pings and probe runs, go on
-to ``listeners`` (the event
-subscribers' fan-out, the metrics) after that too.
+to ``listeners`` (the event subscribers' fan-out, the metrics) after that
+too.
 """
 
 import contextlib
