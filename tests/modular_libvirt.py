@@ -17,18 +17,11 @@ import shutil
 import subprocess
 import tempfile
 
+from tests.processes import run_checked
 from tests.processes import skip_or_fail
 from tests.processes import test_cache
 
 BUILD_TOOLS = ('dpkg-source', 'meson', 'ninja', 'gcc', 'pkg-config')
-
-
-def _run(command: list[str], what: str, cwd: pathlib.Path) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
-    if result.returncode:
-        raise AssertionError(f'{what} failed ({result.returncode}): '
-                             f'{(result.stdout + result.stderr)[-3000:]}')
-    return result.stdout
 
 
 def _source_lists(directory: pathlib.Path) -> None:
@@ -90,20 +83,20 @@ def _build(version: str, work: pathlib.Path) -> None:
     apt = ['-o', f'Dir::Etc::sourcelist={work / "none.list"}',
            '-o', f'Dir::Etc::sourceparts={work / "sources"}',
            '-o', f'Dir::State::Lists={work / "lists"}']
-    _run(['apt-get', *apt, 'update'], 'apt-get update (deb-src)', work)
-    _run(['apt-get', *apt, 'source', '--download-only', f'libvirt={version}'],
-         f'apt-get source libvirt={version}', work)
+    run_checked(['apt-get', *apt, 'update'], 'apt-get update (deb-src)', cwd=work)
+    run_checked(['apt-get', *apt, 'source', '--download-only', f'libvirt={version}'],
+                f'apt-get source libvirt={version}', cwd=work)
     (dsc,) = work.glob('libvirt_*.dsc')
-    _run(['dpkg-source', '-x', dsc.name, 'src'], 'dpkg-source -x', work)
+    run_checked(['dpkg-source', '-x', dsc.name, 'src'], 'dpkg-source -x', cwd=work)
     # Debian's paths and user; only what virtqemud and its QEMU driver need.
-    multiarch = _run(['dpkg-architecture', '-qDEB_HOST_MULTIARCH'],
-                     'dpkg-architecture', work).strip()
-    _run(['meson', 'setup', str(work / 'build'), '--prefix=/usr',
-          '--sysconfdir=/etc', '--localstatedir=/var', '-Drunstatedir=/run',
-          f'--libdir=lib/{multiarch}', '-Dauto_features=disabled',
-          '-Ddriver_qemu=enabled', '-Ddriver_remote=enabled',
-          '-Ddriver_libvirtd=enabled', '-Dyajl=enabled', '-Ddocs=disabled',
-          '-Dtests=disabled', '-Drpath=disabled', '-Dinit_script=none'],
-         'meson setup', work / 'src')
-    _run(['ninja', '-C', str(work / 'build'), f'-j{os.cpu_count() or 2}',
-          'src/virtqemud', 'src/libvirt_driver_qemu.so'], 'ninja', work)
+    multiarch = run_checked(['dpkg-architecture', '-qDEB_HOST_MULTIARCH'],
+                            'dpkg-architecture', cwd=work).strip()
+    run_checked(['meson', 'setup', str(work / 'build'), '--prefix=/usr',
+                 '--sysconfdir=/etc', '--localstatedir=/var', '-Drunstatedir=/run',
+                 f'--libdir=lib/{multiarch}', '-Dauto_features=disabled',
+                 '-Ddriver_qemu=enabled', '-Ddriver_remote=enabled',
+                 '-Ddriver_libvirtd=enabled', '-Dyajl=enabled', '-Ddocs=disabled',
+                 '-Dtests=disabled', '-Drpath=disabled', '-Dinit_script=none'],
+                'meson setup', cwd=work / 'src')
+    run_checked(['ninja', '-C', str(work / 'build'), f'-j{os.cpu_count() or 2}',
+                 'src/virtqemud', 'src/libvirt_driver_qemu.so'], 'ninja', cwd=work)

@@ -30,6 +30,16 @@ def skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+def run_checked(command: list[str], what: str, **kwargs) -> str:
+    """Run ``command`` to its end; its output, or AssertionError with the
+    output's tail naming ``what`` failed."""
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if result.returncode:
+        raise AssertionError(f'{what} failed ({result.returncode}): '
+                             f'{(result.stdout + result.stderr)[-3000:]}')
+    return result.stdout
+
+
 def free_port() -> int:
     """A loopback port nothing listens on (connections to it are refused)."""
     with socket.socket() as s:

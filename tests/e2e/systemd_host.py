@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+from tests.processes import run_checked
 from tests.processes import skip_or_fail
 from tests.processes import test_cache
 from tests.processes import wait_for
@@ -28,14 +29,6 @@ PACKAGES = ('systemd', 'systemd-sysv', 'dbus', 'python3', 'python3-venv',
             'procps', 'libvirt0')
 SUITE = 'bookworm'
 VENV = '/opt/instancemonitor'
-
-
-def _run(command: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
-    if result.returncode:
-        raise AssertionError(f'{what} failed ({result.returncode}): '
-                             f'{(result.stdout + result.stderr)[-3000:]}')
-    return result
 
 
 def debian_mirror() -> str:
@@ -53,8 +46,8 @@ def debian_mirror() -> str:
 
 def _constraints() -> str:
     """The versions this checkout's virtualenv has: the container gets those."""
-    frozen = _run([sys.executable, '-m', 'pip', 'freeze', '--exclude-editable'],
-                  'pip freeze').stdout
+    frozen = run_checked([sys.executable, '-m', 'pip', 'freeze', '--exclude-editable'],
+                         'pip freeze')
     return ''.join(line + '\n' for line in frozen.splitlines()
                    if line and not line.startswith('-e') and ' @ ' not in line)
 
@@ -64,9 +57,9 @@ def build_wheels(directory: pathlib.Path, with_dependencies: bool) -> None:
     everything it needs at the versions installed here."""
     constraints = directory / 'constraints.txt'
     constraints.write_text(_constraints())
-    _run([sys.executable, '-m', 'pip', 'wheel', '-q', '-w', str(directory),
-          '-c', str(constraints), *(() if with_dependencies else ('--no-deps',)),
-          str(PROJECT)], 'pip wheel')
+    run_checked([sys.executable, '-m', 'pip', 'wheel', '-q', '-w', str(directory),
+                 '-c', str(constraints), *(() if with_dependencies else ('--no-deps',)),
+                 str(PROJECT)], 'pip wheel')
 
 
 def _nspawn() -> list[str]:
@@ -97,17 +90,18 @@ def container_root() -> pathlib.Path:
                                              dir=test_cache()))
         try:
             tree = work / 'root'
-            _run(['debootstrap', '--variant=minbase',
-                  f'--include={",".join(PACKAGES)}', SUITE, str(tree),
-                  debian_mirror()], 'debootstrap')
+            run_checked(['debootstrap', '--variant=minbase',
+                         f'--include={",".join(PACKAGES)}', SUITE, str(tree),
+                         debian_mirror()], 'debootstrap')
             wheels = work / 'wheels'
             wheels.mkdir()
             build_wheels(wheels, with_dependencies=True)
             install = (f'python3 -m venv {VENV} && {VENV}/bin/pip install -q '
                        '--no-index --find-links /wheels -c /wheels/constraints.txt '
                        'instancemonitor')
-            _run([*_nspawn(), '-D', str(tree), f'--bind-ro={wheels}:/wheels',
-                  '--', '/bin/sh', '-c', install], 'the virtualenv in the container')
+            run_checked([*_nspawn(), '-D', str(tree), f'--bind-ro={wheels}:/wheels',
+                         '--', '/bin/sh', '-c', install],
+                        'the virtualenv in the container')
             for deb in (tree / 'var/cache/apt/archives').glob('*.deb'):
                 deb.unlink()
             tree.rename(root)
