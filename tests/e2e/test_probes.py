@@ -67,6 +67,8 @@ def test_a_probe_that_never_exits_fails_after_its_timeout(
     (stored,) = recovery_api.wait_stored(1, timeout=30)
     assert stored['payload']['instance_uuid'] == dom.UUIDString()
     assert "failed 3 times in a row: 'no exit within 1 s'" in agent.output()
+    time.sleep(QUIET)  # it hangs on: still reported, never sent again
+    assert len(recovery_api.requests) == 1
 
 
 def test_guest_exec_blocked_makes_the_probe_unavailable_and_nothing_is_sent(
@@ -104,6 +106,8 @@ def test_a_probe_set_in_the_domains_metadata_is_picked_up_without_a_restart(
     in_guest(dom, 'rm /run/web-ok')
     (stored,) = recovery_api.wait_stored(1, timeout=20)
     assert stored['payload']['instance_uuid'] == dom.UUIDString()
+    time.sleep(QUIET)
+    assert len(recovery_api.requests) == 1
 
 
 def test_action_notify_is_events_for_a_webhook_and_nothing_for_masakari(

@@ -140,7 +140,7 @@ def test_active_only_after_ready_then_a_crash_is_one_notification(
 
 
 def test_reload_applies_mutable_options_in_the_same_process(
-        systemd_host, unit, start_guest):
+        systemd_host, unit, start_guest, recovery_api):
     start_guest('sd-reload')
     systemd_host.run('systemctl', 'start', UNIT)
     before = wait_active(systemd_host)
@@ -154,6 +154,7 @@ def test_reload_applies_mutable_options_in_the_same_process(
     after = state(systemd_host)
     assert after['MainPID'] == before['MainPID']
     assert (after['ActiveState'], after['NRestarts']) == ('active', '0')
+    assert recovery_api.requests == []  # a reload and its scans name no one
 
 
 def test_a_wedged_agent_is_restarted_by_the_watchdog_and_loses_nothing(
