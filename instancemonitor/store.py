@@ -204,6 +204,8 @@ class SqliteStateStore:
         self._backlog: list[tuple[str, tuple]] = []
         # The statements of the open batch, if any: kept until it commits.
         self._batch: list[tuple[str, tuple]] | None = None
+        # Its thread (read without the lock: no other thread sees its own).
+        self._batch_thread: int | None = None
         # Changes waiting for the next group commit (see _write).
         self._queue: list[_Change] = []
         self._queue_lock = threading.Lock()
@@ -256,16 +258,14 @@ class SqliteStateStore:
         fsync), so a burst of deliveries does not queue up fsyncs. Each call
         returns once its own change is on disk."""
         change = _Change((sql, params))
+        if self._batch_thread == threading.get_ident():
+            with self._lock:  # this thread's batch: its changes commit with it
+                return self._write_in_batch(change)
         with self._queue_lock:
             self._queue.append(change)
         with self._lock:
             if change.done:
                 return change.written
-            if self._batch is not None:
-                # This thread's batch: its changes commit with it.
-                with self._queue_lock:
-                    self._queue.remove(change)
-                return self._write_in_batch(change)
             with self._queue_lock:
                 group, self._queue = self._queue, []
             written = self._commit_group(group)
@@ -284,6 +284,7 @@ class SqliteStateStore:
         except sqlite3.Error as error:
             self._rollback()
             failed, self._batch = self._batch + [change.statement], None
+            self._batch_thread = None
             self._degrade(error, failed)
             return False
         self._batch.append(change.statement)
@@ -329,12 +330,15 @@ class SqliteStateStore:
             if not (self.degraded or self._closed or self._batch is not None):
                 try:
                     self._db.execute('BEGIN')
+                    self._batch_thread = threading.get_ident()
                     began, self._batch = True, []
                 except sqlite3.Error as error:
                     self._degrade(error, [])
             try:
                 yield
             finally:
+                if began:
+                    self._batch_thread = None
                 if began and self._batch is not None:
                     statements, self._batch = self._batch, None
                     try:
