@@ -1,0 +1,187 @@
+"""The POST client on real loopback servers: kept-alive connections, ones the
+server closed, the environment's proxy, and errors as TransportError."""
+
+import base64
+import contextlib
+import socket
+import threading
+
+import pytest
+
+from instancemonitor.sinks import httpclient
+from tests.fakes.http import HTTPServer
+from tests.processes import free_port
+from tests.tls import make_ca
+
+BODY = b'{"x": 1}'
+
+
+@pytest.fixture
+def server():
+    made = []
+
+    def start(handler=lambda request: (202, {'ok': True}, {}), tls=None):
+        made.append(HTTPServer(handler, tls=tls).start())
+        return made[-1]
+    yield start
+    for each in made:
+        each.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_machine(monkeypatch):
+    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_posts_reuse_one_connection_and_signal_when_sent(server):
+    requests = []
+    api = server(lambda r: (requests.append(r), (202, {'ok': True}, {}))[1])
+    client = httpclient.HTTPClient(5)
+    sent = []
+    for _ in range(3):
+        with httpclient.on_sent(lambda: sent.append(len(requests))):
+            response = client.post(f'http://127.0.0.1:{api.port}/v1/n?a=1', BODY,
+                                   {'X-Auth-Token': 't'})
+        assert response.status == 202 and response.text == '{"ok": true}'
+    assert api.connections == 1 and sent == [0, 1, 2]  # before each answer
+    (first, *_) = requests
+    assert (first.method, first.path, first.body) == ('POST', '/v1/n?a=1', BODY)
+    assert first.headers['x-auth-token'] == 't'
+    assert first.headers['content-type'] == 'application/json'
+    assert first.headers['user-agent'] == 'instancemonitor'
+
+
+def test_an_answer_that_closes_the_connection_is_followed_by_a_new_one(server):
+    api = server(lambda r: (200, None, {'Connection': 'close'}))
+    client = httpclient.HTTPClient(5)
+    for _ in range(2):
+        assert client.post(f'http://127.0.0.1:{api.port}/', BODY, {}).status == 200
+    assert api.connections == 2
+
+
+@contextlib.contextmanager
+def closing_after_each_answer():
+    """A server that answers one request per connection, then closes it
+    without saying so (as a load balancer's idle timeout does)."""
+    listener = socket.create_server(('127.0.0.1', 0))
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            data = b''
+            while not data.endswith(BODY):
+                data += connection.recv(65536)
+            connection.sendall(b'HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n')
+            connection.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+def test_a_kept_connection_the_server_closed_is_not_used_again():
+    with closing_after_each_answer() as (port, accepted):
+        client = httpclient.HTTPClient(5)
+        for _ in range(3):
+            assert client.post(f'http://127.0.0.1:{port}/', BODY, {}).status == 202
+        assert len(accepted) == 3
+
+
+def test_refused_and_timed_out_are_transport_errors(server):
+    client = httpclient.HTTPClient(0.3)
+    with pytest.raises(httpclient.TransportError, match='Connection refused'):
+        client.post(f'http://127.0.0.1:{free_port()}/', BODY, {})
+    stuck = socket.create_server(('127.0.0.1', 0))  # accepts, never answers
+    try:
+        with pytest.raises(httpclient.TransportError, match='timed out'):
+            client.post(f'http://127.0.0.1:{stuck.getsockname()[1]}/', BODY, {})
+    finally:
+        stuck.close()
+
+
+def test_an_http_url_goes_through_the_environments_proxy(server, monkeypatch):
+    seen = []
+    proxy = server(lambda r: (seen.append(r), (202, None, {}))[1])
+    monkeypatch.setenv('http_proxy', f'http://ops:s%40cret@127.0.0.1:{proxy.port}')
+    client = httpclient.HTTPClient(5)
+    assert client.post('http://masakari.example:15868/v1/notifications',
+                       BODY, {}).status == 202
+    (request,) = seen
+    assert request.path == 'http://masakari.example:15868/v1/notifications'
+    assert request.headers['host'] == 'masakari.example:15868'
+    assert request.headers['proxy-authorization'] == 'Basic ' + base64.b64encode(
+        b'ops:s@cret').decode()
+
+
+def test_no_proxy_sends_directly(server, monkeypatch):
+    api = server()
+    monkeypatch.setenv('http_proxy', f'http://127.0.0.1:{free_port()}')
+    monkeypatch.setenv('no_proxy', '127.0.0.1')
+    assert httpclient.HTTPClient(5).post(
+        f'http://127.0.0.1:{api.port}/', BODY, {}).status == 202
+
+
+@contextlib.contextmanager
+def connect_proxy():
+    """An HTTP proxy that only tunnels (CONNECT), recording each request line."""
+    listener = socket.create_server(('127.0.0.1', 0))
+    lines = []
+
+    def pump(source, sink):
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve():
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            head = b''
+            while b'\r\n\r\n' not in head:
+                head += client.recv(4096)
+            line = head.split(b'\r\n')[0].decode()
+            lines.append(line)
+            host, port = line.split()[1].rsplit(':', 1)
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b'HTTP/1.1 200 Connection established\r\n\r\n')
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], lines
+    finally:
+        listener.close()
+
+
+def test_an_https_url_is_tunnelled_through_the_proxy_and_verified(
+        server, monkeypatch, tmp_path):
+    ca = make_ca(tmp_path)
+    api = server(tls=ca.server_context())
+    with connect_proxy() as (port, lines):
+        monkeypatch.setenv('https_proxy', f'http://127.0.0.1:{port}')
+        url = f'https://127.0.0.1:{api.port}/v1/notifications'
+        assert httpclient.HTTPClient(5, str(ca.ca)).post(url, BODY, {}).status == 202
+        with pytest.raises(httpclient.TransportError,
+                           match='CERTIFICATE_VERIFY_FAILED'):
+            httpclient.HTTPClient(5).post(url, BODY, {})  # the CA bundle only
+    assert lines == [f'CONNECT 127.0.0.1:{api.port} HTTP/1.0'] * 2
+
+
+def test_an_https_proxy_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv('https_proxy', 'https://proxy.example:3129')
+    with pytest.raises(httpclient.TransportError, match='only http:// proxies'):
+        httpclient.HTTPClient(5).post('https://masakari.example/v1', BODY, {})
