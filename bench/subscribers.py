@@ -1,10 +1,10 @@
 """What event subscribers cost the recovery API, and how fast they get events.
 
 The agent runs in this process on libvirt's test driver, with its SQLite
-outboxes and the loopback Masakari stand-in. The subscribers' receiving ends
-run in a child process, as they would on other machines: two webhook
-receivers and an oslo.messaging listener on a private RabbitMQ broker
-(Debian's rabbitmq-server). Domains are created and destroyed one at a time,
+outboxes. The receiving ends run in a child process, as they would on other
+machines: the loopback Masakari stand-in, two webhook receivers and an
+oslo.messaging listener on a private RabbitMQ broker (Debian's
+rabbitmq-server). Domains are created and destroyed one at a time,
 each as soon as the recovery API has the previous stop; each figure is from
 the destroy() call to the sink having the stop (CLOCK_MONOTONIC, the same in
 both processes). Three runs:
@@ -14,8 +14,8 @@ both processes). Three runs:
 * stuck: one webhook that never answers and the broker stopped, so those
   outboxes only grow while the other webhook goes on.
 
-With two cores or more, this process (the agent and the recovery API) is
-pinned to the first core, the receivers and the broker to the others, as
+With two cores or more, this process (the agent) is pinned to the first
+core, the receivers (the recovery API too) and the broker to the others, as
 they would be on other machines. The agent's CPU per subscriber delivery is
 this process's CPU in "healthy" beyond that in "none", divided by the
 subscriber deliveries.
@@ -44,8 +44,8 @@ from tests.processes import wait_for
 
 
 def receivers(pipe: multiprocessing.connection.Connection, broker_url: str) -> None:
-    """The child: serve the receiving ends, note when each stop arrives, and
-    answer the parent's requests."""
+    """The child: serve the receiving ends (the recovery API too), note when
+    each stop arrives, and answer the parent's requests."""
     from tests.fakes.webhook import WebhookReceiver
     from tests.rabbitmq import Consumer
 
@@ -74,12 +74,26 @@ def receivers(pipe: multiprocessing.connection.Connection, broker_url: str) -> N
 
     hooks = [TimedReceiver(), TimedReceiver()]
     consumer = TimedConsumer(broker_url, 'bench').start()
+    api = None
     pipe.send([hook.url for hook in hooks])
     while (request := pipe.recv()) != 'stop':
         if request == 'block':
             hooks[0].released.clear()
         elif request == 'collect':
             pipe.send({sink: dict(times) for sink, times in arrivals.items()})
+        elif request == 'api':  # a new recovery API for a run
+            if api is not None:
+                api.stop()
+            api = RecoveryAPI().start()
+            pipe.send(api.url)
+        elif request[0] == 'stored':  # wait until it has stored this many
+            api.wait_stored(request[1], timeout=30)
+            pipe.send(True)
+        elif request == 'recovery':  # when each stop arrived at it
+            pipe.send({r.json()['notification']['payload']['instance_uuid']:
+                       r.received_at for r in api.requests})
+    if api is not None:
+        api.stop()
     consumer.stop()
     for hook in hooks:
         hook.stop()
@@ -111,16 +125,16 @@ def config(directory: pathlib.Path, urls: list[str]) -> list[str]:
 
 
 def run(count: int, label: str, files: list[str], bus: dict,
-        pipe: multiprocessing.connection.Connection | None) -> tuple[float, int]:
+        pipe: multiprocessing.connection.Connection,
+        collect: bool = False) -> tuple[float, int]:
     """Print the run's figures; return this process's CPU seconds and the
     subscriber deliveries."""
-    api = RecoveryAPI().start()
-    agent = start_agent('test:///default', api.url, files, message_bus=bus,
+    pipe.send('api')
+    agent = start_agent('test:///default', pipe.recv(), files, message_bus=bus,
                         introspectiveinstancemonitor={'enabled': False},
                         libvirt={'reconcile_interval': 0})
     conn = libvirt.open('test:///default')
     destroyed: dict[str, float] = {}
-    recovery: list[float] = []
     arrivals: dict[str, dict[str, float]] = {}
     deliveries = [0]
     for name, box in agent.outboxes.items():
@@ -136,9 +150,11 @@ def run(count: int, label: str, files: list[str], bus: dict,
             dom = conn.createXML(DOMAIN_XML.format(name=f'sub-{i}', uuid=domain_uuid))
             destroyed[domain_uuid] = time.monotonic()
             dom.destroy()
-            api.wait_stored(i + 1)
-            recovery.append((time.monotonic() - destroyed[domain_uuid]) * 1000)
-        if pipe is not None:
+            pipe.send(('stored', i + 1))
+            pipe.recv()
+        pipe.send('recovery')
+        recovery = [(at - destroyed[u]) * 1000 for u, at in pipe.recv().items()]
+        if collect:
             def all_arrived() -> bool:
                 pipe.send('collect')
                 arrivals.update(pipe.recv())
@@ -150,7 +166,6 @@ def run(count: int, label: str, files: list[str], bus: dict,
     finally:
         conn.close()
         agent.stop()
-        api.stop()
         shutil.rmtree(agent.store.path.parent, ignore_errors=True)
     print(f'{label:<8} {"masakari":<14} {percentiles(recovery)}')
     for sink, times in sorted(arrivals.items()):
@@ -181,15 +196,16 @@ def main() -> None:
               f'{machine()}')
         print(f'{"run":<8} {"sink":<14} {"p50 ms":>7} {"p99 ms":>7}')
         os.sched_setaffinity(0, AGENT_CORES)
-        alone, _ = run(count, 'none', [], {}, None)
-        cpu, deliveries = run(count, 'healthy', config(directory, urls), bus, pipe)
+        alone, _ = run(count, 'none', [], {}, pipe)
+        cpu, deliveries = run(count, 'healthy', config(directory, urls), bus, pipe,
+                              collect=True)
         print(f'agent CPU per subscriber delivery: '
               f'{(cpu - alone) / deliveries * 1000:.2f} ms ({deliveries} deliveries); '
-              f'agent and recovery API on cores {sorted(AGENT_CORES)}, receivers '
-              f'and broker on {sorted(OTHER_CORES)}')
+              f'agent on cores {sorted(AGENT_CORES)}, receivers (the recovery API '
+              f'too) and broker on {sorted(OTHER_CORES)}')
         pipe.send('block')  # the first webhook never answers from now on
         broker.stop()
-        run(count, 'stuck', config(directory, urls), dict(bus, timeout=1), None)
+        run(count, 'stuck', config(directory, urls), dict(bus, timeout=1), pipe)
     finally:
         if child is not None:
             pipe.send('stop')
