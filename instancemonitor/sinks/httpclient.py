@@ -17,6 +17,7 @@ import base64
 import contextlib
 import dataclasses
 import http.client
+import os
 import select
 import socket
 import ssl
@@ -133,6 +134,11 @@ def _route(url: str) -> _Route:
                   proxy_headers=headers)
 
 
+# A kept connection the server had closed: reset, or closed before an answer.
+_CLOSED_BY_SERVER = (ConnectionResetError, BrokenPipeError,
+                     http.client.RemoteDisconnected)
+
+
 def _dropped(connection: http.client.HTTPConnection) -> bool:
     """Whether a kept-alive connection was closed by the other end (it is
     readable while no request is out: an EOF, or bytes nobody asked for)."""
@@ -144,12 +150,14 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
 
 
 class HTTPClient:
-    def __init__(self, timeout: float | None, verify: bool | str = True,
+    def __init__(self, timeout: float | None, verify: bool | str | None = True,
                  cert: str | tuple[str, str] | None = None,
                  connections: int = 10) -> None:
-        """``verify``: False, True (requests' CA bundle, as keystoneauth
-        uses) or a CA file; ``cert``: a client certificate file, or (certificate,
-        key); ``connections``: kept alive per host, one per concurrent caller."""
+        """``verify``: False, True (the CA bundle keystoneauth's requests
+        would use: ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE`` or its own),
+        None (the system's CAs, OpenSSL's default paths) or a CA file;
+        ``cert``: a client certificate file, or (certificate, key);
+        ``connections``: kept alive per host, one per concurrent caller."""
         self._timeout = timeout
         self._verify = verify
         self._cert = tuple(cert) if isinstance(cert, (tuple, list)) else (cert, None)
@@ -168,10 +176,13 @@ class HTTPClient:
         with self._lock:
             if self._tls is None:
                 verify = self._verify
-                context = ssl.create_default_context(cafile=(
-                    verify if isinstance(verify, str)
-                    else requests.certs.where() if verify else None))
-                if not verify:
+                if verify is True:  # requests' rule: the environment's bundle
+                    verify = (os.environ.get('REQUESTS_CA_BUNDLE') or
+                              os.environ.get('CURL_CA_BUNDLE') or
+                              requests.certs.where())
+                context = ssl.create_default_context(
+                    cafile=verify if isinstance(verify, str) else None)
+                if verify is False:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
                 cert_file, key_file = self._cert
@@ -180,7 +191,7 @@ class HTTPClient:
                 self._tls = context
             return self._tls
 
-    def _connection(self, route: _Route) -> http.client.HTTPConnection:
+    def _kept(self, route: _Route) -> http.client.HTTPConnection | None:
         with self._lock:
             idle = self._idle.get(route, [])
             while idle:
@@ -188,6 +199,9 @@ class HTTPClient:
                 if not _dropped(connection):
                     return connection
                 connection.close()
+        return None
+
+    def _new(self, route: _Route) -> http.client.HTTPConnection:
         if route.scheme == 'https':
             connection = _HTTPSConnection(route.host, route.port,
                                           timeout=self._timeout,
@@ -208,25 +222,36 @@ class HTTPClient:
         connection.close()
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
-        """POST ``body``; no retries, no redirects followed."""
+        """POST ``body``; no redirects followed. Retried at once on a new
+        connection only when a kept one turns out closed by the server (it
+        closed it as the request went out): a receiver drops the rare repeat
+        as a duplicate."""
         route = self._routes.get(url)
         if route is None:
             route = self._routes[url] = _route(url)
         headers = {'User-Agent': USER_AGENT, 'Content-Type': 'application/json',
                    **(dict(route.proxy_headers) if not route.tunnel else {}),
                    **headers}
-        try:
-            connection = self._connection(route)
-        except (OSError, ValueError) as error:  # the TLS files
-            raise TransportError(_describe(error)) from None
-        try:
-            connection.request('POST', route.target, body, headers)
-            _request_sent()
-            response = connection.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            connection.close()
-            raise TransportError(_describe(error)) from None
+        connection = self._kept(route)
+        kept = connection is not None
+        while True:
+            try:
+                if connection is None:
+                    connection = self._new(route)
+            except (OSError, ValueError) as error:  # the TLS files
+                raise TransportError(_describe(error, route)) from None
+            try:
+                connection.request('POST', route.target, body, headers)
+                _request_sent()
+                response = connection.getresponse()
+                data = response.read()
+                break
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                if kept and isinstance(error, _CLOSED_BY_SERVER):
+                    connection, kept = None, False
+                    continue
+                raise TransportError(_describe(error, route)) from None
         if response.will_close:
             connection.close()
         else:
@@ -243,6 +268,9 @@ class HTTPClient:
                 connection.close()
 
 
-def _describe(error: Exception) -> str:
-    """The reason, e.g. 'ConnectionRefusedError: [Errno 111] Connection refused'."""
-    return f'{type(error).__name__}: {error}'
+def _describe(error: Exception, route: _Route) -> str:
+    """Where and why, e.g. '10.0.0.5:15868 (proxy): ConnectionRefusedError:
+    [Errno 111] Connection refused'."""
+    host = f'[{route.host}]' if ':' in route.host else route.host
+    through = ' (proxy)' if route.tunnel or route.target[:1] != '/' else ''
+    return f'{host}:{route.port}{through}: {type(error).__name__}: {error}'

@@ -57,7 +57,7 @@ class WebhookSink:
         self.url = httpclient.redacted(url)
         self._secret = secret
         # One sender thread per webhook: one connection.
-        self._client = httpclient.HTTPClient(timeout, ca_file or True,
+        self._client = httpclient.HTTPClient(timeout, ca_file or None,
                                              connections=1)
 
     @classmethod

@@ -5,6 +5,7 @@ import base64
 import contextlib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -30,22 +31,31 @@ def server():
 
 @pytest.fixture(autouse=True)
 def no_proxy_from_the_machine(monkeypatch):
-    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'):
+    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy',
+                 'requests_ca_bundle', 'curl_ca_bundle'):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.upper(), raising=False)
 
 
 def test_posts_reuse_one_connection_and_signal_when_sent(server):
     requests = []
-    api = server(lambda r: (requests.append(r), (202, {'ok': True}, {}))[1])
+
+    def slow(request):
+        requests.append(request)
+        time.sleep(0.1)
+        return 202, {'ok': True}, {}
+    api = server(slow)
     client = httpclient.HTTPClient(5)
-    sent = []
     for _ in range(3):
-        with httpclient.on_sent(lambda: sent.append(len(requests))):
+        sent = []
+        with httpclient.on_sent(lambda sent=sent: sent.append(time.monotonic())):
             response = client.post(f'http://127.0.0.1:{api.port}/v1/n?a=1', BODY,
                                    {'X-Auth-Token': 't'})
+        answered = time.monotonic()
         assert response.status == 202 and response.text == '{"ok": true}'
-    assert api.connections == 1 and sent == [0, 1, 2]  # before each answer
+        (sent_at,) = sent
+        assert answered - sent_at >= 0.09  # told before the answer came
+    assert api.connections == 1
     (first, *_) = requests
     assert (first.method, first.path, first.body) == ('POST', '/v1/n?a=1', BODY)
     assert first.headers['x-auth-token'] == 't'
@@ -66,7 +76,7 @@ def closing_after_each_answer():
     """A server that answers one request per connection, then closes it
     without saying so (as a load balancer's idle timeout does)."""
     listener = socket.create_server(('127.0.0.1', 0))
-    accepted = []
+    closed = threading.Semaphore(0)
 
     def serve():
         while True:
@@ -74,27 +84,43 @@ def closing_after_each_answer():
                 connection, _ = listener.accept()
             except OSError:
                 return
-            accepted.append(connection)
             data = b''
             while not data.endswith(BODY):
                 data += connection.recv(65536)
             connection.sendall(b'HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n')
             connection.close()
+            closed.release()
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield listener.getsockname()[1], accepted
+        yield listener.getsockname()[1], closed
     finally:
         listener.close()
         thread.join(5)
 
 
 def test_a_kept_connection_the_server_closed_is_not_used_again():
-    with closing_after_each_answer() as (port, accepted):
+    with closing_after_each_answer() as (port, closed):
         client = httpclient.HTTPClient(5)
         for _ in range(3):
             assert client.post(f'http://127.0.0.1:{port}/', BODY, {}).status == 202
-        assert len(accepted) == 3
+            assert closed.acquire(timeout=5)  # its FIN is here before the next
+
+
+def test_a_kept_connection_closed_as_the_request_goes_out_is_tried_anew(server):
+    api = server()
+    client = httpclient.HTTPClient(5)
+    url = f'http://127.0.0.1:{api.port}/'
+    assert client.post(url, BODY, {}).status == 202
+    (kept,) = client._idle.values()
+    kept[0].sock.shutdown(socket.SHUT_RDWR)  # as if reset: not readable yet
+    original = httpclient._dropped
+    httpclient._dropped = lambda connection: False
+    try:
+        assert client.post(url, BODY, {}).status == 202
+    finally:
+        httpclient._dropped = original
+    assert api.connections == 2
 
 
 def test_refused_and_timed_out_are_transport_errors(server):
@@ -185,3 +211,17 @@ def test_an_https_proxy_is_a_clear_error(monkeypatch):
     monkeypatch.setenv('https_proxy', 'https://proxy.example:3129')
     with pytest.raises(httpclient.TransportError, match='only http:// proxies'):
         httpclient.HTTPClient(5).post('https://masakari.example/v1', BODY, {})
+
+
+def test_the_ca_bundle_of_the_environment_is_trusted_as_requests_would(
+        server, monkeypatch, tmp_path):
+    ca, other = make_ca(tmp_path / 'ca'), make_ca(tmp_path / 'other')
+    api = server(tls=ca.server_context())
+    url = f'https://127.0.0.1:{api.port}/'
+    with pytest.raises(httpclient.TransportError, match='CERTIFICATE_VERIFY_FAILED'):
+        httpclient.HTTPClient(5).post(url, BODY, {})
+    monkeypatch.setenv('REQUESTS_CA_BUNDLE', str(ca.ca))
+    assert httpclient.HTTPClient(5).post(url, BODY, {}).status == 202
+    # A CA file of its own ([api] cafile, a webhook's ca_file) comes first.
+    with pytest.raises(httpclient.TransportError, match='CERTIFICATE_VERIFY_FAILED'):
+        httpclient.HTTPClient(5, str(other.ca)).post(url, BODY, {})

@@ -11,6 +11,7 @@ from instancemonitor.sinks.webhook import WebhookSink
 from tests.fakes.http import HTTPServer
 from tests.fakes.webhook import WebhookReceiver
 from tests.processes import free_port
+from tests.tls import make_ca
 
 TOKEN = 'tok-3f9a1c'
 
@@ -37,6 +38,7 @@ def test_a_refused_delivery_says_where_without_the_token():
                        f'?token={TOKEN}')
     answer = sink.send(event())
     assert answer.outcome is Outcome.RETRY and 'Connection refused' in answer.message
+    assert answer.message.startswith(f'127.0.0.1:{port}: ')
     assert TOKEN not in str(answer) and 'pw-9' not in str(answer)
     assert sink.url == f'http://127.0.0.1:{port}/hook'
 
@@ -114,3 +116,26 @@ def test_a_recorded_delivery_played_again_is_not_acted_on():
         assert len(receiver.deliveries) == 2 and len(receiver.unique()) == 1
     finally:
         receiver.stop()
+
+
+def test_an_https_webhook_is_verified_with_its_ca_file_or_the_systems_cas(
+        tmp_path, monkeypatch):
+    ca = make_ca(tmp_path / 'ca')
+    server = HTTPServer(lambda request: (204, None, {}),
+                        tls=ca.server_context()).start()
+    try:
+        url = f'https://127.0.0.1:{server.port}/hook'
+        monkeypatch.delenv('SSL_CERT_FILE', raising=False)
+        monkeypatch.setenv('SSL_CERT_DIR', str(tmp_path / 'none'))
+        # requests' bundle is keystoneauth's, not the webhooks'.
+        monkeypatch.setenv('REQUESTS_CA_BUNDLE', str(ca.ca))
+        untrusted = WebhookSink('webhook:t', url).send(event())
+        assert untrusted.outcome is Outcome.RETRY
+        assert 'CERTIFICATE_VERIFY_FAILED' in untrusted.message
+        assert WebhookSink('webhook:t', url, ca_file=str(ca.ca)).send(
+            event()).outcome is Outcome.DELIVERED
+        monkeypatch.setenv('SSL_CERT_FILE', str(ca.ca))  # the system's store
+        assert WebhookSink('webhook:t', url).send(event()).outcome is (
+            Outcome.DELIVERED)
+    finally:
+        server.stop()
