@@ -207,6 +207,15 @@ def test_an_https_url_is_tunnelled_through_the_proxy_and_verified(
     assert lines == [f'CONNECT 127.0.0.1:{api.port} HTTP/1.0'] * 2
 
 
+def test_https_posts_keep_their_connection(server, tmp_path):
+    ca = make_ca(tmp_path)
+    api = server(tls=ca.server_context())
+    client = httpclient.HTTPClient(5, str(ca.ca))
+    for _ in range(3):
+        assert client.post(f'https://127.0.0.1:{api.port}/', BODY, {}).status == 202
+    assert api.connections == 1
+
+
 def test_an_https_proxy_is_a_clear_error(monkeypatch):
     monkeypatch.setenv('https_proxy', 'https://proxy.example:3129')
     with pytest.raises(httpclient.TransportError, match='only http:// proxies'):
