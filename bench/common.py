@@ -2,15 +2,19 @@
 driver, a loopback receiver that answers in one send (the test tier's
 Masakari stand-in, here or in a child process), and figures of this process."""
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
 import pathlib
 import platform
+import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Iterator
 
+import libvirt
 from oslo_config import cfg
 from oslo_log import log as oslo_logging
 
@@ -63,6 +67,25 @@ def start_agent(uri: str, endpoint: str, config_files: list[str] = (),
     agent.start()
     agent.connection.wait_connected(10)
     return agent
+
+
+@contextlib.contextmanager
+def agent_on_test_driver() -> Iterator[tuple[AgentService, RecoveryAPI,
+                                               libvirt.virConnect]]:
+    """The agent on test:///default, the heartbeat off, with a receiver in
+    this process and a connection to create and destroy domains through;
+    all stopped, and the state directory removed, afterwards."""
+    api = RecoveryAPI().start()
+    agent = start_agent('test:///default', api.url,
+                        introspectiveinstancemonitor={'enabled': False})
+    conn = libvirt.open('test:///default')
+    try:
+        yield agent, api, conn
+    finally:
+        conn.close()
+        agent.stop()
+        api.stop()
+        shutil.rmtree(agent.store.path.parent, ignore_errors=True)
 
 
 def _serve_recovery_api(pipe: multiprocessing.connection.Connection,
@@ -121,4 +144,5 @@ def agent_threads() -> int:
 
 
 __all__ = ['RecoveryAPI', 'ChildRecoveryAPI', 'machine', 'node_xml',
-           'start_agent', 'rss_mib', 'cpu_seconds', 'agent_threads']
+           'start_agent', 'agent_on_test_driver', 'rss_mib', 'cpu_seconds',
+           'agent_threads']

@@ -9,38 +9,25 @@ stored the notification.
     python bench/latency.py [EVENTS]
 """
 
-import shutil
 import sys
 import time
 import uuid
 
-import libvirt
-
 from bench.common import DOMAIN_XML
-from bench.common import RecoveryAPI
+from bench.common import agent_on_test_driver
 from bench.common import machine
-from bench.common import start_agent
 
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    api = RecoveryAPI().start()
-    agent = start_agent('test:///default', api.url,
-                        introspectiveinstancemonitor={'enabled': False})
-    conn = libvirt.open('test:///default')
     latencies = []
-    try:
+    with agent_on_test_driver() as (_agent, api, conn):
         for i in range(count):
             dom = conn.createXML(DOMAIN_XML.format(name=f'lat-{i}', uuid=uuid.uuid4()))
             started = time.perf_counter()
             dom.destroy()
             api.wait_stored(i + 1)
             latencies.append((time.perf_counter() - started) * 1000)
-    finally:
-        conn.close()
-        agent.stop()
-        api.stop()
-        shutil.rmtree(agent.store.path.parent, ignore_errors=True)
     latencies.sort()
 
     def pct(p: float) -> float:

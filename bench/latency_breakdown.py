@@ -1,9 +1,10 @@
 """Where the detection path's time goes: destroy() → POST stored, by stage.
 
-The same setup as ``bench.latency`` (libvirt's test driver, the agent with
-its durable outbox, a loopback receiver, all in this process), with the
-first call of each stage timed by wrapping the agent's own methods. Prints
-the median time from destroy() at which each stage began (or ended):
+The same setup as ``bench.latency`` (``agent_on_test_driver``: libvirt's
+test driver, the agent with its durable outbox, a loopback receiver, all in
+this process), with the first call of each stage timed by wrapping the
+agent's own methods. Prints the median time from destroy() at which each
+stage began (or ended):
 
     python -m bench.latency_breakdown [EVENTS]
 """
@@ -13,12 +14,9 @@ import sys
 import time
 import uuid
 
-import libvirt
-
 from bench.common import DOMAIN_XML
-from bench.common import RecoveryAPI
+from bench.common import agent_on_test_driver
 from bench.common import machine
-from bench.common import start_agent
 from instancemonitor import bus
 from instancemonitor import journal
 from instancemonitor import outbox
@@ -56,12 +54,8 @@ def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     for cls, name, stage, when in STAGES:
         setattr(cls, name, _timed(getattr(cls, name), stage, when))
-    api = RecoveryAPI().start()
-    agent = start_agent('test:///default', api.url,
-                        introspectiveinstancemonitor={'enabled': False})
-    conn = libvirt.open('test:///default')
     rows = []
-    try:
+    with agent_on_test_driver() as (_agent, api, conn):
         for i in range(count):
             dom = conn.createXML(DOMAIN_XML.format(name=f'lat-{i}', uuid=uuid.uuid4()))
             time.sleep(0.01)  # the start's events are out of the way
@@ -72,10 +66,6 @@ def main() -> None:
             done = time.perf_counter()
             rows.append({**{k: v - started for k, v in _marks.items()},
                          'receiver has it stored': done - started})
-    finally:
-        conn.close()
-        agent.stop()
-        api.stop()
     print(f'# {machine()}; {count} destroys; median ms after destroy()')
     for stage in [s for _, _, s, _ in STAGES] + ['receiver has it stored']:
         values = [row[stage] * 1000 for row in rows if stage in row]
