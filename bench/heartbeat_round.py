@@ -9,10 +9,9 @@ Prints one row per case.
     python -m bench.heartbeat_round
 """
 
-import os
-import platform
 import time
 
+from bench.common import machine
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import Target
 
@@ -44,8 +43,7 @@ def round_time(domains: int, hung: int, timeout: float, workers: int) -> float:
 
 
 def main() -> None:
-    print(f'# {os.cpu_count()} cores, Python {platform.python_version()}, '
-          f'healthy ping {HEALTHY_DELAY * 1000:.0f} ms')
+    print(f'# {machine()}, healthy ping {HEALTHY_DELAY * 1000:.0f} ms')
     print(f'{"domains":>8} {"hung":>5} {"hung wait s":>11} {"workers":>8} '
           f'{"round s":>8}')
     for domains, hung, timeout, workers in (

@@ -14,11 +14,10 @@ outcome was published.
 
 import concurrent.futures
 import json
-import os
-import platform
 import threading
 import time
 
+from bench.common import machine
 from instancemonitor.sources.probes import GuestAgentProbe
 from instancemonitor.sources.probes import Prober
 from instancemonitor.sources.probes import ProbeSpec
@@ -89,8 +88,7 @@ def round_time(domains: int, hung: int, timeout: float, workers: int) -> float:
 
 
 def main() -> None:
-    print(f'# {os.cpu_count()} cores, Python {platform.python_version()}, '
-          f'healthy probe {HEALTHY_DELAY * 1000:.0f} ms')
+    print(f'# {machine()}, healthy probe {HEALTHY_DELAY * 1000:.0f} ms')
     print(f'{"domains":>8} {"hung":>5} {"timeout s":>9} {"workers":>8} '
           f'{"round s":>8}')
     for domains, hung, timeout, workers in ((500, 0, 5.0, 64), (500, 50, 5.0, 64),
