@@ -6,6 +6,7 @@ notification; its endpoint is either looked up in the Keystone catalog
 through the lean client in ``httpclient``, with the session's token.
 """
 
+import datetime
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
+from instancemonitor import clock
 from instancemonitor.conf import api as api_conf
 from instancemonitor.conf.errors import ConfigurationError
 from instancemonitor.events import Notification
@@ -86,6 +88,8 @@ class MasakariSink:
         self.host_unknown = False
         self._unreachable = False
         self._lock = threading.Lock()
+        # (plugin, its auth_ref, when to ask again, headers): _auth_headers.
+        self._kept_headers: tuple | None = None
 
     def send(self, notification: Notification) -> Answer:
         body = json.dumps(notification.body()).encode()
@@ -131,10 +135,38 @@ class MasakariSink:
             raise ks_exceptions.EndpointNotFound(
                 f'no {api_conf.SERVICE_TYPE} endpoint in the catalog')
         self._endpoint = endpoint
-        auth = self._adapter.auth or self._adapter.session.auth
-        headers = (self._adapter.session.get_auth_headers(auth) or {}) if auth else {}
         return self._client.post(f"{endpoint.rstrip('/')}/notifications", body,
-                                 headers)
+                                 self._auth_headers())
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The auth plugin's headers (the token), from keystoneauth.
+
+        NOTE: keystoneauth parses the token's expiry again on every call
+        (about 45 us); the headers are kept for as long as the plugin holds
+        the same token and keystoneauth would not renew it yet (its
+        ``MIN_TOKEN_LIFE_SECONDS`` before expiry). A token that is
+        invalidated (a 401) or renewed is a new ``auth_ref``: asked again.
+        """
+        auth = self._adapter.auth or self._adapter.session.auth
+        if auth is None:
+            return {}
+        kept = self._kept_headers
+        if (kept is not None and kept[0] is auth and
+                kept[1] is getattr(auth, 'auth_ref', None) and
+                clock.utcnow() < kept[2]):
+            return kept[3]
+        headers = self._adapter.session.get_auth_headers(auth) or {}
+        token = getattr(auth, 'auth_ref', None)
+        expires = getattr(token, 'expires', None)
+        if token is None or not isinstance(expires, datetime.datetime):
+            self._kept_headers = None
+            return headers
+        if expires.tzinfo is None:  # keystoneauth's times are UTC
+            expires = expires.replace(tzinfo=datetime.UTC)
+        renew_at = expires - datetime.timedelta(
+            seconds=getattr(auth, 'MIN_TOKEN_LIFE_SECONDS', 120))
+        self._kept_headers = (auth, token, renew_at, headers)
+        return headers
 
     def close(self) -> None:
         self._client.close()

@@ -19,9 +19,11 @@ Handler = Callable[['Request'], tuple[int, dict, dict[str, str]]]
 
 class Request:
     def __init__(self, method: str, path: str, headers: dict[str, str],
-                 body: bytes, connection_id: int) -> None:
-        # When the whole request had arrived (time.monotonic()).
-        self.received_at = time.monotonic()
+                 body: bytes, connection_id: int,
+                 received_at: float | None = None) -> None:
+        # When the request had arrived (time.monotonic()): see
+        # _RequestHandler.parse_request.
+        self.received_at = time.monotonic() if received_at is None else received_at
         self.method = method
         self.path = path
         self.headers = headers
@@ -43,12 +45,19 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def parse_request(self) -> bool:
+        # Stamped as soon as the request line is read, before this server
+        # parses the headers (about 0.1 ms of its own): the clients measured
+        # here send a request in one piece, so all of it had arrived then.
+        self.arrived_at = time.monotonic()
+        return super().parse_request()
+
     def _handle(self) -> None:
         length = int(self.headers.get('Content-Length') or 0)
         body = self.rfile.read(length) if length else b''
         request = Request(self.command, self.path,
                           {k.lower(): v for k, v in self.headers.items()},
-                          body, self.connection_id)
+                          body, self.connection_id, self.arrived_at)
         status, document, headers = self.server.handler(request)
         payload = b'' if document is None else json.dumps(document).encode()
         head = [f'HTTP/1.1 {status} {http.HTTPStatus(status).phrase}',

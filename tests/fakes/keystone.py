@@ -5,6 +5,7 @@ client parses what real Keystone would send. Other paths can be routed to
 handlers of their own (a Nova stand-in, say) on the same server.
 """
 
+import datetime
 import ssl
 import threading
 import uuid
@@ -25,9 +26,12 @@ Route = Callable[[Request], tuple[int, dict | None, dict]]
 
 class Keystone:
     def __init__(self, catalog: dict[str, dict[str, str]] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None,
+                 token_lifetime: float = 3600.0) -> None:
         """``catalog``: service type → {interface (public, ...): URL};
-        ``tls``: serve HTTPS with this server-side context."""
+        ``tls``: serve HTTPS with this server-side context;
+        ``token_lifetime``: seconds until a token it issues expires."""
+        self.token_lifetime = token_lifetime
         self.catalog = dict(catalog or {})
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
@@ -92,7 +96,9 @@ region = {REGION}
         token_id = uuid.uuid4().hex
         token = fixture.V3Token(user_name=USERNAME, project_name=PROJECT,
                                 user_domain_id='default',
-                                project_domain_id='default')
+                                project_domain_id='default',
+                                expires=datetime.datetime.now(datetime.UTC) +
+                                datetime.timedelta(seconds=self.token_lifetime))
         for service_type, urls in self.catalog.items():
             service = token.add_service(service_type)
             for interface, url in urls.items():

@@ -226,6 +226,59 @@ def test_endpoint_comes_from_the_keystone_catalog(keystone_and_api, make_conf,
     assert ks.logins == 2
 
 
+
+def keystone_sink(ks, make_conf, tmp_path):
+    path = tmp_path / 'keystone.conf'
+    path.write_text('[api]\n' + ''.join(
+        f'{name} = {value}\n' for name, value in keystone_options(ks).items()))
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(make_conf([str(path)])))
+    session = sink._adapter.session
+    asked = []
+
+    def get_auth_headers(*args, **kwargs):
+        asked.append(1)
+        return session_get_auth_headers(*args, **kwargs)
+    session_get_auth_headers = session.get_auth_headers
+    session.get_auth_headers = get_auth_headers
+    return sink, asked
+
+
+def test_a_valid_token_is_reused_without_asking_keystoneauth_again(
+        keystone_and_api, make_conf, tmp_path):
+    ks, api = keystone_and_api
+    sink, asked = keystone_sink(ks, make_conf, tmp_path)
+    for i in range(3):
+        assert sink.send(notification(f'{i}1111111-2222-3333-4444-555555555555')
+                         ).outcome is Outcome.DELIVERED
+    assert len(api.stored) == 3 and ks.logins == 1 and len(asked) == 1
+    tokens = {r.headers['x-auth-token'] for r in api.requests}
+    assert len(tokens) == 1 and ks.is_valid(tokens.pop())
+    # Revoked: the 401 invalidates the plugin's token; a new one is asked for.
+    ks.revoke_all()
+    assert sink.send(notification()).outcome is Outcome.DELIVERED
+    # The refused request had the kept token; its retry asked for a new one.
+    assert ks.logins == 2 and len(asked) == 2
+    assert ks.is_valid(api.requests[-1].headers['x-auth-token'])
+
+
+def test_a_token_keystoneauth_would_renew_is_not_kept(make_conf, tmp_path):
+    holder = {}
+    api = RecoveryAPI(token_check=lambda t: holder['ks'].is_valid(t)).start()
+    # Tokens expire in 60 s, within keystoneauth's 120 s renewal margin.
+    ks = holder['ks'] = fake_keystone.Keystone(
+        {'instance-ha': {'internal': api.url}}, token_lifetime=60).start()
+    try:
+        sink, asked = keystone_sink(ks, make_conf, tmp_path)
+        for i in range(3):
+            assert sink.send(notification(f'{i}1111111-2222-3333-4444-555555555555')
+                             ).outcome is Outcome.DELIVERED
+        # Asked each time, and keystoneauth logged in again each time.
+        assert len(asked) == 3 and ks.logins >= 3
+        assert len({r.headers['x-auth-token'] for r in api.requests}) == 3
+    finally:
+        ks.stop()
+        api.stop()
+
 class ScriptedSink:
     name = 'scripted'
 
@@ -443,3 +496,26 @@ def test_a_notification_that_cannot_be_sent_is_not_said_sent(sink_for):
         assert outbox.pending() == 1
     finally:
         sender.stop()
+
+
+@pytest.mark.parametrize('name, level', [('masakari', logging.INFO),
+                                         ('webhook-ops', logging.DEBUG)])
+def test_a_delivery_is_logged_at_info_only_for_the_recovery_api(caplog, name, level):
+    sink = ScriptedSink()
+    sink.name = name
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=0, interval=0))
+    with caplog.at_level(logging.DEBUG, logger='instancemonitor.sender'):
+        run_until_drained(outbox, sender)
+    (line,) = [r for r in caplog.records if 'delivered to' in r.getMessage()]
+    assert line.levelno == level and n.notification_id in line.getMessage()
+
+
+def test_the_first_attempt_then_the_retries_are_numbered_as_tenacitys(caplog):
+    retry = Answer(Outcome.RETRY, 503, 'busy')
+    sink = ScriptedSink(retry, retry)
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=5, interval=0.01))
+    with caplog.at_level(logging.WARNING, logger='instancemonitor.sender'):
+        run_until_drained(outbox, sender)
+    assert len(sink.sent) == 3
+    assert [r.getMessage().split('(attempt ')[1].split(':')[0]
+            for r in caplog.records if 'not delivered' in r.getMessage()] == ['1', '2']
