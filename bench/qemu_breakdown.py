@@ -1,0 +1,102 @@
+"""Where the detection path's time goes on real QEMU, by stage.
+
+The setup of ``bench.vs_masakari_monitors`` (a private libvirtd, TCG guests,
+a loopback recovery API behind a Keystone stand-in, instancemonitor's
+default configuration), with the agent run as ``bench.marked_agent``, which
+notes when each stage of the path began on the host's monotonic clock.
+KILLS guests are killed one at a time; for each stage, milliseconds after
+libvirt's STOPPED_FAILED as another client of the same libvirtd sees it
+(p50, p90, max). Root is needed (the private libvirtd); about a minute.
+
+    python -m bench.qemu_breakdown [KILLS]
+"""
+
+import ast
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import marked_agent
+from bench.common import machine
+from bench.vs_masakari_monitors import Bench
+from bench.vs_masakari_monitors import Stack
+from bench.vs_masakari_monitors import agent_command
+from bench.vs_masakari_monitors import crashes
+from tests.processes import PrivateLibvirtd
+from tests.processes import stop_pid
+from tests.processes import wait_for
+
+ARRIVED = 'the POST arrives at the API'
+
+
+def _marks(path: pathlib.Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    return [ast.literal_eval(line) for line in path.read_text().splitlines()]
+
+
+def run(bench: Bench, stack: Stack, directory: pathlib.Path,
+        kills: int) -> list[dict[str, float]]:
+    marks = directory / 'marks'
+    command = agent_command('instancemonitor', bench.hypervisor.uri,
+                            stack.identity, directory)
+    command[1:3] = ['-m', 'bench.marked_agent']
+    with open(directory / 'agent.log', 'ab') as log:
+        agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, MARKS=str(marks)))
+    rows = []
+    try:
+        wait_for(lambda: 'Connected to libvirt' in
+                 (directory / 'agent.log').read_text(errors='replace'), 15,
+                 'the agent connected')
+        for i in range(kills):
+            guest = f'breakdown-{i}'
+            (uuid,) = bench.guests([guest])
+            time.sleep(0.3)
+            before = len(_marks(marks))
+            bench.kill([guest])
+            arrived = wait_for(lambda u=uuid: crashes(stack, {u}).get(u), 30,
+                               f'the crash of {guest}')
+            failed = bench.clock.at(uuid)
+            wait_for(lambda n=before: len(_marks(marks)) > n, 5, 'its marks')
+            row = {stage: (at - failed) * 1000
+                   for stage, at in _marks(marks)[before].items()}
+            row[ARRIVED] = (arrived - failed) * 1000
+            rows.append(row)
+            bench.clear()
+    finally:
+        stop_pid(agent)
+    return rows
+
+
+def main() -> None:
+    kills = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    hypervisor = PrivateLibvirtd('qemu')
+    directory = pathlib.Path(tempfile.mkdtemp(prefix='im-breakdown-'))
+    try:
+        hypervisor.start()
+        bench = Bench(hypervisor, directory)
+        stack = Stack()
+        try:
+            rows = run(bench, stack, directory, kills)
+        finally:
+            stack.stop()
+            bench.close()
+    finally:
+        hypervisor.cleanup()
+    print(f'# {machine()}; {kills} guests killed one at a time; ms after '
+          f'libvirt\'s STOPPED_FAILED; logs in {directory}')
+    print(f'{"":45s} {"p50":>6} {"p90":>6} {"max":>6}')
+    for stage in [s for _, _, s, _, _ in marked_agent.STAGES] + [ARRIVED]:
+        values = [row[stage] for row in rows if stage in row]
+        p90 = statistics.quantiles(values, n=10, method='inclusive')[-1]
+        print(f'{stage:45s} {statistics.median(values):6.2f} {p90:6.2f} '
+              f'{max(values):6.2f}')
+
+
+if __name__ == '__main__':
+    main()

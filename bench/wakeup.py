@@ -1,0 +1,106 @@
+"""What a CPU just woken from idle costs: the same work, back to back and
+after a pause.
+
+A failure arrives after the agent has idled, so every step of the detection
+path runs on a CPU that was idle (on a VM: a vCPU the host had descheduled,
+with cold caches). Timed here, each 60 times, back to back and after pauses
+of 1, 10, 50 and 300 ms (medians, microseconds):
+
+- fixed Python work (20 ``json.dumps`` of a small document);
+- the journal deciding one STOPPED_FAILED, in the state database's
+  transaction (the agent's own ``Journal``, ``Outbox`` and SQLite store);
+- that transaction's commit (one fsync).
+
+    python -m bench.wakeup
+"""
+
+import datetime
+import json
+import statistics
+import tempfile
+import time
+import uuid
+
+import libvirt
+
+from bench.common import machine
+from instancemonitor.events import DomainEvent
+from instancemonitor.events import EventKind
+from instancemonitor.filter import EventFilter
+from instancemonitor.journal import Journal
+from instancemonitor.outbox import Outbox
+from instancemonitor.store import SqliteStateStore
+
+PAUSES = (0.0, 0.001, 0.01, 0.05, 0.3)
+ROUNDS = 60
+DOCUMENT = {'numbers': list(range(50)), 'text': 'x' * 100}
+
+
+def python_work() -> None:
+    for _ in range(20):
+        json.dumps(DOCUMENT)
+
+
+class Detection:
+    """A domain starts (untimed), then fails: the journal's work and commit."""
+
+    def __init__(self) -> None:
+        self.store = SqliteStateStore(tempfile.mkdtemp(prefix='im-wakeup-'))
+        self.journal = Journal(self.store, 'compute-1')
+        self.outbox = Outbox(self.store)
+        self.filter = EventFilter(forward_all=False, reboot_window=0.0)
+        self.domains = 0
+
+    def _apply(self, event: DomainEvent) -> tuple[float, float]:
+        observation = self.filter.classify(event)
+        batch = self.store.batch()
+        batch.__enter__()
+        began = time.perf_counter()
+        self.journal.record(event, observation, self.outbox.add,
+                            lambda _uuid: None, lambda *_line: None)
+        decided = time.perf_counter()
+        batch.__exit__(None, None, None)
+        committed = time.perf_counter()
+        return (decided - began) * 1e6, (committed - decided) * 1e6
+
+    def event(self, event: int, detail: int, name: str,
+              domain_uuid: str) -> DomainEvent:
+        return DomainEvent(kind=EventKind.LIFECYCLE, domain_uuid=domain_uuid,
+                           domain_name=name, event=event, detail=detail,
+                           detected_at=datetime.datetime.now(datetime.UTC),
+                           domain_id=self.domains)
+
+    def prepare(self) -> DomainEvent:
+        self.domains += 1
+        name, domain_uuid = f'wakeup-{self.domains}', str(uuid.uuid4())
+        self._apply(self.event(libvirt.VIR_DOMAIN_EVENT_STARTED, 0, name,
+                               domain_uuid))
+        return self.event(libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                          libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED, name, domain_uuid)
+
+    def fail(self, event: DomainEvent) -> tuple[float, float]:
+        return self._apply(event)
+
+
+def main() -> None:
+    detection = Detection()
+    print(f'# {machine()}; medians of {ROUNDS}, microseconds')
+    print(f'{"pause ms":>9} {"python work":>12} {"journal":>8} {"commit":>8}')
+    for pause in PAUSES:
+        work, decide, commit = [], [], []
+        for _ in range(ROUNDS):
+            failure = detection.prepare()
+            time.sleep(pause)
+            began = time.perf_counter()
+            python_work()
+            work.append((time.perf_counter() - began) * 1e6)
+            time.sleep(pause)
+            decided, committed = detection.fail(failure)
+            decide.append(decided)
+            commit.append(committed)
+        print(f'{pause * 1000:9.0f} {statistics.median(work):12.0f} '
+              f'{statistics.median(decide):8.0f} {statistics.median(commit):8.0f}')
+
+
+if __name__ == '__main__':
+    main()
