@@ -510,8 +510,6 @@ class DomainMachine:
         out.notify.append((pair, hold, generated))
         record.reported = record.reported | {_label(pair)}
         record.notified += 1
-        held = f' (held {hold:g} s)' if hold else ''
-        out.trace.append(f'notify {_label(pair)}{held}')
 
     def _set_agent(self, record: DomainRecord, agent: Agent, out: Outcome,
                    failures: int = 0) -> None:

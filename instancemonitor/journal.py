@@ -118,15 +118,16 @@ class Journal:
                 generated_time=generated, instance_name=record.name,
                 source=event.source)
             queue(notification, hold)
-            queued.append(notification)
+            queued.append((notification, hold))
         self._trace(before, outcome.trace, say)
-        for notification in queued:
-            say('Domain %s (%s): %s/%s %s at %s; notification %s queued',
-                     record.name, record.uuid, notification.event,
-                     notification.vir_domain_event,
-                     'found by reconciliation' if observation.from_scan
-                     else 'detected', event.detected_at.isoformat(),
-                     notification.notification_id)
+        for notification, hold in queued:
+            say('Domain %s (%s): %s/%s %s at %s; notification %s queued%s',
+                record.name, record.uuid, notification.event,
+                notification.vir_domain_event,
+                'found by reconciliation' if observation.from_scan
+                else 'detected', event.detected_at.isoformat(),
+                notification.notification_id,
+                f', held {hold:g} s' if hold else '')
         if record != before:
             self._store.put(record)
         derived = []

@@ -4,6 +4,7 @@ import datetime
 
 import libvirt
 
+from instancemonitor.domainstate import DomainMachine
 from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Phase
 from instancemonitor.events import DomainEvent
@@ -105,3 +106,30 @@ def test_records_of_domains_a_scan_no_longer_lists_are_dropped_after_a_while():
     assert journal.prune_gone({'listed'}, 40, now, after=86400) == 1
     assert sorted(r.uuid for r in journal.records()) == [
         'gone-lately', 'listed', 'seen-since-the-scan']
+
+
+def test_the_log_says_once_what_was_queued_and_how_long_it_is_held():
+    h = Harness()
+    h.journal.machine = DomainMachine(duplicate_window=180.0)
+    said = []
+
+    def feed(event):
+        return h.journal.record(event, h.filter.classify(event),
+                                lambda n, hold: h.queued.append(n),
+                                h.withdrawn.append, lambda *line: said.append(
+                                    line[0] % line[1:]))
+    feed(lifecycle(*STARTED))
+    feed(lifecycle(*STOPPED_FAILED, seconds=5))
+    feed(lifecycle(*STARTED, seconds=30, domain_id=2))
+    said.clear()
+    # Crashed again within Masakari's duplicate window of the first.
+    feed(lifecycle(*STOPPED_FAILED, seconds=40, domain_id=2))
+    first, second = h.queued
+    queued = [line for line in said if 'queued' in line]
+    held = (second.generated_time - first.generated_time).total_seconds() - 35
+    assert held > 140  # 180 s after the first, not at once
+    assert queued == [
+        f'Domain instance-0001 ({UUID}): LIFECYCLE/STOPPED_FAILED detected at '
+        f'{(T0 + datetime.timedelta(seconds=40)).isoformat()}; notification '
+        f'{second.notification_id} queued, held {held:g} s']
+    assert not [line for line in said if 'notify' in line]
