@@ -7,10 +7,11 @@ oslo.messaging listener on a private RabbitMQ broker (Debian's
 rabbitmq-server). Domains are created and destroyed one at a time, at most
 RATE (75) a second and each once the recovery API has the previous stop;
 each figure is from the destroy() call to the sink having the stop
-(CLOCK_MONOTONIC, the same in both processes). Three runs:
+(CLOCK_MONOTONIC, the same in both processes). Four runs:
 
 * none: no subscribers (the recovery API alone);
 * healthy: two webhooks (every event) and the message bus, all answering;
+* webhooks: the two webhooks alone (for the CPU of one delivery of each kind);
 * stuck: one webhook that never answers and the broker stopped, so those
   outboxes only grow while the other webhook goes on.
 
@@ -18,7 +19,8 @@ With two cores or more, this process (the agent) is pinned to the first
 core, the receivers (the recovery API too) and the broker to the others, as
 they would be on other machines. The agent's CPU per subscriber delivery is
 this process's CPU in "healthy" beyond that in "none", divided by the
-subscriber deliveries.
+subscriber deliveries; a webhook's is that of "webhooks" beyond "none", and
+the message bus's the rest of "healthy".
 
     python -m bench.subscribers [EVENTS]
 """
@@ -208,6 +210,14 @@ def main() -> None:
               f'{(cpu - alone) / deliveries * 1000:.2f} ms ({deliveries} deliveries); '
               f'agent on cores {sorted(AGENT_CORES)}, receivers (the recovery API '
               f'too) and broker on {sorted(OTHER_CORES)}')
+        # The same events to the webhooks alone: what one costs, and so
+        # what the message bus's deliveries (the rest of "healthy") cost.
+        hooks_cpu, hooks = run(count, 'webhooks', config(directory, urls), {}, pipe)
+        per_hook = (hooks_cpu - alone) / hooks
+        per_bus = (cpu - alone - per_hook * hooks) / (deliveries - hooks)
+        print(f'  per webhook delivery: {per_hook * 1000:.2f} ms (a run with the '
+              f'webhooks only, {hooks} deliveries); per message-bus delivery: '
+              f'{per_bus * 1000:.2f} ms ({deliveries - hooks})')
         pipe.send('block')  # the first webhook never answers from now on
         broker.stop()
         run(count, 'stuck', config(directory, urls), dict(bus, timeout=1), pipe)
