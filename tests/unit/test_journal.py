@@ -128,8 +128,8 @@ def test_the_log_says_once_what_was_queued_and_how_long_it_is_held():
     queued = [line for line in said if 'queued' in line]
     held = (second.generated_time - first.generated_time).total_seconds() - 35
     assert held > 140  # 180 s after the first, not at once
-    assert queued == [
+    assert queued == [(
         f'Domain instance-0001 ({UUID}): LIFECYCLE/STOPPED_FAILED detected at '
         f'{(T0 + datetime.timedelta(seconds=40)).isoformat()}; notification '
-        f'{second.notification_id} queued, held {held:g} s']
+        f'{second.notification_id} queued, held {held:g} s')]
     assert not [line for line in said if 'notify' in line]
