@@ -1,12 +1,16 @@
-"""The agent, with the time each stage of the detection path began (or
-ended) appended to the file ``$MARKS`` (one dict per notification sent, on
-CLOCK_MONOTONIC, which every process on the host shares). For
-``bench.qemu_breakdown``; arguments as ``instancemonitor-agent``'s."""
+"""The detection path's stages, marked: ``install`` wraps the agent's own
+methods so that the time (time.monotonic(), CLOCK_MONOTONIC, which every
+process on the host shares) each stage began or ended is noted, and handed
+on once the notification's request is written. ``bench.latency_breakdown``
+installs it in its own process; run as a module, it is the agent
+(arguments as ``instancemonitor-agent``'s) writing one dict per
+notification sent to the file ``$MARKS``, for ``bench.qemu_breakdown``."""
 
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from instancemonitor import bus
 from instancemonitor import journal
@@ -31,38 +35,42 @@ STAGES = (
     (masakari.MasakariSink, 'send', 'the sink starts the POST', 'before', True),
     (outbox.Outbox, 'sent', 'request bytes written', 'before', True),
 )
-LAST_STAGE = STAGES[-1][2]
-
-_marks: dict[str, float] = {}
-_lock = threading.Lock()
+NAMES = [stage for _, _, stage, _, _ in STAGES]
 
 
-def _marked(method, stage: str, when: str, first: bool, out):
-    def marked(*args, **kwargs):
-        if when == 'before':
-            _mark(stage, first)
-        result = method(*args, **kwargs)
-        if when == 'after':
-            _mark(stage, first)
-        if stage == LAST_STAGE:
-            with _lock:
-                out.write(repr(dict(_marks)) + '\n')
-                _marks.clear()
-        return result
-    return marked
+def install(on_sent: Callable[[dict[str, float]], None]) -> None:
+    """Mark the stages from now on; each notification's marks go to
+    ``on_sent`` once its request is written."""
+    marks: dict[str, float] = {}
+    lock = threading.Lock()
 
+    def mark(stage: str, first: bool) -> None:
+        if first:
+            marks.setdefault(stage, time.monotonic())
+        else:
+            marks[stage] = time.monotonic()
 
-def _mark(stage: str, first: bool) -> None:
-    if first:
-        _marks.setdefault(stage, time.monotonic())
-    else:
-        _marks[stage] = time.monotonic()
+    def marked(method, stage: str, when: str, first: bool):
+        def wrapper(*args, **kwargs):
+            if when == 'before':
+                mark(stage, first)
+            result = method(*args, **kwargs)
+            if when == 'after' and result is not None:  # take() timed out
+                mark(stage, first)
+            if stage == NAMES[-1]:
+                with lock:
+                    on_sent(dict(marks))
+                    marks.clear()
+            return result
+        return wrapper
+
+    for cls, name, stage, when, first in STAGES:
+        setattr(cls, name, marked(getattr(cls, name), stage, when, first))
 
 
 def main() -> int:
     out = open(os.environ['MARKS'], 'a', buffering=1)
-    for cls, name, stage, when, first in STAGES:
-        setattr(cls, name, _marked(getattr(cls, name), stage, when, first, out))
+    install(lambda marks: out.write(repr(marks) + '\n'))
     return agent.main()
 
 

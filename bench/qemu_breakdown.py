@@ -91,7 +91,7 @@ def main() -> None:
     print(f'# {machine()}; {kills} guests killed one at a time; ms after '
           f'libvirt\'s STOPPED_FAILED; logs in {directory}')
     print(f'{"":45s} {"p50":>6} {"p90":>6} {"max":>6}')
-    for stage in [s for _, _, s, _, _ in marked_agent.STAGES] + [ARRIVED]:
+    for stage in marked_agent.NAMES + [ARRIVED]:
         values = [row[stage] for row in rows if stage in row]
         p90 = statistics.quantiles(values, n=10, method='inclusive')[-1]
         print(f'{stage:45s} {statistics.median(values):6.2f} {p90:6.2f} '

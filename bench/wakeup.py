@@ -53,13 +53,11 @@ class Detection:
 
     def _apply(self, event: DomainEvent) -> tuple[float, float]:
         observation = self.filter.classify(event)
-        batch = self.store.batch()
-        batch.__enter__()
-        began = time.perf_counter()
-        self.journal.record(event, observation, self.outbox.add,
-                            lambda _uuid: None, lambda *_line: None)
-        decided = time.perf_counter()
-        batch.__exit__(None, None, None)
+        with self.store.batch():
+            began = time.perf_counter()
+            self.journal.record(event, observation, self.outbox.add,
+                                lambda _uuid: None, lambda *_line: None)
+            decided = time.perf_counter()
         committed = time.perf_counter()
         return (decided - began) * 1e6, (committed - decided) * 1e6
 

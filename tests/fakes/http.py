@@ -19,11 +19,10 @@ Handler = Callable[['Request'], tuple[int, dict, dict[str, str]]]
 
 class Request:
     def __init__(self, method: str, path: str, headers: dict[str, str],
-                 body: bytes, connection_id: int,
-                 received_at: float | None = None) -> None:
+                 body: bytes, connection_id: int, received_at: float) -> None:
         # When the request had arrived (time.monotonic()): see
         # _RequestHandler.parse_request.
-        self.received_at = time.monotonic() if received_at is None else received_at
+        self.received_at = received_at
         self.method = method
         self.path = path
         self.headers = headers
