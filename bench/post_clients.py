@@ -1,0 +1,114 @@
+"""The POST path's two designs, side by side: threads or asyncio.
+
+N notifications' POSTs at once to the loopback Masakari stand-in in a child
+process, answering each after 50 ms (bench.burst's receiver), each body its
+own instance. Threads: up to ``[callback] max_in_flight`` threads (its
+default), each posting through the sink's client (``sinks.httpclient``) on
+kept-alive connections, as the senders do. asyncio: one event loop posting
+through aiohttp with as many connections. Figures: time until every answer
+came, and CPU of this process per POST (client work only: no journal, no
+store). aiohttp is not a dependency: ``pip install aiohttp`` to compare.
+
+    python -m bench.post_clients [POSTS]
+"""
+
+import asyncio
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+
+from bench.common import ChildRecoveryAPI
+from bench.common import cpu_seconds
+from bench.common import machine
+from instancemonitor.conf.callback import callback_opts
+from instancemonitor.sinks import httpclient
+
+API_DELAY = 0.05
+IN_FLIGHT = next(o.default for o in callback_opts if o.name == 'max_in_flight')
+HEADERS = {'X-Auth-Token': 'gAAAAA' + 'x' * 180, 'Content-Type': 'application/json'}
+
+
+def bodies(count: int) -> list[bytes]:
+    return [json.dumps({'notification': {
+        'type': 'VM', 'hostname': 'compute-1',
+        'generated_time': '2026-12-01T22:00:00.000000',
+        'payload': {'event': 'LIFECYCLE', 'instance_uuid': str(uuid.uuid4()),
+                    'vir_domain_event': 'STOPPED_FAILED'}}}).encode()
+        for _ in range(count)]
+
+
+def with_threads(url: str, posts: list[bytes]) -> int:
+    client = httpclient.HTTPClient(10.0, connections=IN_FLIGHT)
+    work: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+    for body in posts:
+        work.put(body)
+    accepted = []
+
+    def send() -> None:
+        while True:
+            try:
+                body = work.get_nowait()
+            except queue.Empty:
+                return
+            if client.post(url, body, HEADERS).status < 300:
+                accepted.append(body)
+    threads = [threading.Thread(target=send, name=f'sender-{i}')
+               for i in range(min(IN_FLIGHT, len(posts)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client.close()
+    return len(accepted)
+
+
+def with_aiohttp(url: str, posts: list[bytes]) -> int:
+    import aiohttp
+
+    async def send_all() -> int:
+        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async def send(body: bytes) -> bool:
+                async with session.post(url, data=body, headers=HEADERS) as answer:
+                    await answer.read()
+                    return answer.status < 300
+            return sum(await asyncio.gather(*(send(body) for body in posts)))
+    return asyncio.run(send_all())
+
+
+def run(design, count: int) -> tuple[float, float]:
+    api = ChildRecoveryAPI(API_DELAY).start()
+    try:
+        posts = bodies(count)
+        cpu, started = cpu_seconds(), time.monotonic()
+        accepted = design(f'{api.url}/notifications', posts)
+        elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
+    finally:
+        api.stop()
+    if accepted != count:
+        raise SystemExit(f'{design.__name__}: {accepted} of {count} accepted')
+    return elapsed, cpu / count * 1000
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    designs = [('threads, http.client', with_threads)]
+    try:
+        import aiohttp
+        designs.append((f'asyncio, aiohttp {aiohttp.__version__}', with_aiohttp))
+    except ImportError:
+        print('# aiohttp is not installed: threads only', file=sys.stderr)
+    print(f'# {count} POSTs at once, at most {IN_FLIGHT} in flight, API answers '
+          f'in {API_DELAY * 1000:.0f} ms; {machine()}')
+    print(f'{"":26} {"all answered s":>15} {"CPU ms/POST":>12}')
+    for _ in range(2):  # alternating: this machine's speed drifts
+        for name, design in designs:
+            elapsed, cpu_ms = run(design, count)
+            print(f'{name:26} {elapsed:>15.2f} {cpu_ms:>12.3f}')
+
+
+if __name__ == '__main__':
+    main()
