@@ -5,6 +5,8 @@ fails. Paths are short temporary directories: a unix socket path must fit in
 108 bytes.
 """
 
+import contextlib
+import ctypes
 import glob
 import os
 import pathlib
@@ -14,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -88,6 +91,70 @@ namespaces = []
 cgroup_controllers = []
 stdio_handler = "file"
 """
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def reap_qemus() -> None:
+    """Become the reaper of the QEMUs a private libvirtd starts, and reap
+    each as soon as it dies.
+
+    libvirtd daemonizes QEMU, so a dead QEMU waits for PID 1 to reap it, and
+    libvirt reports the guest's death only once its process is gone, zombie
+    included. Where PID 1 reaps orphans once a second or so (this machine's
+    VM init does: the event came 1.2 to 2 s after a SIGKILL), every kill
+    waits for it. Our own children stay our subprocess objects' to reap.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
+    threading.Thread(target=_reap_qemus, daemon=True, name='qemu-reaper').start()
+
+
+def _reap_qemus() -> None:
+    while True:
+        try:
+            dead = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            time.sleep(0.05)  # no children at all
+            continue
+        if _is_qemu(dead.si_pid):
+            _reap(dead.si_pid)
+            continue
+        # A child of ours, waiting for its Popen to reap it: the QEMUs that
+        # died meanwhile are found by their parent.
+        for pid in _dead_qemus():
+            _reap(pid)
+        time.sleep(0.05)
+
+
+def _is_qemu(pid: int) -> bool:
+    try:
+        return pathlib.Path(f'/proc/{pid}/comm').read_text().startswith('qemu')
+    except OSError:
+        return False  # reaped meanwhile
+
+
+def _dead_qemus() -> list[int]:
+    me, dead = os.getpid(), []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = pathlib.Path(f'/proc/{entry}/stat').read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index('(') + 1:stat.rindex(')')], stat[
+            stat.rindex(')') + 2:].split()
+        if name.startswith('qemu') and fields[0] == 'Z' and int(fields[1]) == me:
+            dead.append(int(entry))
+    return dead
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
 
 # libvirtd's fixed paths, each bound to a directory of our own in a private
 # mount namespace, so that its state, logs and QEMU pid files live in the
