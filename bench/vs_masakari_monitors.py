@@ -55,9 +55,9 @@ AGENTS = ('masakari-monitors', 'instancemonitor')
 IDLE_SECONDS, IDLE_DOMAINS, BURSTS, API_DELAY = 8, 8, (10, 100), 0.05
 OUTAGE, GAP_KILLS = 120.0, 3
 # The guests' firmware: cli; hlt at the reset vector. A guest idling in
-# SeaBIOS under TCG takes a CPU-second to start and about 1.5 % of a core
-# after; halted, half that and nothing, so the 200 guests of the bursts
-# leave the two cores to the agents measured (as idle guests on KVM do).
+# SeaBIOS under TCG took 0.44 CPU-seconds of QEMU to start and 1.5 % of a
+# core after; halted, 0.25 and 0.3 %, so the 200 guests of the bursts leave
+# the two cores to the agents measured (as idle guests on KVM do).
 HALT_ROM = bytes(0xFFF0) + b'\xfa\xf4\xeb\xfd' + bytes(12)
 FAILED = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
 
