@@ -27,7 +27,6 @@ from bench.vs_masakari_monitors import Stack
 from bench.vs_masakari_monitors import agent_command
 from bench.vs_masakari_monitors import crashes
 from tests.processes import PrivateLibvirtd
-from tests.processes import reap_qemus
 from tests.processes import stop_pid
 from tests.processes import wait_for
 
@@ -76,7 +75,6 @@ def run(bench: Bench, stack: Stack, directory: pathlib.Path,
 
 def main() -> None:
     kills = int(sys.argv[1]) if len(sys.argv) > 1 else 30
-    reap_qemus()  # a killed guest's event comes once its QEMU is reaped
     hypervisor = PrivateLibvirtd('qemu')
     directory = pathlib.Path(tempfile.mkdtemp(prefix='im-breakdown-'))
     try:

@@ -45,7 +45,6 @@ from tests.e2e.conftest import guest_xml
 from tests.fakes import keystone as fake_keystone
 from tests.fakes.recovery_api import RecoveryAPI
 from tests.processes import PrivateLibvirtd
-from tests.processes import reap_qemus
 from tests.processes import stop_pid
 from tests.processes import test_cache
 from tests.processes import wait_for
@@ -391,7 +390,6 @@ class Bench:
 
 def main() -> None:
     kills = int(sys.argv[1]) if len(sys.argv) > 1 else 12
-    reap_qemus()  # a killed guest's event comes once its QEMU is reaped
     hypervisor = PrivateLibvirtd('qemu')
     directory = pathlib.Path(tempfile.mkdtemp(prefix='im-vs-'))
     started = time.monotonic()

@@ -93,22 +93,34 @@ stdio_handler = "file"
 """
 
 _PR_SET_CHILD_SUBREAPER = 36
+# The emulators' process names ('qemu-system-x86'); qemu-img and the like
+# stay their own subprocess objects' to reap.
+_QEMU = 'qemu-system'
+_reaper_lock = threading.Lock()
+_reaper: threading.Thread | None = None
 
 
 def reap_qemus() -> None:
     """Become the reaper of the QEMUs a private libvirtd starts, and reap
-    each as soon as it dies.
+    each as soon as it dies (once per process; later calls do nothing).
 
     libvirtd daemonizes QEMU, so a dead QEMU waits for PID 1 to reap it, and
-    libvirt reports the guest's death only once its process is gone, zombie
-    included. Where PID 1 reaps orphans once a second or so (this machine's
-    VM init does: the event came 1.2 to 2 s after a SIGKILL), every kill
-    waits for it. Our own children stay our subprocess objects' to reap.
+    libvirt reports the guest's death (a destroy() returns) only once its
+    process is gone, zombie included. Where PID 1 reaps orphans once a
+    second or so (this machine's VM init does: the event came 1.2 to 2 s
+    after a SIGKILL), every kill waits for it; systemd on a real host reaps
+    at once. Our own children stay our subprocess objects' to reap.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
-    threading.Thread(target=_reap_qemus, daemon=True, name='qemu-reaper').start()
+    global _reaper
+    with _reaper_lock:
+        if _reaper is not None:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), 'prctl(PR_SET_CHILD_SUBREAPER)')
+        _reaper = threading.Thread(target=_reap_qemus, daemon=True,
+                                   name='qemu-reaper')
+        _reaper.start()
 
 
 def _reap_qemus() -> None:
@@ -130,7 +142,7 @@ def _reap_qemus() -> None:
 
 def _is_qemu(pid: int) -> bool:
     try:
-        return pathlib.Path(f'/proc/{pid}/comm').read_text().startswith('qemu')
+        return pathlib.Path(f'/proc/{pid}/comm').read_text().startswith(_QEMU)
     except OSError:
         return False  # reaped meanwhile
 
@@ -146,7 +158,7 @@ def _dead_qemus() -> list[int]:
             continue
         name, fields = stat[stat.index('(') + 1:stat.rindex(')')], stat[
             stat.rindex(')') + 2:].split()
-        if name.startswith('qemu') and fields[0] == 'Z' and int(fields[1]) == me:
+        if name.startswith(_QEMU) and fields[0] == 'Z' and int(fields[1]) == me:
             dead.append(int(entry))
     return dead
 
@@ -182,7 +194,8 @@ class PrivateLibvirtd:
     ``driver='qemu'`` (root only): the QEMU driver alone, in a private mount
     namespace with libvirt's paths bound to the temp dir (and a passwd/group
     that have the ``libvirt-qemu`` user the driver insists on). QEMU guests it
-    starts are destroyed, and any left are killed by pid, on cleanup.
+    starts are destroyed, and any left are killed by pid, on cleanup; this
+    process reaps their QEMUs (``reap_qemus``).
 
     ``daemon='virtqemud'`` (with ``driver='qemu'``): the modular QEMU daemon
     instead of libvirtd, built from Debian's source (tests/modular_libvirt.py),
@@ -274,6 +287,8 @@ class PrivateLibvirtd:
                         'sh', str(self.dir / 'start.sh')]
 
     def start(self) -> 'PrivateLibvirtd':
+        if self.driver == 'qemu':
+            reap_qemus()
         self.process = subprocess.Popen(
             self.command, env=self.env, stdout=subprocess.DEVNULL,
             stderr=open(self.dir / 'stderr', 'ab'))
