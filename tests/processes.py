@@ -109,7 +109,9 @@ def reap_qemus() -> None:
     process is gone, zombie included. Where PID 1 reaps orphans once a
     second or so (this machine's VM init does: the event came 1.2 to 2 s
     after a SIGKILL), every kill waits for it; systemd on a real host reaps
-    at once. Our own children stay our subprocess objects' to reap.
+    at once. Our own children stay our subprocess objects' to reap, unless
+    one is an emulator itself: its Popen would then read status 0 (CPython's
+    rule for ECHILD), so the fixtures leave starting QEMUs to libvirtd.
     """
     global _reaper
     with _reaper_lock:
