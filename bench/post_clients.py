@@ -23,7 +23,9 @@ import uuid
 from bench.common import ChildRecoveryAPI
 from bench.common import cpu_seconds
 from bench.common import machine
+from instancemonitor import clock
 from instancemonitor.conf.callback import callback_opts
+from instancemonitor.events import Notification
 from instancemonitor.sinks import httpclient
 
 API_DELAY = 0.05
@@ -32,12 +34,12 @@ HEADERS = {'X-Auth-Token': 'gAAAAA' + 'x' * 180, 'Content-Type': 'application/js
 
 
 def bodies(count: int) -> list[bytes]:
-    return [json.dumps({'notification': {
-        'type': 'VM', 'hostname': 'compute-1',
-        'generated_time': '2026-12-01T22:00:00.000000',
-        'payload': {'event': 'LIFECYCLE', 'instance_uuid': str(uuid.uuid4()),
-                    'vir_domain_event': 'STOPPED_FAILED'}}}).encode()
-        for _ in range(count)]
+    """The recovery API's bodies of ``count`` crashes, one per instance."""
+    now = clock.utcnow()
+    return [json.dumps(Notification(
+        hostname='compute-1', instance_uuid=str(uuid.uuid4()), event='LIFECYCLE',
+        vir_domain_event='STOPPED_FAILED', generated_time=now,
+        instance_name=f'instance-{i:05d}').body()).encode() for i in range(count)]
 
 
 def with_threads(url: str, posts: list[bytes]) -> int:

@@ -17,8 +17,8 @@ down; what reached each API afterwards.
 
 masakari-monitors is installed from PyPI into a cached virtualenv, with
 libvirt-python pinned to the host's libvirt. Root is needed (the private
-libvirtd). About four and a half minutes; the time of each phase is
-printed to standard error.
+libvirtd). About four minutes; the time of each phase is printed to
+standard error.
 
     python -m bench.vs_masakari_monitors [KILLS]
 """

@@ -149,18 +149,25 @@ def _is_qemu(pid: int) -> bool:
         return False  # reaped meanwhile
 
 
+def proc_stat(pid: int) -> tuple[str, str, int]:
+    """(name, state, parent pid) of ``pid`` from ``/proc/PID/stat``; OSError
+    once it is gone."""
+    stat = pathlib.Path(f'/proc/{pid}/stat').read_text()
+    name, fields = stat[stat.index('(') + 1:stat.rindex(')')], stat[
+        stat.rindex(')') + 2:].split()
+    return name, fields[0], int(fields[1])
+
+
 def _dead_qemus() -> list[int]:
     me, dead = os.getpid(), []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
         try:
-            stat = pathlib.Path(f'/proc/{entry}/stat').read_text()
+            name, state, parent = proc_stat(int(entry))
         except OSError:
             continue
-        name, fields = stat[stat.index('(') + 1:stat.rindex(')')], stat[
-            stat.rindex(')') + 2:].split()
-        if name.startswith(_QEMU) and fields[0] == 'Z' and int(fields[1]) == me:
+        if name.startswith(_QEMU) and state == 'Z' and parent == me:
             dead.append(int(entry))
     return dead
 

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from tests.processes import proc_stat
 from tests.processes import reap_qemus
 from tests.processes import wait_for
 
@@ -34,16 +35,11 @@ def _orphan(emulator: pathlib.Path) -> int:
     return pid
 
 
-def _parent(pid: int) -> int:
-    stat = pathlib.Path(f'/proc/{pid}/stat').read_text()
-    return int(stat[stat.rindex(')') + 2:].split()[1])
-
-
 def test_an_orphaned_emulator_is_reaped_as_soon_as_it_dies(emulator):
     reap_qemus()
     pid = _orphan(emulator)
     try:
-        assert _parent(pid) == os.getpid()
+        assert proc_stat(pid)[2] == os.getpid()
     finally:
         os.kill(pid, signal.SIGKILL)
     # Gone, zombie included: what libvirt waits for before it reports.
@@ -56,8 +52,7 @@ def test_a_child_of_ours_keeps_its_exit_status(emulator):
     child = subprocess.Popen(['sh', '-c', 'exit 3'])
     # While our child waits unreaped, an emulator dying meanwhile is still
     # reaped (found by its parent).
-    wait_for(lambda: pathlib.Path(f'/proc/{child.pid}/stat').read_text()
-             .split(') ')[1][0] == 'Z', 5, 'our child exited')
+    wait_for(lambda: proc_stat(child.pid)[1] == 'Z', 5, 'our child exited')
     pid = _orphan(emulator)
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not pathlib.Path(f'/proc/{pid}').exists(), 2,
