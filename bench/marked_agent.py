@@ -29,10 +29,13 @@ STAGES = (
     (journal.Journal, 'record', 'journal starts', 'before', False),
     (journal.Journal, 'record', 'journal done (in the transaction)', 'after',
      False),
-    (outbox.Outbox, 'wait_sent', 'committed; dispatcher waits for the send',
-     'before', True),
+    (outbox.Outbox, 'release_held', 'the commit starts', 'before', False),
     (outbox.Outbox, 'take', 'a sender has it', 'after', True),
     (masakari.MasakariSink, 'send', 'the sink starts the POST', 'before', True),
+    (outbox.Outbox, 'wait_committed', 'request ready', 'before', True),
+    (outbox.Outbox, 'wait_sent', 'committed; dispatcher waits for the send',
+     'before', True),
+    (outbox.Outbox, 'wait_committed', 'request goes (committed)', 'after', True),
     (outbox.Outbox, 'sent', 'request bytes written', 'before', True),
 )
 NAMES = [stage for _, _, stage, _, _ in STAGES]

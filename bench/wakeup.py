@@ -9,13 +9,19 @@ of 1, 10, 50 and 300 ms (medians, microseconds):
 - fixed Python work (20 ``json.dumps`` of a small document);
 - the journal deciding one STOPPED_FAILED, in the state database's
   transaction (the agent's own ``Journal``, ``Outbox`` and SQLite store);
-- that transaction's commit (one fsync).
+- that transaction's commit (one fsync);
+- for the floor under those two, with no code of the agent's: one 4 KiB
+  write and its fsync, on a file in the same directory; and a one-row
+  SQLite transaction (WAL, ``synchronous=FULL``, as the agent's store).
 
     python -m bench.wakeup
 """
 
 import datetime
 import json
+import os
+import pathlib
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -80,12 +86,38 @@ class Detection:
         return self._apply(event)
 
 
+class Floor:
+    """The same disk's fsync, and SQLite's transaction, with nothing else."""
+
+    def __init__(self, directory: pathlib.Path) -> None:
+        self._fd = os.open(directory / 'fsync', os.O_CREAT | os.O_WRONLY, 0o600)
+        self._db = sqlite3.connect(directory / 'bare.sqlite', isolation_level=None)
+        self._db.execute('PRAGMA journal_mode=WAL')
+        self._db.execute('PRAGMA synchronous=FULL')
+        self._db.execute('CREATE TABLE t (a TEXT)')
+
+    def fsync(self) -> float:
+        began = time.perf_counter()
+        os.pwrite(self._fd, b'x' * 4096, 0)
+        os.fsync(self._fd)
+        return (time.perf_counter() - began) * 1e6
+
+    def transaction(self) -> float:
+        began = time.perf_counter()
+        self._db.execute('BEGIN')
+        self._db.execute('INSERT INTO t VALUES (?)', ('x' * 300,))
+        self._db.execute('COMMIT')
+        return (time.perf_counter() - began) * 1e6
+
+
 def main() -> None:
     detection = Detection()
+    floor = Floor(detection.store.path.parent)
     print(f'# {machine()}; medians of {ROUNDS}, microseconds')
-    print(f'{"pause ms":>9} {"python work":>12} {"journal":>8} {"commit":>8}')
+    print(f'{"pause ms":>9} {"python work":>12} {"journal":>8} {"commit":>8} '
+          f'{"fsync":>8} {"bare txn":>9}')
     for pause in PAUSES:
-        work, decide, commit = [], [], []
+        work, decide, commit, fsync, bare = [], [], [], [], []
         for _ in range(ROUNDS):
             failure = detection.prepare()
             time.sleep(pause)
@@ -96,8 +128,13 @@ def main() -> None:
             decided, committed = detection.fail(failure)
             decide.append(decided)
             commit.append(committed)
+            time.sleep(pause)
+            fsync.append(floor.fsync())
+            time.sleep(pause)
+            bare.append(floor.transaction())
         print(f'{pause * 1000:9.0f} {statistics.median(work):12.0f} '
-              f'{statistics.median(decide):8.0f} {statistics.median(commit):8.0f}')
+              f'{statistics.median(decide):8.0f} {statistics.median(commit):8.0f} '
+              f'{statistics.median(fsync):8.0f} {statistics.median(bare):9.0f}')
 
 
 if __name__ == '__main__':

@@ -146,6 +146,10 @@ class Outbox:
         # While a thread holds its additions (see holding): which, and them.
         self._holder: int | None = None
         self._held: list[_Entry] = []
+        # Released before their transaction has committed (release_held):
+        # their ids, and a signal once it has (same lock).
+        self._committing: set[str] = set()
+        self._committed = threading.Condition(lock)
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending(sink)
         with self._cond:
@@ -182,7 +186,9 @@ class Outbox:
     def holding(self) -> Iterator[None]:
         """What this thread adds inside is scheduled only at the end: after
         the store's transaction that wrote it has committed, so no sender
-        can send what is not on disk yet. Nested, the outermost counts."""
+        can send what is not on disk yet (or, after :meth:`release_held`,
+        senders may take it but send nothing until then). Nested, the
+        outermost counts."""
         with self._cond:
             if self._holder == threading.get_ident():
                 outer = True  # the outer block schedules them
@@ -199,8 +205,35 @@ class Outbox:
                 held, self._held = self._held, []
                 for entry in held:
                     self._schedule(entry)
-            if held:
+                released = bool(self._committing)
+                self._committing.clear()
+                self._committed.notify_all()
+            if held or released:  # not before the commit: it may start a thread
                 self.on_schedule()
+
+    def release_held(self) -> None:
+        """Let senders take what the holder has added, as its transaction
+        starts to commit: they make their requests ready meanwhile and
+        wait in :meth:`wait_committed` before sending a byte (the sender
+        has ``httpclient`` call it, for the recovery API's sink and the
+        webhooks alike)."""
+        with self._cond:
+            if self._holder != threading.get_ident() or not self._held:
+                return
+            held, self._held = self._held, []
+            for entry in held:
+                self._committing.add(entry.notification.notification_id)
+                self._schedule(entry)
+
+    def wait_committed(self, notification: Notification) -> bool:
+        """Return once ``notification`` is as durable as the store makes it:
+        at once, unless released before its transaction committed; whether
+        it waited."""
+        nid = notification.notification_id
+        with self._cond:
+            waits = nid in self._committing
+            self._committed.wait_for(lambda: nid not in self._committing)
+        return waits
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id

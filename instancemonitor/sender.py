@@ -11,6 +11,7 @@ an answer. Only a final answer takes it out: delivered (or duplicate), or
 rejected, which keeps it as a dead letter and logs the server's message.
 """
 
+import functools
 import itertools
 import logging
 import threading
@@ -141,7 +142,12 @@ class Sender:
                 self._busy += 1
             self._grow()
             try:
-                with httpclient.on_sent(lambda n=notification: self._outbox.sent(n)):
+                # The request is made ready while the notification's
+                # transaction may still be committing; it goes out after.
+                with httpclient.on_request(
+                        before_send=functools.partial(self._outbox.wait_committed,
+                                                      notification),
+                        sent=functools.partial(self._outbox.sent, notification)):
                     answer = self.deliver(notification)
             except Exception:
                 LOG.exception('Unexpected failure sending notification %s; '

@@ -270,9 +270,11 @@ class AgentService:
     @contextlib.contextmanager
     def _dispatch_group(self) -> Iterator[None]:
         """Events dispatched together: one transaction of the state database,
-        whose notifications senders see once it has committed."""
+        whose notifications senders take as it commits (its fsync) and send
+        once it has committed."""
         with self.outbox.holding():
-            with self.store.batch() if self.store else contextlib.nullcontext():
+            with (self.store.batch(before_commit=self.outbox.release_held)
+                  if self.store else contextlib.nullcontext()):
                 yield
 
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:

@@ -15,6 +15,7 @@ import os
 import pathlib
 import sqlite3
 import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 
 from instancemonitor.domainstate import Agent
@@ -323,8 +324,10 @@ class SqliteStateStore:
             self._db.execute('ROLLBACK')
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """The writes inside are one transaction: one fsync for them all."""
+    def batch(self, before_commit: Callable[[], None] = lambda: None
+              ) -> Iterator[None]:
+        """The writes inside are one transaction: one fsync for them all.
+        ``before_commit`` is called as that transaction starts to commit."""
         with self._lock:
             began = False
             if not (self.degraded or self._closed or self._batch is not None):
@@ -342,6 +345,7 @@ class SqliteStateStore:
                 if began and self._batch is not None:
                     statements, self._batch = self._batch, None
                     try:
+                        before_commit()
                         self._db.execute('COMMIT')
                     except sqlite3.Error as error:
                         self._rollback()

@@ -37,14 +37,24 @@ _local = threading.local()
 
 
 @contextlib.contextmanager
-def on_sent(callback: Callable[[], None]) -> Iterator[None]:
-    """Call ``callback`` as soon as the first request this thread makes in
-    the block is on the wire (before its answer)."""
-    _local.sent = callback
+def on_request(before_send: Callable[[], None] | None = None,
+               sent: Callable[[], None] | None = None) -> Iterator[None]:
+    """For the first request this thread makes in the block: call
+    ``before_send`` once the request is ready, just before its first byte
+    is written (it may wait: nothing goes out until it returns), and
+    ``sent`` as soon as the request is on the wire (before its answer)."""
+    _local.before_send, _local.sent = before_send, sent
     try:
         yield
     finally:
-        _local.sent = None
+        _local.before_send = _local.sent = None
+
+
+def _before_send() -> None:
+    callback = getattr(_local, 'before_send', None)
+    if callback is not None:
+        _local.before_send = None
+        callback()
 
 
 def _request_sent() -> None:
@@ -84,11 +94,19 @@ class _HTTPConnection(http.client.HTTPConnection):
         super().connect()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
+    def send(self, data) -> None:
+        _before_send()  # http.client has the request's bytes ready
+        super().send(data)
+
 
 class _HTTPSConnection(http.client.HTTPSConnection):
     def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+    def send(self, data) -> None:
+        _before_send()
+        super().send(data)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 loop, to a real HTTP receiver on 127.0.0.1."""
 
 import datetime
+import threading
 import time
 import uuid
 
@@ -180,3 +181,33 @@ def test_a_failure_and_its_notification_are_one_transaction_sent_after_it(
     assert 'COMMIT' not in kinds[begin:insert], kinds
     assert kinds[insert + 1:commit] == ['INSERT OR REPLACE INTO domains'], kinds
     assert kinds.index('DELETE FROM outbox') > commit, kinds
+
+
+def test_the_request_is_made_ready_as_the_transaction_commits_and_sent_after(
+        start_agent, new_domain, recovery_api):
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
+    dom = new_domain()
+    commits = []
+
+    def slow_commit(statement: str) -> None:
+        # Called as the dispatcher's COMMIT begins: it stays uncommitted
+        # while this sleeps, the interpreter free for the sender.
+        if (statement == 'COMMIT' and
+                threading.current_thread().name == 'event-dispatch'):
+            began = time.monotonic()
+            time.sleep(0.3)
+            commits.append((began, time.monotonic(), len(recovery_api.requests)))
+    send, started = agent.sink.send, []
+    agent.sink.send = lambda n: (started.append(time.monotonic()), send(n))[1]
+    # Left in place: clearing it while the dispatcher is in it would block
+    # this thread on SQLite's lock with the interpreter's held.
+    agent.store._db.set_trace_callback(slow_commit)
+    dom.destroy()
+    (request,) = recovery_api.wait_requests(1)
+    began, ended, seen = next(c for c in commits if c[0] <= started[0] <= c[1])
+    # The sink began the POST while its transaction committed, and the
+    # request arrived only after that.
+    assert seen == 0
+    assert request.received_at > ended
+    assert request.json()['notification']['payload']['vir_domain_event'] == \
+        'STOPPED_DESTROYED'

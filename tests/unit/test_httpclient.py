@@ -48,7 +48,7 @@ def test_posts_reuse_one_connection_and_signal_when_sent(server):
     client = httpclient.HTTPClient(5)
     for _ in range(3):
         sent = []
-        with httpclient.on_sent(lambda sent=sent: sent.append(time.monotonic())):
+        with httpclient.on_request(sent=lambda sent=sent: sent.append(time.monotonic())):
             response = client.post(f'http://127.0.0.1:{api.port}/v1/n?a=1', BODY,
                                    {'X-Auth-Token': 't'})
         answered = time.monotonic()
@@ -61,6 +61,24 @@ def test_posts_reuse_one_connection_and_signal_when_sent(server):
     assert first.headers['x-auth-token'] == 't'
     assert first.headers['content-type'] == 'application/json'
     assert first.headers['user-agent'] == 'instancemonitor'
+
+
+def test_no_byte_goes_out_before_before_send_returns(server):
+    arrived = []
+    api = server(lambda r: (arrived.append(time.monotonic()), (202, None, {}))[1])
+    client = httpclient.HTTPClient(5)
+    client.post(f'http://127.0.0.1:{api.port}/', BODY, {})  # a kept connection
+    calls = []
+
+    def before_send():
+        time.sleep(0.2)
+        calls.append(time.monotonic())
+    with httpclient.on_request(before_send=before_send):
+        for _ in range(2):  # called for the block's first request only
+            assert client.post(f'http://127.0.0.1:{api.port}/', BODY,
+                               {}).status == 202
+    assert len(calls) == 1 and len(arrived) == 3
+    assert arrived[1] > calls[0]
 
 
 def test_an_answer_that_closes_the_connection_is_followed_by_a_new_one(server):

@@ -1,5 +1,6 @@
 import datetime
 import threading
+import time
 
 from instancemonitor.events import Notification
 from instancemonitor.outbox import Outbox
@@ -113,6 +114,47 @@ def test_notifications_added_while_holding_are_takeable_only_after_it():
         assert box.withdraw_held('b') == [held_back]
     assert box.take(stop, 1.0) is first
     assert box.pending() == 1
+
+
+def test_released_notifications_are_taken_at_once_and_sent_after_the_commit():
+    box = Outbox()
+    stop = threading.Event()
+    first, held_back = notification('a'), notification('b')
+    waited = []
+
+    def send(n):  # what a sender does: make the request, then wait
+        waited.append((box.wait_committed(n), time.monotonic()))
+    with box.holding():
+        box.add(first)
+        box.add(held_back, delay=5.0)
+        box.release_held()  # the transaction starts to commit
+        assert box.take(stop, 1.0) is first
+        assert box.take(stop, 0.1) is None  # a hold still holds
+        sender = threading.Thread(target=send, args=(first,))
+        sender.start()
+        sender.join(0.2)
+        assert sender.is_alive()  # nothing goes out before the commit
+        committed = time.monotonic()
+    sender.join(5)
+    assert waited[0][0] is True and waited[0][1] >= committed
+    assert box.wait_committed(first) is False  # committed: at once
+    assert box.withdraw_held('b') == [held_back]
+
+
+def test_only_the_holder_releases_its_additions():
+    box = Outbox()
+    stop = threading.Event()
+    with box.holding():
+        box.add(notification('a'))
+        other = threading.Thread(target=box.release_held)
+        other.start()
+        other.join()
+        taken = []
+        taker = threading.Thread(target=lambda: taken.append(box.take(stop, 0.2)))
+        taker.start()
+        taker.join()
+        assert taken == [None]
+    assert box.take(stop, 1.0) is not None
 
 
 def test_the_oldest_pending_age_is_from_detection_and_zero_when_empty():
