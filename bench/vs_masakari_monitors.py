@@ -17,8 +17,8 @@ down; what reached each API afterwards.
 
 masakari-monitors is installed from PyPI into a cached virtualenv, with
 libvirt-python pinned to the host's libvirt. Root is needed (the private
-libvirtd). Under five minutes with 30 kills (the default); the time of each phase is printed to
-standard error.
+libvirtd). Under five minutes with 30 kills (the default); the time of
+each phase is printed to standard error.
 
     python -m bench.vs_masakari_monitors [KILLS]
 """
