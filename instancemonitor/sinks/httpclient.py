@@ -87,9 +87,11 @@ class Response:
     headers: http.client.HTTPMessage
 
 
-# Kept-alive connections to a control plane that may sit behind load
-# balancers: probe an idle connection like keystoneauth's session does.
-class _HTTPConnection(http.client.HTTPConnection):
+class _Connection:
+    """What both of our connection classes add to http.client's."""
+
+    # Kept-alive connections to a control plane that may sit behind load
+    # balancers: probe an idle connection like keystoneauth's session does.
     def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -99,14 +101,12 @@ class _HTTPConnection(http.client.HTTPConnection):
         super().send(data)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+class _HTTPConnection(_Connection, http.client.HTTPConnection):
+    pass
 
-    def send(self, data) -> None:
-        _before_send()
-        super().send(data)
+
+class _HTTPSConnection(_Connection, http.client.HTTPSConnection):
+    pass
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
