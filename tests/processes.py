@@ -144,7 +144,7 @@ def _reap_qemus() -> None:
 
 def _is_qemu(pid: int) -> bool:
     try:
-        return pathlib.Path(f'/proc/{pid}/comm').read_text().startswith(_QEMU)
+        return proc_stat(pid)[0].startswith(_QEMU)
     except OSError:
         return False  # reaped meanwhile
 

@@ -30,8 +30,7 @@ def _orphan(emulator: pathlib.Path) -> int:
     the process is orphaned to the nearest subreaper, this one."""
     pid = int(subprocess.run(['sh', '-c', f'{emulator} 60 >/dev/null 2>&1 & echo $!'],
                              capture_output=True, text=True, check=True).stdout)
-    wait_for(lambda: pathlib.Path(f'/proc/{pid}/comm').read_text().strip() ==
-             emulator.name, 5, 'the emulator started')
+    wait_for(lambda: proc_stat(pid)[0] == emulator.name, 5, 'the emulator started')
     return pid
 
 
