@@ -215,8 +215,7 @@ class Outbox:
         """Let senders take what the holder has added, as its transaction
         starts to commit: they make their requests ready meanwhile and
         wait in :meth:`wait_committed` before sending a byte (the sender
-        has ``httpclient`` call it, for the recovery API's sink and the
-        webhooks alike)."""
+        has ``httpclient`` call it just before a request's first byte)."""
         with self._cond:
             if self._holder != threading.get_ident() or not self._held:
                 return
