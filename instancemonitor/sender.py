@@ -113,6 +113,13 @@ class Sender:
 
     def _grow(self) -> None:
         """Another thread, if every one is busy and more is due."""
+        # Called after every take and schedule: the usual answer (a thread
+        # is idle, or the bound is reached) comes without the lock that
+        # hundreds of busy senders would queue on. Whoever is idle calls
+        # this again once it takes something.
+        if (self._busy < len(self._alive)
+                or len(self._alive) >= self.max_in_flight):
+            return
         with self._lock:
             if (not self._first.is_alive() or self._stop.is_set()
                     or len(self._alive) >= self.max_in_flight

@@ -14,6 +14,7 @@ would choose them.
 """
 
 import base64
+import collections
 import contextlib
 import dataclasses
 import http.client
@@ -180,12 +181,17 @@ class HTTPClient:
         self._verify = verify
         self._cert = tuple(cert) if isinstance(cert, (tuple, list)) else (cert, None)
         self._connections = connections
+        # Guards the rare changes only (a new route, the TLS context,
+        # closing): hundreds of senders take and return connections, and a
+        # lock they all passed twice per POST was a convoy (its holder
+        # waiting for the GIL while every other sender waited for it).
         self._lock = threading.Lock()
         self._tls: ssl.SSLContext | None = None
         # The route of each URL posted to (a few: the endpoint, a webhook).
         self._routes: dict[str, _Route] = {}
-        # Idle connections by route, the most recently used last.
-        self._idle: dict[_Route, list[http.client.HTTPConnection]] = {}
+        # Idle connections by route, the most recently used last: a deque's
+        # append and pop are atomic.
+        self._idle: dict[_Route, collections.deque[http.client.HTTPConnection]] = {}
         self._closed = False
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -209,15 +215,25 @@ class HTTPClient:
                 self._tls = context
             return self._tls
 
+    def _route_of(self, url: str) -> _Route:
+        route = self._routes.get(url)
+        if route is None:
+            with self._lock:
+                route = _route(url)
+                self._idle.setdefault(route, collections.deque())
+                self._routes[url] = route
+        return route
+
     def _kept(self, route: _Route) -> http.client.HTTPConnection | None:
-        with self._lock:
-            idle = self._idle.get(route, [])
-            while idle:
+        idle = self._idle.get(route, ())
+        while True:
+            try:
                 connection = idle.pop()
-                if not _dropped(connection):
-                    return connection
-                connection.close()
-        return None
+            except IndexError:
+                return None
+            if not _dropped(connection):
+                return connection
+            connection.close()
 
     def _new(self, route: _Route) -> http.client.HTTPConnection:
         if route.scheme == 'https':
@@ -232,21 +248,20 @@ class HTTPClient:
         return connection
 
     def _keep(self, route: _Route, connection: http.client.HTTPConnection) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(route, [])
-            if not self._closed and len(idle) < self._connections:
-                idle.append(connection)
-                return
-        connection.close()
+        idle = self._idle.get(route)
+        if idle is None or self._closed or len(idle) >= self._connections:
+            connection.close()
+            return
+        idle.append(connection)
+        if self._closed:  # close() may have emptied the pool meanwhile
+            self._close_idle(idle)
 
     def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """POST ``body``; no redirects followed. Retried at once on a new
         connection only when a kept one turns out closed by the server (it
         closed it as the request went out): a receiver drops the rare repeat
         as a duplicate."""
-        route = self._routes.get(url)
-        if route is None:
-            route = self._routes[url] = _route(url)
+        route = self._route_of(url)
         headers = {'User-Agent': USER_AGENT, 'Content-Type': 'application/json',
                    **(dict(route.proxy_headers) if not route.tunnel else {}),
                    **headers}
@@ -280,10 +295,17 @@ class HTTPClient:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, {}
-        for connections in idle.values():
-            for connection in connections:
-                connection.close()
+            pools = list(self._idle.values())
+        for idle in pools:
+            self._close_idle(idle)
+
+    @staticmethod
+    def _close_idle(idle: collections.deque[http.client.HTTPConnection]) -> None:
+        while True:
+            try:
+                idle.pop().close()
+            except IndexError:
+                return
 
 
 def _describe(error: Exception, route: _Route) -> str:

@@ -141,6 +141,68 @@ def test_a_kept_connection_closed_as_the_request_goes_out_is_tried_anew(server):
     assert api.connections == 2
 
 
+def test_concurrent_posts_share_kept_connections_up_to_the_bound(server):
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(request):
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return 202, {'ok': True}, {}
+    api = server(slow)
+    client = httpclient.HTTPClient(5, connections=4)
+    url = f'http://127.0.0.1:{api.port}/'
+    answers = []
+
+    def post_three():
+        answers.extend(client.post(url, BODY, {}).status for _ in range(3))
+    threads = [threading.Thread(target=post_three) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert answers == [202] * 24
+    assert most[0] == 8  # every thread had a connection of its own
+    (idle,) = client._idle.values()
+    assert 1 <= len(idle) <= 4
+    # What was kept is used again: no new connection for these.
+    connections = api.connections
+    for _ in range(3):
+        assert client.post(url, BODY, {}).status == 202
+    assert api.connections == connections
+    client.close()
+    assert not idle
+
+
+def test_a_connection_returned_after_close_is_closed_not_kept(server):
+    answering = threading.Event()
+
+    def slow(request):
+        answering.set()
+        time.sleep(0.3)
+        return 202, {'ok': True}, {}
+    api = server(slow)
+    client = httpclient.HTTPClient(5)
+    url = f'http://127.0.0.1:{api.port}/'
+    assert client.post(url, BODY, {}).status == 202
+    (idle,) = client._idle.values()
+    (first,) = idle
+    answering.clear()
+    statuses = []
+    poster = threading.Thread(target=lambda: statuses.append(
+        client.post(url, BODY, {}).status))
+    poster.start()
+    assert answering.wait(5)
+    client.close()  # while the POST waits for its answer
+    poster.join(5)
+    assert statuses == [202]
+    assert not idle and first.sock is None  # closed
+
+
 def test_refused_and_timed_out_are_transport_errors(server):
     client = httpclient.HTTPClient(0.3)
     with pytest.raises(httpclient.TransportError, match='Connection refused'):
