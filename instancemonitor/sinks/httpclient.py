@@ -101,6 +101,19 @@ class _Connection:
         _before_send()  # http.client has the request's bytes ready
         super().send(data)
 
+    # The headers and a bytes body in one write, as http.client itself did
+    # before Python 3.6: one segment and one wake-up of the receiver (two
+    # writes cost the loopback stack twice), and the body never waits for
+    # the ACK of the headers' segment (Nagle).
+    def _send_output(self, message_body=None, encode_chunked=False) -> None:
+        if not isinstance(message_body, bytes) or encode_chunked:
+            super()._send_output(message_body, encode_chunked)
+            return
+        self._buffer.extend((b'', message_body))
+        request = b'\r\n'.join(self._buffer)
+        del self._buffer[:]
+        self.send(request)
+
 
 class _HTTPConnection(_Connection, http.client.HTTPConnection):
     pass

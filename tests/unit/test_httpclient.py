@@ -3,6 +3,7 @@ server closed, the environment's proxy, and errors as TransportError."""
 
 import base64
 import contextlib
+import http.client
 import socket
 import threading
 import time
@@ -79,6 +80,25 @@ def test_no_byte_goes_out_before_before_send_returns(server):
                                {}).status == 202
     assert len(calls) == 1 and len(arrived) == 3
     assert arrived[1] > calls[0]
+
+
+def test_the_headers_and_the_body_go_out_in_one_write(server, monkeypatch):
+    received = []
+    api = server(lambda r: (received.append(r), (202, None, {}))[1])
+    writes = []
+    send = http.client.HTTPConnection.send
+    monkeypatch.setattr(http.client.HTTPConnection, 'send',
+                        lambda self, data: (writes.append(bytes(data)),
+                                            send(self, data))[1])
+    client = httpclient.HTTPClient(5)
+    assert client.post(f'http://127.0.0.1:{api.port}/v1/n', BODY,
+                       {'X-Auth-Token': 't'}).status == 202
+    (write,) = writes
+    assert write.startswith(b'POST /v1/n HTTP/1.1\r\n')
+    assert write.endswith(b'\r\n\r\n' + BODY)
+    (request,) = received
+    assert request.body == BODY and request.headers['x-auth-token'] == 't'
+    assert request.headers['content-length'] == str(len(BODY))
 
 
 def test_an_answer_that_closes_the_connection_is_followed_by_a_new_one(server):
