@@ -459,6 +459,13 @@ class DomainMachine:
                         _label(obs.pair) not in record.reported):
                     self._notify(record, obs.pair, obs.hold, out, obs.at)
             case Action.SUPPRESS:
+                # Accounted for as this run's episode, though not notified:
+                # a scan can find the domain shut off before libvirt's
+                # STOPPED_FAILED of the same run arrives (or the other way
+                # round), and that is no news either.
+                if obs.pair is not None and not record.episode:
+                    record.episode, record.episode_by = _label(obs.pair), 'libvirt'
+                    record.failed_at = obs.at
                 out.trace.append(f'{given}: the failed incoming migration of a VM '
                                  'that runs on at its source; not a failure')
         if given is Input.REBOOT:

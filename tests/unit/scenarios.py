@@ -315,6 +315,10 @@ STORIES = [
     Story('destination: scans during the incoming migration, then its QEMU killed',
           '0 STARTED_MIGRATED\n1 SCAN paused-migration\n2 SCAN paused-migration\n'
           '5 STOPPED_FAILED', NONE),
+    Story('destination: its QEMU killed, a scan finds it shut off before '
+          'the STOPPED_FAILED event',
+          '0 STARTED_MIGRATED\n1 SCAN paused-migration\n'
+          '1.5 SCAN shutoff-failed\n1.6 STOPPED_FAILED', NONE),
     Story('destination: the agent restarts during the incoming migration, '
           'which then fails',
           '0 STARTED_MIGRATED\n1 RESTART\n1 SCAN paused-migration\n5 STOPPED_FAILED',
