@@ -464,8 +464,7 @@ class DomainMachine:
                 # STOPPED_FAILED of the same run arrives (or the other way
                 # round), and that is no news either.
                 if obs.pair is not None and not record.episode:
-                    record.episode, record.episode_by = _label(obs.pair), 'libvirt'
-                    record.failed_at = obs.at
+                    self._open_episode(record, _label(obs.pair), 'libvirt', obs.at)
                 out.trace.append(f'{given}: the failed incoming migration of a VM '
                                  'that runs on at its source; not a failure')
         if given is Input.REBOOT:
@@ -499,7 +498,7 @@ class DomainMachine:
                              f'{record.episode}; not notified again')
             return
         label = _label(pair)
-        record.episode, record.episode_by, record.failed_at = label, by, at
+        self._open_episode(record, label, by, at)
         generated = at
         window = datetime.timedelta(seconds=self.duplicate_window)
         last = record.recovery_times.get(label)
@@ -569,6 +568,11 @@ class DomainMachine:
         if out.heartbeat is not None:
             out.trace.append(f'heartbeat {out.heartbeat[0] or "unwatched"}'
                              + (f'({out.heartbeat[1]})' if out.heartbeat[1] else ''))
+
+    @staticmethod
+    def _open_episode(record: DomainRecord, label: str, by: str,
+                      at: datetime.datetime) -> None:
+        record.episode, record.episode_by, record.failed_at = label, by, at
 
     @staticmethod
     def _end_episode(record: DomainRecord, label: str) -> None:
