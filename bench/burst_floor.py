@@ -62,9 +62,12 @@ def _burst(count: int, threads: int, url: str, work: pathlib.Path,
     removals: queue.SimpleQueue = queue.SimpleQueue()
     target = urllib.parse.urlsplit(url)
 
+    def event_loop() -> None:
+        while True:
+            libvirt.virEventRunDefaultImpl()
+
     libvirt.virEventRegisterDefaultImpl()
-    threading.Thread(target=lambda: [libvirt.virEventRunDefaultImpl()
-                                     for _ in iter(int, 1)], daemon=True).start()
+    threading.Thread(target=event_loop, daemon=True).start()
     conn = libvirt.open(node_xml(count, work))
 
     def lifecycle(_conn, dom, event, _detail, _opaque) -> None:

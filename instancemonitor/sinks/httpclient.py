@@ -238,7 +238,7 @@ class HTTPClient:
         return route
 
     def _kept(self, route: _Route) -> http.client.HTTPConnection | None:
-        idle = self._idle.get(route, ())
+        idle = self._idle[route]  # made with the route, never removed
         while True:
             try:
                 connection = idle.pop()
@@ -261,8 +261,8 @@ class HTTPClient:
         return connection
 
     def _keep(self, route: _Route, connection: http.client.HTTPConnection) -> None:
-        idle = self._idle.get(route)
-        if idle is None or self._closed or len(idle) >= self._connections:
+        idle = self._idle[route]
+        if self._closed or len(idle) >= self._connections:
             connection.close()
             return
         idle.append(connection)
