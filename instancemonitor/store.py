@@ -86,13 +86,27 @@ _DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
-    """Bring a database of an earlier version to this one's columns."""
-    for table, columns in (('outbox', _OUTBOX_COLUMNS_V2),
-                           ('domains', _DOMAINS_COLUMNS_V3)):
-        present = {row[1] for row in db.execute(f'PRAGMA table_info({table})')}
-        for column, declaration in columns:
-            if column not in present:
-                db.execute(f'ALTER TABLE {table} ADD COLUMN {column} {declaration}')
+    """Bring a database of an earlier version to this one, in one transaction."""
+    (version,) = db.execute('PRAGMA user_version').fetchone()
+    db.execute('BEGIN IMMEDIATE')
+    try:
+        for table, columns in (('outbox', _OUTBOX_COLUMNS_V2),
+                               ('domains', _DOMAINS_COLUMNS_V3)):
+            present = {row[1] for row in db.execute(f'PRAGMA table_info({table})')}
+            for column, declaration in columns:
+                if column not in present:
+                    db.execute(
+                        f'ALTER TABLE {table} ADD COLUMN {column} {declaration}')
+        if 0 < version < 3:
+            # Versions 1 and 2 stored 'failed' for any open episode; only a
+            # crash's is a stopped domain (an I/O error's runs on).
+            db.execute("UPDATE domains SET state = 'running' WHERE state = 'failed' "
+                       "AND failure != 'LIFECYCLE/STOPPED_FAILED'")
+        db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
+        db.execute('COMMIT')
+    except sqlite3.Error:
+        db.execute('ROLLBACK')
+        raise
 
 
 @dataclasses.dataclass(slots=True)
@@ -101,13 +115,6 @@ class _Change:
     statement: tuple[str, tuple]
     done: bool = False
     written: bool = False
-
-
-def _phase(state: str, failure: str) -> Phase:
-    """The phase of a stored record; version 2 stored 'running' or 'failed'."""
-    if state == 'failed':
-        return Phase.FAILED if failure == 'LIFECYCLE/STOPPED_FAILED' else Phase.RUNNING
-    return Phase(state)
 
 
 def _stamp(value: datetime.datetime | None) -> str | None:
@@ -217,7 +224,6 @@ class SqliteStateStore:
             self._db.execute('PRAGMA synchronous=FULL')
             self._db.executescript(_SCHEMA)
             _upgrade(self._db)
-            self._db.execute(f'PRAGMA user_version={SCHEMA_VERSION}')
             # Checks the whole file now rather than failing on a later write.
             (check,) = self._db.execute('PRAGMA quick_check').fetchone()
             if check != 'ok':
@@ -429,7 +435,7 @@ class SqliteStateStore:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
             reported, _heartbeat, run, agent, agent_failures, agent_since, \
             agent_answered, recovery_times, episode_by, probes = row
-        return DomainRecord(uuid=uuid, name=name, phase=_phase(state, failure),
+        return DomainRecord(uuid=uuid, name=name, phase=Phase(state),
                             run=run, episode=failure, failed_at=_time(failed_at),
                             reported=frozenset(filter(None, reported.split(','))),
                             agent=Agent(agent), agent_failures=agent_failures,

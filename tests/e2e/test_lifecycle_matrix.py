@@ -12,6 +12,7 @@ import signal
 import time
 
 import libvirt
+import libvirt_qemu
 
 from tests.e2e.conftest import AGENT_CHANNEL
 from tests.e2e.test_agent_guest import guest_exec
@@ -21,6 +22,8 @@ from tests.e2e.test_heartbeat import heartbeat_config
 from tests.processes import wait_for
 
 QUIET = 3.0  # seconds in which anything extra would have arrived
+# A pvpanic-style ISA device: writing 1 to its port is a guest kernel panic.
+PANIC_DEVICE = "<panic model='isa'><address type='isa' iobase='0x505'/></panic>"
 CRASH = ('LIFECYCLE', 'STOPPED_FAILED')
 HANG = ('QEMU_GUEST_AGENT_ERROR', 'STOPPED_FAILED')
 # The heartbeat as the issue tried it: a reboot took longer than this.
@@ -150,6 +153,25 @@ def test_virsh_reboot_with_the_heartbeat_on(start_agent_guest, start_agent,
 
 
 # --- guest errors the engine does not act on ----------------------------------
+
+def test_guest_panic_then_the_agent_restarts(start_guest, start_agent, recovery_api):
+    # on_crash destroy: CRASHED_PANICKED, STOPPED_CRASHED, and the domain is
+    # shut off "crashed", the state a killed QEMU leaves too. The restarted
+    # agent's scans must know it from the journal, not take it for a crash
+    # nobody reported.
+    agent = start_agent(recovery_api.url, reconcile_interval=0.5)
+    dom = start_guest('mx-panic', PANIC_DEVICE, persistent=True)
+    agent.wait_log('Domain mx-panic (')
+    libvirt_qemu.qemuMonitorCommand(dom, 'o /b 0x505 1',
+                                    libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    agent.wait_log('stop-crashed: paused => failed')  # QEMU pauses it first
+    assert dom.state() == [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED]
+    assert agent.stop() == 0
+    again = start_agent(recovery_api.url, reconcile_interval=0.5)
+    again.wait_log('Domain state scan:', count=4)
+    quiet_then(recovery_api, [])
+    assert again.process.poll() is None
+
 
 def test_watchdog_pause(start_guest, start_agent, recovery_api):
     agent = start_agent(recovery_api.url, reconcile_interval=0.5)

@@ -112,6 +112,22 @@ def test_a_version_2_journal_is_upgraded_in_place(tmp_path):
     s.close()
 
 
+def test_every_phase_reads_back_as_stored_whatever_the_episode(tmp_path):
+    # A guest that panicked (STOPPED_CRASHED) is FAILED with no episode: read
+    # back as running, a scan after a restart took its state for a new crash.
+    s = store.SqliteStateStore(str(tmp_path))
+    for phase in Phase:
+        for episode in ('', 'LIFECYCLE/STOPPED_FAILED', 'IO_ERROR/IO_ERROR_REPORT'):
+            s.put(DomainRecord(uuid=f'{phase}-{episode}', name='vm', phase=phase,
+                               episode=episode))
+    s.close()
+    s = store.SqliteStateStore(str(tmp_path))
+    assert {(r.uuid, r.phase) for r in s.records()} == {
+        (f'{phase}-{episode}', phase) for phase in Phase
+        for episode in ('', 'LIFECYCLE/STOPPED_FAILED', 'IO_ERROR/IO_ERROR_REPORT')}
+    s.close()
+
+
 def test_outbox_recovers_pending_notifications_in_order_of_detection(tmp_path):
     s = store.SqliteStateStore(str(tmp_path))
     box = Outbox(s)
