@@ -34,6 +34,11 @@ _HEALTH = {Agent.DISCOVERY: Health.DISCOVERY, Agent.HEALTHY: Health.HEALTHY,
            Agent.NEVER_ANSWERED: Health.NEVER_ANSWERED,
            Agent.DISCONNECTED: Health.DISCONNECTED}
 _PROBE_HEALTH = {state: ProbeHealth[state.name] for state in Probe}
+# Seconds the journal remembers the event that made it forget a domain (its
+# undefine): a scan read before that event and applied after it is stale,
+# not a domain never seen. Far longer than an event can wait on the bus: the
+# watchdog ends a dispatcher stuck for WatchdogSec.
+FORGOTTEN_KEPT = 3600.0
 
 
 class JournalStore(Protocol):
@@ -84,6 +89,9 @@ class Journal:
         self._store = store
         self._hostname = hostname
         self.machine = machine or DomainMachine()
+        # uuid → (seq, time) of the event that made the journal forget it
+        # (this process only, as seqs are; the dispatcher's thread only).
+        self._forgotten: dict[str, tuple[int, datetime.datetime]] = {}
 
     def record(self, event: DomainEvent, observation: Observation,
                queue: Callable[[Notification, float], None],
@@ -98,7 +106,8 @@ class Journal:
         notification is on its way).
         """
         before = self._store.get(event.domain_uuid) or DomainRecord(
-            uuid=event.domain_uuid, name=event.domain_name)
+            uuid=event.domain_uuid, name=event.domain_name,
+            last_seq=self._forgotten.get(event.domain_uuid, (-1,))[0])
         outcome = self.machine.apply(before, observation)
         if outcome.withdraw_held:
             withdraw_held(event.domain_uuid)
@@ -106,6 +115,8 @@ class Journal:
         if record is None:
             self._trace(before, outcome.trace, say)
             self._store.forget(event.domain_uuid)
+            self._remember_forgotten(event.domain_uuid, observation.seq,
+                                     event.detected_at)
             return []
         if event.kind not in CHECK_RUNS:
             record.name = event.domain_name
@@ -146,6 +157,14 @@ class Journal:
                 detected_at=event.detected_at, source='probe',
                 domain_id=record.run, probe=name))
         return derived
+
+    def _remember_forgotten(self, uuid: str, seq: int,
+                            at: datetime.datetime) -> None:
+        kept_since = at - datetime.timedelta(seconds=FORGOTTEN_KEPT)
+        for old in [u for u, (_, when) in self._forgotten.items()
+                    if when < kept_since]:
+            del self._forgotten[old]
+        self._forgotten[uuid] = (seq, at)
 
     @staticmethod
     def _trace(before: DomainRecord, lines: list[str],

@@ -78,6 +78,10 @@ STORIES = [
     Story('guest panic, then scans find it shut off crashed: accounted for',
           UP + '5 CRASHED_PANICKED\n5 STOPPED_CRASHED\n10 SCAN shutoff-crashed\n'
           '20 SCAN shutoff-crashed', NONE),
+    Story('guest panic as QEMU 7.2 sends it, the agent restarts, its scan finds '
+          'it shut off crashed',
+          UP + '5 SUSPENDED_PAUSED\n5 CRASHED_PANICKED\n5 STOPPED_CRASHED\n'
+          '6 RESTART\n6 SCAN shutoff-crashed', NONE),
     Story('qemu SIGTERMed', UP + '5 SHUTDOWN_HOST\n5 STOPPED_SHUTDOWN', NONE),
     Story('qemu SIGTERMed, forward all, nothing restarts it',
           UP + '5 SHUTDOWN_HOST\n5 STOPPED_SHUTDOWN',
@@ -308,6 +312,10 @@ STORIES = [
           '70 SCAN shutoff-failed', NONE),
     Story('destination: migration cancelled by domjobabort on the source',
           '0 STARTED_MIGRATED\n3 STOPPED_FAILED\n4 UNDEFINED_REMOVED', NONE),
+    Story('destination: migration cancelled, a scan read before the undefine '
+          'applied after it',
+          '0 STARTED_MIGRATED\n3 STOPPED_FAILED\n4 UNDEFINED_REMOVED\n'
+          '4 SCAN shutoff-crashed read@3', NONE),
     Story('destination: incoming migration first seen by a scan, then fails',
           '0 SCAN paused-migration id=3\n5 STOPPED_FAILED', NONE),
     Story('destination: incoming seen by a scan, its failure only by a scan',
