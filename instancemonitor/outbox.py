@@ -106,6 +106,8 @@ class _Entry:
     in_flight: bool = False
     # Its request is on the wire (this round).
     sent: bool = False
+    # Withdrawn while in flight: not retried (see withdraw_waiting).
+    withdrawn: bool = False
 
 
 class Outbox:
@@ -246,22 +248,37 @@ class Outbox:
             return None  # withdrawn, settled, taken or rescheduled
         return entry
 
-    def withdraw_held(self, instance_uuid: str) -> list[Notification]:
-        """Remove this instance's notifications that are still held back."""
+    def withdraw_waiting(self, instance_uuid: str,
+                         pairs: tuple[str, ...] = ('*',)) -> list[Notification]:
+        """Remove this instance's notifications of ``pairs`` ('EVENT/DETAIL';
+        '*' is any) that wait: held back, or between retry rounds; return
+        them. One in flight goes on with its attempt, but is not retried
+        (:meth:`wanted`); one due now is being sent."""
         now = self._monotonic()
+
+        def matches(entry: _Entry) -> bool:
+            n = entry.notification
+            return n.instance_uuid == instance_uuid and (
+                '*' in pairs or f'{n.event}/{n.vir_domain_event}' in pairs)
         with self._cond:
-            held = [nid for nid, e in self._entries.items()
-                    if e.notification.instance_uuid == instance_uuid
-                    and not e.in_flight and e.due > now]
-            withdrawn = [self._entries.pop(nid).notification for nid in held]
+            mine = [(nid, e) for nid, e in self._entries.items() if matches(e)]
+            for _, entry in mine:
+                entry.withdrawn = entry.in_flight
             # Added in this group of events, not scheduled yet.
-            mine = [e for e in self._held
-                    if e.notification.instance_uuid == instance_uuid and e.due > now]
-            self._held = [e for e in self._held if e not in mine]
-            withdrawn += [e.notification for e in mine]
-        for notification in withdrawn:
+            held = [e for e in self._held if matches(e) and e.due > now]
+            self._held = [e for e in self._held if e not in held]
+            gone = [self._entries.pop(nid).notification for nid, e in mine
+                    if not e.in_flight and e.due > now] + [e.notification for e in held]
+        for notification in gone:
             self._store.remove(notification.notification_id)
-        return withdrawn
+        return gone
+
+    def wanted(self, notification: Notification) -> bool:
+        """Whether a notification in flight is still to be sent: not
+        withdrawn since it was taken (nor settled)."""
+        with self._cond:
+            entry = self._entries.get(notification.notification_id)
+            return entry is not None and not entry.withdrawn
 
     def take(self, stop: threading.Event,
              timeout: float | None = None) -> Notification | None:
@@ -332,9 +349,16 @@ class Outbox:
             self.dead_lettered += 1
 
     def retry_later(self, notification: Notification, delay: float) -> bool:
-        """Schedule another round; False if it became a dead letter instead."""
+        """Schedule another round; False if it became a dead letter instead,
+        or was withdrawn while in flight (then it is gone)."""
         with self._cond:
-            age = self._monotonic() - self._entries[notification.notification_id].born
+            entry = self._entries[notification.notification_id]
+            if entry.withdrawn:
+                del self._entries[notification.notification_id]
+            age = self._monotonic() - entry.born
+        if entry.withdrawn:
+            self._store.remove(notification.notification_id)
+            return False
         if self.max_age and age > self.max_age:
             LOG.error('Notification %s (%s/%s of %s) undelivered %.0f s after '
                       'detection, past max_pending_age: kept as a dead letter',

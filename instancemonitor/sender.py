@@ -58,6 +58,10 @@ class _Stopping(Exception):
     """Raised out of a retry wait when the sender is stopped."""
 
 
+class _Withdrawn(Exception):
+    """Raised instead of a retry of a notification withdrawn meanwhile."""
+
+
 class Sender:
     # Seconds without work after which an extra thread ends.
     IDLE_EXIT = 30.0
@@ -178,7 +182,11 @@ class Sender:
         answers = [first]
 
         def attempt(notification: Notification) -> Answer:
-            return answers.pop() if answers else self._sink.send(notification)
+            if answers:
+                return answers.pop()
+            if not self._outbox.wanted(notification):
+                raise _Withdrawn()
+            return self._sink.send(notification)
 
         def log_retry(state: tenacity.RetryCallState) -> None:
             LOG.warning(
@@ -199,6 +207,8 @@ class Sender:
             return retrying(attempt, notification)
         except _Stopping:
             return Answer(Outcome.RETRY, None, 'sender stopped')
+        except _Withdrawn:
+            return Answer(Outcome.RETRY, None, 'withdrawn')
 
     def _sleep(self, seconds: float) -> None:
         deadline = clock.monotonic() + seconds
@@ -229,6 +239,10 @@ class Sender:
                       notification.instance_uuid, self._sink.name, answer)
         elif self._stop.is_set():
             self._outbox.retry_later(notification, 0.0)
+        elif not self._outbox.wanted(notification):
+            self._outbox.retry_later(notification, 0.0)  # drops it
+            LOG.info('Notification %s (%s of %s) withdrawn: the domain runs '
+                     'again; not retried', nid, payload, notification.instance_uuid)
         else:
             delay = self._policy.next_round_delay()
             if not self._outbox.retry_later(notification, delay):

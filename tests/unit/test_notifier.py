@@ -350,6 +350,26 @@ def test_sender_keeps_rejected_as_dead_letter_and_logs_the_message(caplog):
     assert 'Host with name x could not be found.' in caplog.text
 
 
+def test_a_notification_withdrawn_during_its_retries_is_not_tried_again(caplog):
+    # The domain started again while the API kept failing: a later attempt
+    # that got through would have Masakari stop a running VM.
+    sink = ScriptedSink(*[Answer(Outcome.RETRY, 503, 'busy')] * 10)
+    outbox, sender, n = run_one(sink, RetryPolicy(retry_max=10, interval=0.2))
+    sender.start()
+    try:
+        wait_for(lambda: len(sink.sent) >= 2, 5, 'two attempts')
+        assert outbox.withdraw_waiting(n.instance_uuid) == []  # in flight
+        with caplog.at_level(logging.INFO):
+            wait_for(lambda: outbox.pending() == 0, 5, 'the withdrawal')
+        tried = len(sink.sent)
+        time.sleep(0.5)
+    finally:
+        sender.stop()
+    assert len(sink.sent) == tried <= 3
+    assert 'withdrawn: the domain runs again; not retried' in caplog.text
+    assert outbox.dead_letters() == []
+
+
 def test_stop_interrupts_a_retry_wait_and_keeps_the_notification():
     sink = ScriptedSink(*[Answer(Outcome.RETRY, 503, 'busy')] * 10)
     outbox, sender, n = run_one(sink, RetryPolicy(retry_max=10, interval=60.0))

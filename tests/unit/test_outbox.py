@@ -3,6 +3,7 @@ import threading
 import time
 
 from instancemonitor.events import Notification
+from instancemonitor.outbox import MemoryOutboxStore
 from instancemonitor.outbox import Outbox
 
 T0 = datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)
@@ -41,11 +42,54 @@ def test_held_notification_waits_and_can_be_withdrawn():
     held, other = notification('a'), notification('b')
     box.add(held, delay=5.0)
     box.add(other, delay=5.0)
-    assert box.withdraw_held('a') == [held]
+    assert box.withdraw_waiting('a') == [held]
     clock.now += 5.0
     assert box.take(threading.Event()) is other
-    assert box.withdraw_held('b') == []  # in flight: too late to withdraw
+    assert box.withdraw_waiting('b') == []  # in flight: it goes on...
     assert box.pending() == 1
+
+
+def test_one_withdrawn_in_flight_is_not_retried_but_may_be_delivered():
+    store = MemoryOutboxStore()
+    box = Outbox(store)
+    stop = threading.Event()
+    failing, answered = notification('a'), notification('b')
+    box.add(failing)
+    box.add(answered)
+    assert box.take(stop) is failing and box.take(stop) is answered
+    assert box.withdraw_waiting('a') == [] and box.withdraw_waiting('b') == []
+    assert not box.wanted(failing) and not box.wanted(answered)
+    # ...and is dropped at its failure, not rescheduled; delivered, it is
+    # simply delivered.
+    assert box.retry_later(failing, 10.0) is False
+    box.delivered(answered)
+    assert box.pending() == 0 and store.pending('masakari') == []
+    assert box.dead_letters() == []
+
+
+def test_one_waiting_for_its_next_round_is_withdrawn_one_due_now_is_not():
+    clock = FakeClock()
+    box = Outbox(monotonic=clock)
+    stop = threading.Event()
+    retrying, due = notification('a'), notification('a', 'IO_ERROR')
+    box.add(retrying)
+    assert box.take(stop) is retrying
+    assert box.retry_later(retrying, 30.0)  # the API did not answer
+    box.add(due)  # being sent
+    assert box.withdraw_waiting('a') == [retrying]
+    assert box.take(stop, 0.0) is due
+    clock.now += 60.0
+    assert box.take(stop, 0.0) is None and box.pending() == 1
+
+
+def test_only_the_pairs_named_are_withdrawn():
+    clock = FakeClock()
+    box = Outbox(monotonic=clock)
+    hang, io = notification('a', 'QEMU_GUEST_AGENT_ERROR'), notification('a', 'IO_ERROR')
+    box.add(hang, delay=5.0)
+    box.add(io, delay=5.0)
+    assert box.withdraw_waiting('a', ('QEMU_GUEST_AGENT_ERROR/STOPPED_FAILED',)) == [hang]
+    assert box.withdraw_waiting('a') == [io]
 
 
 def test_take_blocks_until_due_then_returns():
@@ -111,7 +155,7 @@ def test_notifications_added_while_holding_are_takeable_only_after_it():
         taker.join()
         assert taken == [None]
         # ...and a held one can still be withdrawn within the group.
-        assert box.withdraw_held('b') == [held_back]
+        assert box.withdraw_waiting('b') == [held_back]
     assert box.take(stop, 1.0) is first
     assert box.pending() == 1
 
@@ -138,7 +182,7 @@ def test_released_notifications_are_taken_at_once_and_sent_after_the_commit():
     sender.join(5)
     assert waited[0][0] is True and waited[0][1] >= committed
     assert box.wait_committed(first) is False  # committed: at once
-    assert box.withdraw_held('b') == [held_back]
+    assert box.withdraw_waiting('b') == [held_back]
 
 
 def test_only_the_holder_releases_its_additions():
