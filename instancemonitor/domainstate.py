@@ -93,14 +93,15 @@ class Action(enum.StrEnum):
 
 
 ANY = '*'
+ALL_PAIRS = (ANY,)
 _ACTIVE = (Phase.RUNNING, Phase.PAUSED, Phase.ERROR_PAUSED, Phase.MIGRATING_OUT)
 _STOPPED = (Phase.SHUTOFF, Phase.FAILED)
 
 # (phase or ANY, input) → (new phase or None to keep it, action). A specific
 # phase's row wins over the ANY row of the same input.
 LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
-    # A start is always a new run: it ends any episode, and withdraws a stop
-    # held for the reboot window.
+    # A start is always a new run: it ends any episode, and withdraws what
+    # still waits to be sent for the domain.
     (ANY, Input.START): (Phase.RUNNING, Action.NEW_RUN),
     (ANY, Input.START_MIGRATION_IN): (Phase.MIGRATING_IN, Action.NEW_RUN),
     # Resuming from QEMU's own error pause is a new run; any other resume is
@@ -130,8 +131,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (ANY, Input.AGENT_CONNECTED): (None, Action.NONE),
     (ANY, Input.AGENT_DISCONNECTED): (None, Action.NONE),
     (ANY, Input.EVENT): (None, Action.FORWARD),
-    # A scan never ends an episode of the run it finds, never withdraws a
-    # held stop, and notifies only what nobody reported.
+    # A scan never ends an episode of the run it finds, and notifies only
+    # what nobody reported; one that finds a run not seen is a new run.
     (ANY, Input.SCAN_RUNNING): (None, Action.NONE),
     (ANY, Input.SCAN_RUNNING_NEW_RUN): (Phase.RUNNING, Action.NEW_RUN),
     (ANY, Input.SCAN_PAUSED): (Phase.PAUSED, Action.NONE),
@@ -343,7 +344,9 @@ class Outcome:
     # (pair, seconds held, generated_time)
     notify: list[tuple[tuple[str, str], float, datetime.datetime]] = (
         dataclasses.field(default_factory=list))
-    withdraw_held: bool = False
+    # Withdraw the domain's notifications of these pairs ('EVENT/DETAIL',
+    # or ALL_PAIRS) that still wait to be sent: what they report is over.
+    withdraw: tuple[str, ...] = ()
     # The heartbeat's new (state, failures), when it changed.
     heartbeat: tuple[Agent, int] | None = None
     # Probes whose state changed: (name, new status, output of the run).
@@ -484,9 +487,12 @@ class DomainMachine:
         self._set_agent(record, Agent.UNWATCHED, out)
         record.agent_answered, record.agent_since = False, None
         self._reset_probes(record, out)
-        # A stop held for the reboot window was a reboot after all; only a
-        # libvirt event says so, never a scan.
-        out.withdraw_held = not obs.from_scan
+        # The domain runs again: a stop held for the reboot window was a
+        # reboot after all, and a recovery still waiting (held past
+        # Masakari's duplicate window, or for the API to answer) would stop
+        # a running VM. A fresh scan that finds the new run says so as
+        # surely as libvirt's event (a stale one never gets here).
+        out.withdraw = ALL_PAIRS
 
     def _recover(self, record: DomainRecord, pair: tuple[str, str] | None,
                  at: datetime.datetime, out: Outcome, why: str,
@@ -540,7 +546,7 @@ class DomainMachine:
                 if record.episode == label and record.episode_by in ('heartbeat', ''):
                     out.trace.append(f'{given}: the guest agent answers again; '
                                      f'the episode of {label} is over')
-                    self._end_episode(record, label)
+                    self._end_episode(record, label, out)
             case AgentAction.MISSED:
                 failures = record.agent_failures + 1
                 if failures >= policy.threshold:
@@ -575,9 +581,13 @@ class DomainMachine:
         record.episode, record.episode_by, record.failed_at = label, by, at
 
     @staticmethod
-    def _end_episode(record: DomainRecord, label: str) -> None:
+    def _end_episode(record: DomainRecord, label: str, out: Outcome) -> None:
+        """The failure that opened the episode is over (the guest answers
+        again): its notification, if it still waits, would recover a
+        healthy VM."""
         record.episode, record.episode_by, record.failed_at = '', '', None
         record.reported = record.reported - {label}
+        out.withdraw = (*out.withdraw, label)
 
     @staticmethod
     def _reset_probes(record: DomainRecord, out: Outcome) -> None:
@@ -604,7 +614,7 @@ class DomainMachine:
                     if record.episode == label and record.episode_by == by:
                         out.trace.append(f'probe {check.name} succeeds again; the '
                                          f'episode of {label} is over')
-                        self._end_episode(record, label)
+                        self._end_episode(record, label, out)
                 else:  # a reported probe keeps its count until healthy
                     failures = 0 if status.state is Probe.FAILING else status.failures
                     status = dataclasses.replace(status, successes=successes,

@@ -95,7 +95,7 @@ class Journal:
 
     def record(self, event: DomainEvent, observation: Observation,
                queue: Callable[[Notification, float], None],
-               withdraw_held: Callable[[str], None],
+               withdraw_waiting: Callable[[str, tuple[str, ...]], None],
                say: Callable[..., None] = LOG.info) -> list[DomainEvent]:
         """Apply ``observation`` of ``event``; return the heartbeat's and the
         probes' changes, as events for subscribers.
@@ -109,8 +109,8 @@ class Journal:
             uuid=event.domain_uuid, name=event.domain_name,
             last_seq=self._forgotten.get(event.domain_uuid, (-1,))[0])
         outcome = self.machine.apply(before, observation)
-        if outcome.withdraw_held:
-            withdraw_held(event.domain_uuid)
+        if outcome.withdraw:
+            withdraw_waiting(event.domain_uuid, outcome.withdraw)
         record = outcome.record
         if record is None:
             self._trace(before, outcome.trace, say)

@@ -59,7 +59,7 @@ class NotificationPipeline:
         said: list[tuple] = []
         with self._group():
             derived = self._journal.record(event, observation, queue,
-                                           self._withdraw_held,
+                                           self._withdraw_waiting,
                                            lambda *line: said.append(line))
         for notification in due:  # at once if an outer group holds them
             self._outbox.wait_sent(notification, HANDOFF_WAIT)
@@ -69,8 +69,9 @@ class NotificationPipeline:
             for listener in self.listeners:
                 listener(change)
 
-    def _withdraw_held(self, uuid: str) -> None:
-        for withdrawn in self._outbox.withdraw_held(uuid):
-            LOG.info('Domain %s started again within the reboot window: %s/%s '
-                     'not reported', uuid, withdrawn.event,
+    def _withdraw_waiting(self, uuid: str, pairs: tuple[str, ...]) -> None:
+        for withdrawn in self._outbox.withdraw_waiting(uuid, pairs):
+            LOG.info('Domain %s: %s/%s withdrawn before it was sent: what it '
+                     'reports is over (the domain runs again, or its guest '
+                     'answers again)', uuid, withdrawn.event,
                      withdrawn.vir_domain_event)

@@ -265,6 +265,49 @@ def test_agent_restarted_during_a_hang(start_agent_guest, start_agent, recovery_
     assert again.process.poll() is None
 
 
+def _refused_crash(hypervisor, start_guest, start_agent, recovery_api, name):
+    """A persistent guest's QEMU killed while the API answers 503."""
+    recovery_api.answer(*[(503, 'Service Unavailable')] * 10_000)
+    agent = start_agent(recovery_api.url, reconcile_interval=0.5)
+    dom = start_guest(name, persistent=True)
+    agent.wait_log(f'Domain {name} (')
+    os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
+    recovery_api.wait_requests(2, timeout=20)  # refused, and retried
+    return agent, dom
+
+
+def _api_back_and_quiet(recovery_api) -> None:
+    """The API answers again; nothing more may reach it (retries are 0.5 s
+    apart in these agents)."""
+    with recovery_api._changed:
+        recovery_api.script.clear()
+        tried = len(recovery_api.requests)
+    time.sleep(QUIET)
+    assert len(recovery_api.requests) == tried and recovery_api.stored == []
+
+
+def test_a_crash_the_api_refused_is_withdrawn_when_the_vm_is_started_again(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # Recovering it now would have Masakari stop a running VM.
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-start')
+    dom.create()
+    agent.wait_log('withdrawn')
+    _api_back_and_quiet(recovery_api)
+
+
+def test_the_same_with_the_start_seen_only_by_a_restarted_agents_scan(
+        hypervisor, start_guest, start_agent, recovery_api):
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-restart')
+    assert agent.stop() == 0
+    dom.create()  # no agent sees the event
+    again = start_agent(recovery_api.url, reconcile_interval=0.5)
+    again.wait_log('withdrawn')
+    _api_back_and_quiet(recovery_api)
+    assert again.process.poll() is None
+
+
 def test_sigkill_of_qemu(hypervisor, start_guest, start_agent, recovery_api):
     start_agent(recovery_api.url)
     dom = start_guest('mx-kill')

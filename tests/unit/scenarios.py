@@ -7,7 +7,11 @@ WHAT is a libvirt lifecycle event by its constant's name (``STOPPED_FAILED``,
 ``AGENT_CONNECTED``, ``AGENT_DISCONNECTED``, ``PING_OK``, ``PING_MISS``,
 ``SCAN STATE-REASON`` (a state scan finding the domain in that libvirt state,
 e.g. ``SCAN running``, ``SCAN shutoff-crashed``, ``SCAN paused-migration``),
-or ``RESTART`` (the agent process restarts on its state database).
+``RESTART`` (the agent process restarts on its state database), or
+``API_DOWN`` / ``API_UP``: from then on every POST fails (each due
+notification is tried again 10 s later), or arrives. After each step what
+is due is sent; the notifications expected are those sent, then those still
+waiting.
 
 Every STARTED_* gives the domain a new id unless ``id=`` says otherwise;
 other events, pings and scans of an active domain carry the current id.
@@ -297,6 +301,30 @@ STORIES = [
           '55 PING_MISS\n65 PING_MISS\n75 PING_MISS', (HANG, HANG)),
     Story('reported hang, then a failing disk in the same run: one',
           UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 IO_ERROR_REPORT', (HANG,)),
+
+    # --- The API does not answer: what waits is withdrawn once it is over ----
+    Story('API down: a crash, then the VM started again: withdrawn',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n20 RESUMED_UNPAUSED\n20 STARTED_BOOTED\n'
+          '30 API_UP', NONE),
+    Story('API down: a crash, the agent restarts, its scan finds the VM running '
+          'again: withdrawn',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n20 RESTART\n20 SCAN running id=9\n'
+          '30 API_UP', NONE),
+    Story('API down: a crash, the agent restarts, still shut off: sent once the '
+          'API is back',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n20 RESTART\n20 SCAN shutoff-crashed\n'
+          '30 API_UP\n35 SCAN shutoff-crashed', (CRASH,)),
+    Story('API down: a hang, then the guest agent answers again: withdrawn',
+          UP + '4 API_DOWN\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n38 PING_OK\n'
+          '50 API_UP', NONE),
+    Story('API down: a hang that goes on is sent once the API is back',
+          UP + '4 API_DOWN\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n'
+          '41 PING_MISS\n50 API_UP', (HANG,)),
+    Story('API down: an I/O error is sent though the guest agent answers',
+          UP + '4 API_DOWN\n5 IO_ERROR_REPORT\n11 PING_OK\n20 API_UP', (IO,)),
+    Story('API down: a crash held past the duplicate window, started again: withdrawn',
+          UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n25 API_DOWN\n'
+          '40 STOPPED_FAILED\n60 STARTED_BOOTED\n70 API_UP', (CRASH,)),
 
     # --- Migration -----------------------------------------------------------
     Story('source: live migration succeeds',

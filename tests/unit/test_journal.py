@@ -1,5 +1,6 @@
 """The journal: the state machine's records kept, notifications queued first."""
 
+import dataclasses
 import datetime
 
 import libvirt
@@ -43,7 +44,7 @@ class Harness:
                 len(self.queued))
             self.queued.append(notification)
         return self.journal.record(event, self.filter.classify(event), queue,
-                                   self.withdrawn.append)
+                                   lambda uuid, pairs: self.withdrawn.append(uuid))
 
 
 def test_a_crash_is_one_notification_frozen_at_detection():
@@ -62,14 +63,16 @@ def test_a_crash_is_one_notification_frozen_at_detection():
     assert record.last_event == f'LIFECYCLE {STOPPED_FAILED[0]}/{STOPPED_FAILED[1]}'
 
 
-def test_a_start_withdraws_held_stops_but_a_scan_does_not():
+def test_a_start_or_a_scan_that_finds_a_new_run_withdraws_what_waits():
     h = Harness()
     h.feed(lifecycle(*STARTED))
     assert h.withdrawn == [UUID]
     scan = DomainEvent(EventKind.LIFECYCLE, UUID, 'instance-0001', *STARTED,
-                       source='reconciliation', domain_id=2)
+                       source='reconciliation', domain_id=1)
     h.feed(scan)
-    assert h.withdrawn == [UUID]
+    assert h.withdrawn == [UUID]  # the same run: nothing over
+    h.feed(dataclasses.replace(scan, domain_id=2))
+    assert h.withdrawn == [UUID, UUID]
     assert h.journal.records()[0].run == 2  # a run it had not seen
 
 
@@ -116,7 +119,8 @@ def test_the_log_says_once_what_was_queued_and_how_long_it_is_held():
     def feed(event):
         return h.journal.record(event, h.filter.classify(event),
                                 lambda n, hold: h.queued.append(n),
-                                h.withdrawn.append, lambda *line: said.append(
+                                lambda uuid, pairs: h.withdrawn.append(uuid),
+                                lambda *line: said.append(
                                     line[0] % line[1:]))
     feed(lifecycle(*STARTED))
     feed(lifecycle(*STOPPED_FAILED, seconds=5))

@@ -4,6 +4,7 @@ events scripted."""
 
 import datetime
 import pathlib
+import threading
 
 import libvirt
 import pytest
@@ -13,6 +14,7 @@ from instancemonitor.domainstate import HeartbeatPolicy
 from instancemonitor.events import NO_CODE
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
+from instancemonitor.events import Notification
 from instancemonitor.filter import RECONCILIATION
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
@@ -27,6 +29,8 @@ from tests.unit.scenarios import Story
 T0 = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.UTC)
 UP_AND_CRASH = UP + '5 STOPPED_FAILED\n'
 UUID = '0b2e7f3c-4a5d-4e6f-8a9b-0c1d2e3f4a5b'
+# Seconds between the rounds of a notification the API does not take.
+RETRY_ROUND = 10.0
 _AGENT = {'AGENT_CONNECTED':
           libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED,
           'AGENT_DISCONNECTED':
@@ -42,6 +46,9 @@ class Replay:
         self.now = 0.0
         self.domain_id = 0
         self.seqs: list[int] = []
+        # What reached the API, and when; while it is down, every POST fails.
+        self.sent: list[tuple[Notification, float]] = []
+        self.api_down = False
         self._open()
 
     def _open(self) -> None:
@@ -110,17 +117,31 @@ class Replay:
     def step(self, line: str) -> None:
         seconds, what, *args = line.split()
         self.now = float(seconds)
-        if what == 'RESTART':
+        if what in ('RESTART', 'API_DOWN', 'API_UP'):
             self.seqs.append(10 * (len(self.seqs) + 1))
-            self.store.close()
-            self._open()
-            return
-        if event := self.event(what, args):
+            if what == 'RESTART':
+                self.store.close()
+                self._open()
+            else:
+                self.api_down = what == 'API_DOWN'
+        elif event := self.event(what, args):
             self.pipeline(event)
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """What a sender does with each notification due now: a POST that
+        arrives, or, while the API is down, a round of failed ones."""
+        while (n := self.outbox.take(threading.Event(), timeout=0.0)) is not None:
+            if self.api_down:
+                self.outbox.retry_later(n, RETRY_ROUND)
+            else:
+                self.outbox.delivered(n)
+                self.sent.append((n, self.now))
 
     def notified(self) -> tuple[str, ...]:
-        return tuple(f'{n.event}/{n.vir_domain_event}'
-                     for n, _ in self.store.pending('masakari'))
+        """What reached the API, then what is still to be sent."""
+        return tuple(f'{n.event}/{n.vir_domain_event}' for n, _ in
+                     self.sent + self.store.pending('masakari'))
 
 
 def replay(story: Story, directory: pathlib.Path) -> tuple[str, ...]:
@@ -145,15 +166,17 @@ def test_story(story, tmp_path):
 
 def _pending(story: Story, directory: pathlib.Path) -> list[tuple[str, float, float]]:
     """(EVENT/DETAIL, seconds after T0 it is generated, seconds after T0 it
-    is due) of each notification left to send."""
+    is sent or due) of each notification sent or left to send."""
     run = Replay(story, directory)
     for line in filter(None, (line.strip() for line in story.steps.splitlines())):
         run.step(line)
     try:
         return [(f'{n.event}/{n.vir_domain_event}',
-                 (n.generated_time - T0).total_seconds(),
-                 due - T0.timestamp())
-                for n, due in run.store.pending('masakari')]
+                 (n.generated_time - T0).total_seconds(), at)
+                for n, at in run.sent] + [
+            (f'{n.event}/{n.vir_domain_event}',
+             (n.generated_time - T0).total_seconds(), due - T0.timestamp())
+            for n, due in run.store.pending('masakari')]
     finally:
         run.store.close()
 

@@ -55,11 +55,17 @@ _READ = re.compile(r'read@(\d+)')
 
 
 def states(steps: list[str]) -> list[str | None]:
-    """The state a scan would read right after each step."""
+    """The state a scan would read right after each step. A story's scan
+    that finds another state than its events left tells of events nobody
+    saw (the agent or libvirtd was down), at a time it does not say: the
+    steps since the last one known are then of no known state."""
     state: str | None = None
-    after = []
-    for step in steps:
+    after: list[str | None] = []
+    known = -1  # the last step whose state is certain
+    for index, step in enumerate(steps):
         _, what, *args = step.split()
+        if what == 'SCAN' and not _READ.search(step) and args[0] != state:
+            after[known + 1:] = [None] * (index - known - 1)
         if what.startswith('RESUMED_'):
             # Before a start's STARTED_* (libvirt sends RESUMED_UNPAUSED
             # first), the domain is already in the run that event opens.
@@ -71,6 +77,10 @@ def states(steps: list[str]) -> list[str | None]:
             state = _STATE_AFTER[what]
         elif what == 'SCAN' and not _READ.search(step):
             state = args[0]
+        else:
+            after.append(state)
+            continue
+        known = index
         after.append(state)
     return after
 
@@ -120,6 +130,10 @@ def test_the_states_follow_the_events():
     assert states(['0 SCAN paused-migration id=3', '1 SCAN running read@1',
                    '5 STOPPED_FAILED']) == [
         'paused-migration', 'paused-migration', 'shutoff-crashed']
+    # Started while the agent was down: when, nobody knows.
+    assert states(['0 STARTED_BOOTED', '5 STOPPED_FAILED', '6 PING_MISS', '20 RESTART',
+                   '20 SCAN running id=9', '21 REBOOT']) == [
+        'running', 'shutoff-crashed', None, None, 'running', 'running']
 
 
 def test_a_later_steps_stale_read_keeps_pointing_at_its_step():
