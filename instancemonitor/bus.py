@@ -29,7 +29,9 @@ Subscriber = Callable[[DomainEvent], None]
 
 class EventBus:
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[DomainEvent | None] = queue.SimpleQueue()
+        # Events, calls (after_pending), and None: a wake.
+        self._queue: queue.SimpleQueue[DomainEvent | Callable[[], None] | None] = (
+            queue.SimpleQueue())
         self._subscribers: dict[str, list[Subscriber]] = (
             collections.defaultdict(list))
 
@@ -39,6 +41,11 @@ class EventBus:
 
     def publish(self, event: DomainEvent) -> None:
         self._queue.put(event)
+
+    def after_pending(self, call: Callable[[], None]) -> None:
+        """Have the dispatch thread call ``call`` once every event published
+        before it is dispatched."""
+        self._queue.put(call)
 
     def pending(self) -> int:
         return self._queue.qsize()
@@ -77,7 +84,13 @@ class EventBus:
             if None in events:
                 self._queue.put(None)  # the wake, seen on the next turn
 
-    def _dispatch(self, event: DomainEvent) -> None:
+    def _dispatch(self, event: DomainEvent | Callable[[], None]) -> None:
+        if not isinstance(event, DomainEvent):
+            try:
+                event()
+            except Exception:
+                LOG.exception('Call %r after the pending events failed', event)
+            return
         for subscriber in (self._subscribers.get(event.kind, []) +
                            self._subscribers.get(WILDCARD, [])):
             try:

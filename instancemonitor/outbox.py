@@ -108,6 +108,8 @@ class _Entry:
     sent: bool = False
     # Withdrawn while in flight: not retried (see withdraw_waiting).
     withdrawn: bool = False
+    # Recovered from the store, not yet confirmed by a scan (see release_recovered).
+    unconfirmed: bool = False
 
 
 class Outbox:
@@ -118,12 +120,16 @@ class Outbox:
                  max_age: float = 0.0,
                  monotonic: Callable[[], float] = clock.monotonic,
                  utcnow: Callable[[], datetime.datetime] = clock.utcnow,
-                 sink: str = RECOVERY_SINK, max_delay: float = 300.0) -> None:
+                 sink: str = RECOVERY_SINK, max_delay: float = 300.0,
+                 confirm_recovered_within: float = 0.0) -> None:
         """``max_age``: seconds after detection when an undelivered
         notification becomes a dead letter; 0 keeps it for ever.
         ``max_delay``: the longest a notification is ever scheduled ahead (a
         hold or a retry round); what a restart finds due later than that,
-        because the wall clock went back, is due after it instead."""
+        because the wall clock went back, is due after it instead.
+        ``confirm_recovered_within``: if set, what the store held at start
+        waits for :meth:`release_recovered` (the agent's first scan, which
+        withdraws what is over), at most that many seconds."""
         self.sink = sink
         self._store = store or MemoryOutboxStore()
         self.max_age = max_age
@@ -154,17 +160,28 @@ class Outbox:
         self._committed = threading.Condition(lock)
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending(sink)
+        # While recovered notifications wait for confirmation: until when.
+        self._unconfirmed_until: float | None = (
+            now + confirm_recovered_within
+            if recovered and confirm_recovered_within else None)
         with self._cond:
             for notification, due_at in recovered:
                 # Across a restart only the wall clock can tell: its steps
                 # are clamped, never a reason to wait longer or to die young.
                 delay = min(max(0.0, due_at - now_wall), max_delay)
                 age = max(0.0, now_wall - notification.generated_time.timestamp())
-                self._schedule(_Entry(notification, now + delay,
-                                      next(self._orders), born=now - age))
+                entry = _Entry(notification, now + delay, next(self._orders),
+                               born=now - age)
+                if self._unconfirmed_until is None:
+                    self._schedule(entry)
+                else:
+                    entry.unconfirmed = True
+                    self._entries[notification.notification_id] = entry
         if recovered:
-            LOG.info('%d pending notifications for %s recovered from the outbox',
-                     len(recovered), sink)
+            LOG.info('%d pending notifications for %s recovered from the outbox%s',
+                     len(recovered), sink,
+                     '; sent once a scan of the domains confirms them'
+                     if self._unconfirmed_until is not None else '')
 
     def _due_at(self, delay: float) -> float:
         return self._utcnow().timestamp() + delay
@@ -268,10 +285,32 @@ class Outbox:
             held = [e for e in self._held if matches(e) and e.due > now]
             self._held = [e for e in self._held if e not in held]
             gone = [self._entries.pop(nid).notification for nid, e in mine
-                    if not e.in_flight and e.due > now] + [e.notification for e in held]
+                    if not e.in_flight and (e.due > now or e.unconfirmed)] + [
+                e.notification for e in held]
         for notification in gone:
             self._store.remove(notification.notification_id)
         return gone
+
+    def release_recovered(self, why: str = 'a scan of the domains confirmed them'
+                          ) -> None:
+        """Schedule what the store held at start and was not withdrawn."""
+        if self._unconfirmed_until is None:  # released, or nothing held
+            return
+        with self._cond:
+            self._release_recovered(why)
+        self.on_schedule()
+
+    def _release_recovered(self, why: str) -> None:
+        if self._unconfirmed_until is None:
+            return
+        self._unconfirmed_until = None
+        released = [e for e in self._entries.values() if e.unconfirmed]
+        for entry in released:
+            entry.unconfirmed = False
+            self._schedule(entry)
+        if released:
+            LOG.info('%d recovered notifications for %s released: %s',
+                     len(released), self.sink, why)
 
     def wanted(self, notification: Notification) -> bool:
         """Whether a notification in flight is still to be sent: not
@@ -288,10 +327,17 @@ class Outbox:
         with self._cond:
             while not stop.is_set():
                 now, timeout = self._monotonic(), None
+                if self._unconfirmed_until is not None:
+                    if now >= self._unconfirmed_until:
+                        self._release_recovered('no scan of the domains could '
+                                                'confirm them in time')
+                    else:
+                        timeout = self._unconfirmed_until - now
                 while self._waiting:
                     due, _, nid = self._waiting[0]
                     if due > now:
-                        timeout = due - now
+                        timeout = due - now if timeout is None else min(timeout,
+                                                                        due - now)
                         break
                     heapq.heappop(self._waiting)
                     entry = self._current(nid, due)

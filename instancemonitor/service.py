@@ -71,6 +71,10 @@ LOG = logging.getLogger(__name__)
 
 # Seconds between deletions of old dead letters.
 DEAD_LETTER_PRUNE_INTERVAL = 600.0
+# Seconds what the outbox held at start waits for the first scan of the
+# domains, at most: with libvirtd unreachable for longer it is sent
+# unconfirmed (nothing starts a VM without libvirtd meanwhile).
+RECOVERED_CONFIRM_WAIT = 30.0
 
 
 class EventSink(Sink, Protocol):
@@ -166,9 +170,12 @@ class AgentService:
             self.store or MemoryJournalStore(), self.hostname,
             DomainMachine(heartbeat_policy(conf.introspectiveinstancemonitor),
                           duplicate_window=conf.api.duplicate_detection_interval))
+        # What an earlier run left to send waits for the first scan: a VM
+        # started meanwhile must not be recovered (the scan withdraws it).
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
                              max_age=conf.callback.max_pending_age,
-                             max_delay=max_delay(conf))
+                             max_delay=max_delay(conf),
+                             confirm_recovered_within=RECOVERED_CONFIRM_WAIT)
         # Every sink's outbox, the recovery API's first. The subscribers'
         # are in a database of their own: the recovery API's writes never
         # wait for theirs.
@@ -241,7 +248,7 @@ class AgentService:
         self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
         self.reconciler = Reconciler(
             self.bus.publish, lambda: self.connection.connection,
-            conf.libvirt.reconcile_interval, scanned=self._prune_gone,
+            conf.libvirt.reconcile_interval, scanned=self._scanned,
             progress=lambda: self.liveness.mark(RECONCILE_THREAD))
         self._forget_gone_after = conf.libvirt.forget_gone_after
         self._dead_letter_bounds = (conf.callback.dead_letter_max_age,
@@ -366,8 +373,13 @@ class AgentService:
         written now, or none at all."""
         return self.store is None or any(state.degraded for state in self._stores)
 
+    def _scanned(self, present: set[str], seq: int) -> None:
+        """After a complete scan (its states published, not yet applied)."""
+        self.bus.after_pending(self.outbox.release_recovered)
+        self._prune_gone(present, seq)
+
     def _prune_gone(self, present: set[str], seq: int) -> None:
-        """After a complete scan: drop the records of domains long gone."""
+        """Drop the records of domains long gone."""
         if not self._forget_gone_after:
             return
         count = self.journal.prune_gone(present, seq, clock.utcnow(),

@@ -308,6 +308,23 @@ def test_the_same_with_the_start_seen_only_by_a_restarted_agents_scan(
     assert again.process.poll() is None
 
 
+def test_the_same_with_the_api_back_before_the_agent(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # What the restarted agent finds in its outbox waits for its first scan,
+    # which finds the VM in a new run: not one POST.
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-back')
+    assert agent.stop() == 0
+    dom.create()
+    with recovery_api._changed:
+        recovery_api.script.clear()
+        tried = len(recovery_api.requests)
+    again = start_agent(recovery_api.url, reconcile_interval=0.5)
+    again.wait_log('withdrawn')
+    time.sleep(QUIET)
+    assert len(recovery_api.requests) == tried and recovery_api.stored == []
+
+
 def test_sigkill_of_qemu(hypervisor, start_guest, start_agent, recovery_api):
     start_agent(recovery_api.url)
     dom = start_guest('mx-kill')

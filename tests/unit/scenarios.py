@@ -314,6 +314,18 @@ STORIES = [
           'API is back',
           UP + '4 API_DOWN\n5 STOPPED_FAILED\n20 RESTART\n20 SCAN shutoff-crashed\n'
           '30 API_UP\n35 SCAN shutoff-crashed', (CRASH,)),
+    Story('API down: a crash; the agent restarts, the API is back before its '
+          'first scan, which finds the VM running again: withdrawn',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n12 RESTART\n13 API_UP\n'
+          '16 SCAN running id=9', NONE),
+    Story('API down: a crash; the agent restarts, the API is back before its '
+          'first scan, which finds it still shut off: sent then',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n12 RESTART\n13 API_UP\n'
+          '16 SCAN shutoff-crashed', (CRASH,)),
+    Story('API down: a crash; the agent restarts, no scan can be made: sent '
+          'unconfirmed 30 s later',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n12 RESTART\n13 API_UP\n'
+          '41 PING_MISS\n43 PING_MISS', (CRASH,)),
     Story('API down: a hang, then the guest agent answers again: withdrawn',
           UP + '4 API_DOWN\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n38 PING_OK\n'
           '50 API_UP', NONE),

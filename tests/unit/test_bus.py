@@ -114,3 +114,22 @@ def test_an_event_alone_is_dispatched_without_a_group():
     bus.wake()
     thread.join(5)
     assert len(got) == 1 and groups == []
+
+
+def test_a_call_after_pending_comes_after_every_event_published_before_it(caplog):
+    bus = EventBus()
+    got = []
+    bus.subscribe(WILDCARD, got.append)
+    events = [DomainEvent(EventKind.REBOOT, str(i), 'n') for i in range(10)]
+    for event in events[:5]:
+        bus.publish(event)
+    bus.after_pending(lambda: got.append('called'))
+    bus.after_pending(lambda: 1 / 0)  # logged, and the dispatch goes on
+    for event in events[5:]:
+        bus.publish(event)
+    stop = threading.Event()
+    stop.set()
+    bus.wake()
+    bus.run(stop)
+    assert got == events[:5] + ['called'] + events[5:]
+    assert 'after the pending events failed' in caplog.text

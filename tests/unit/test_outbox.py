@@ -5,6 +5,7 @@ import time
 from instancemonitor.events import Notification
 from instancemonitor.outbox import MemoryOutboxStore
 from instancemonitor.outbox import Outbox
+from instancemonitor.store import SqliteStateStore
 
 T0 = datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)
 
@@ -213,3 +214,53 @@ def test_the_oldest_pending_age_is_from_detection_and_zero_when_empty():
     assert box.oldest_age() == 35.0
     box.delivered(first)
     assert box.oldest_age() == 5.0
+
+
+def _recovered(directory, clock, *notifications, wait=30.0):
+    """An outbox over a state database that already holds ``notifications``,
+    due now, as after a restart."""
+    store = SqliteStateStore(str(directory))
+    for n in notifications:
+        store.insert(n, 0.0)
+    return Outbox(store, monotonic=clock, confirm_recovered_within=wait), store
+
+
+def test_what_a_restart_finds_waits_for_the_first_scan_which_may_withdraw_it(tmp_path):
+    clock = FakeClock()
+    stop = threading.Event()
+    started, crashed = notification('a'), notification('b')
+    box, store = _recovered(tmp_path, clock, started, crashed)
+    assert box.take(stop, 0.0) is None and box.pending() == 2
+    # The scan finds 'a' in a new run (withdrawn), 'b' still shut off.
+    assert box.withdraw_waiting('a') == [started]
+    box.release_recovered()
+    assert box.take(stop, 0.0) == crashed
+    assert [n for n, _ in store.pending('masakari')] == [crashed]
+
+
+def test_with_no_scan_what_a_restart_found_goes_after_the_wait(tmp_path):
+    clock = FakeClock()
+    stop = threading.Event()
+    crashed = notification('b')
+    box, _ = _recovered(tmp_path, clock, crashed)
+    clock.now += 29.0
+    assert box.take(stop, 0.0) is None
+    clock.now += 1.0
+    assert box.take(stop, 0.0) == crashed
+
+
+def test_a_take_waiting_for_the_confirmation_wakes_at_its_end(tmp_path):
+    crashed = notification('b')
+    box, _ = _recovered(tmp_path, time.monotonic, crashed, wait=0.3)
+    started = time.monotonic()
+    assert box.take(threading.Event(), timeout=5.0) == crashed
+    assert 0.25 <= time.monotonic() - started < 2.0
+
+
+def test_new_notifications_do_not_wait_for_the_confirmation(tmp_path):
+    clock = FakeClock()
+    stop = threading.Event()
+    box, _ = _recovered(tmp_path, clock, notification('b'))
+    fresh = notification('c')
+    box.add(fresh)
+    assert box.take(stop, 0.0) is fresh

@@ -20,6 +20,7 @@ from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.outbox import Outbox
 from instancemonitor.pipeline import NotificationPipeline
+from instancemonitor.service import RECOVERED_CONFIRM_WAIT
 from instancemonitor.sources.reconcile import lifecycle_of
 from instancemonitor.store import SqliteStateStore
 from tests.unit.scenarios import STORIES
@@ -60,8 +61,10 @@ class Replay:
             pair=(story.heartbeat_event, 'STOPPED_FAILED'))
         self.journal = Journal(self.store, 'compute-1', DomainMachine(
             policy, duplicate_window=story.duplicate_window))
+        # As the agent's: what a restart finds waits for the first scan.
         self.outbox = Outbox(self.store, monotonic=lambda: self.now,
-                             utcnow=self._utcnow)
+                             utcnow=self._utcnow,
+                             confirm_recovered_within=RECOVERED_CONFIRM_WAIT)
         self.pipeline = NotificationPipeline(
             EventFilter(forward_all=story.forward == 'all',
                         reboot_window=story.reboot_window),
@@ -126,6 +129,8 @@ class Replay:
                 self.api_down = what == 'API_DOWN'
         elif event := self.event(what, args):
             self.pipeline(event)
+            if event.source == RECONCILIATION:
+                self.outbox.release_recovered()
         self._deliver()
 
     def _deliver(self) -> None:
