@@ -152,6 +152,11 @@ class Notification:
     # The application probe of a PROBE event.
     probe: str = ''
 
+    @property
+    def pair(self) -> str:
+        """'EVENT/DETAIL', as the state machine and the logs name it."""
+        return f'{self.event}/{self.vir_domain_event}'
+
     def body(self) -> dict:
         """The request body of ``POST /notifications``, in Masakari's schema."""
         return {'notification': {

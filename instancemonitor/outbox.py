@@ -275,12 +275,13 @@ class Outbox:
 
         def matches(entry: _Entry) -> bool:
             n = entry.notification
-            return n.instance_uuid == instance_uuid and (
-                '*' in pairs or f'{n.event}/{n.vir_domain_event}' in pairs)
+            return (n.instance_uuid == instance_uuid and
+                    ('*' in pairs or n.pair in pairs))
         with self._cond:
             mine = [(nid, e) for nid, e in self._entries.items() if matches(e)]
             for _, entry in mine:
-                entry.withdrawn = entry.in_flight
+                if entry.in_flight:
+                    entry.withdrawn = True
             # Added in this group of events, not scheduled yet.
             held = [e for e in self._held if matches(e) and e.due > now]
             self._held = [e for e in self._held if e not in held]

@@ -219,7 +219,7 @@ class Sender:
 
     def _settle(self, notification: Notification, answer: Answer) -> None:
         nid = notification.notification_id
-        payload = f'{notification.event}/{notification.vir_domain_event}'
+        payload = notification.pair
         if answer.outcome is not Outcome.RETRY:
             self._on_settle(notification, answer)
         if answer.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):

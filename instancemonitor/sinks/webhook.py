@@ -73,8 +73,7 @@ class WebhookSink:
         headers = {
             **self._auth,
             'X-Instancemonitor-Delivery': notification.notification_id,
-            'X-Instancemonitor-Event':
-                f'{notification.event}/{notification.vir_domain_event}',
+            'X-Instancemonitor-Event': notification.pair,
         }
         timestamp = str(int(clock.utcnow().timestamp()))
         headers[TIMESTAMP_HEADER] = timestamp
