@@ -45,7 +45,7 @@ class OutboxStore(Protocol):
 
     def reschedule(self, notification_id: str, due_at: float) -> None: ...
 
-    def remove(self, notification_id: str) -> None: ...
+    def remove(self, notification_id: str, delivered: bool = False) -> None: ...
 
     def bury(self, notification_id: str, reason: str,
              notification: Notification | None = None) -> None: ...
@@ -70,7 +70,7 @@ class MemoryOutboxStore:
     def reschedule(self, notification_id: str, due_at: float) -> None:
         pass
 
-    def remove(self, notification_id: str) -> None:
+    def remove(self, notification_id: str, delivered: bool = False) -> None:
         pass
 
     def bury(self, notification_id: str, reason: str,
@@ -384,7 +384,7 @@ class Outbox:
                 self._waiting and self._waiting[0][0] <= now)
 
     def delivered(self, notification: Notification) -> None:
-        self._store.remove(notification.notification_id)
+        self._store.remove(notification.notification_id, delivered=True)
         with self._cond:
             self._entries.pop(notification.notification_id, None)
             self._sent.notify_all()

@@ -181,7 +181,8 @@ class AgentService:
         # wait for theirs.
         self.outboxes = {RECOVERY_SINK: self.outbox}
         self.subscriber_store = (
-            store.open_state(conf.state_path, store.SUBSCRIBERS_FILENAME)
+            store.open_state(conf.state_path, store.SUBSCRIBERS_FILENAME,
+                             defer_removals=True)
             if subscribers and self.store else None)
         for subscriber, _ in subscribers:
             self.outboxes[subscriber.name] = Outbox(

@@ -148,15 +148,17 @@ def _in_memory(state_path: str, error: Exception) -> None:
               'memory only and a restart loses them', state_path, error)
 
 
-def open_state(state_path: str,
-               filename: str = FILENAME) -> 'SqliteStateStore | None':
-    """The durable store under ``state_path``, or None (logged) if unusable.
+def open_state(state_path: str, filename: str = FILENAME,
+               defer_removals: bool = False) -> 'SqliteStateStore | None':
+    """The durable store under ``state_path``, or None (logged) if unusable
+    (``defer_removals``: see :class:`SqliteStateStore`).
 
     A database that is not one, or fails its check, is moved aside and a new
     one started: the old file stays for the operator to look at.
     """
     try:
-        return SqliteStateStore(state_path, filename)
+        return SqliteStateStore(state_path, filename,
+                                defer_removals=defer_removals)
     except sqlite3.DatabaseError as error:
         path = pathlib.Path(state_path) / filename
         if isinstance(error, sqlite3.OperationalError) or not path.exists():
@@ -171,7 +173,7 @@ def open_state(state_path: str,
                 extra.rename(aside.with_name(aside.name + suffix))
         LOG.error('State database %s is corrupt (%s); moved aside to %s and '
                   'started afresh', path, error, aside)
-        return open_state(state_path, filename)
+        return open_state(state_path, filename, defer_removals)
     except OSError as error:
         _in_memory(state_path, error)
         return None
@@ -192,8 +194,16 @@ class SqliteStateStore:
     # past this the state is in memory only until the agent restarts.
     BACKLOG_MAX = 100_000
 
+    # Deferred removals written at most this many at a time on their own.
+    DEFERRED_MAX = 256
+
     def __init__(self, state_path: str, filename: str = FILENAME,
-                 busy_timeout: float = 5.0) -> None:
+                 busy_timeout: float = 5.0, defer_removals: bool = False) -> None:
+        """``defer_removals``: a delivered notification's removal is
+        written with the next transaction (or by :meth:`retry`) instead of
+        committing on its own: no fsync of its own, and a crash before then
+        sends it again, with the same id (for event subscribers, who drop
+        repeats by it)."""
         directory = pathlib.Path(state_path)
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / filename
@@ -217,6 +227,9 @@ class SqliteStateStore:
         # Changes waiting for the next group commit (see _write).
         self._queue: list[_Change] = []
         self._queue_lock = threading.Lock()
+        self._defer_removals = defer_removals
+        # Removals waiting for the next transaction (same lock as _queue).
+        self._deferred: list[tuple[str, tuple]] = []
         self._closed = False
         self._dead_in_memory: list[DeadLetter] = []
         try:
@@ -275,7 +288,8 @@ class SqliteStateStore:
                 return change.written
             with self._queue_lock:
                 group, self._queue = self._queue, []
-            written = self._commit_group(group)
+                deferred, self._deferred = self._deferred, []
+            written = self._commit_group(group, deferred)
             for each in group:
                 each.done, each.written = True, written
             return written
@@ -297,8 +311,9 @@ class SqliteStateStore:
         self._batch.append(change.statement)
         return True
 
-    def _commit_group(self, group: list['_Change']) -> bool:
-        statements = [change.statement for change in group]
+    def _commit_group(self, group: list['_Change'],
+                      deferred: list[tuple[str, tuple]] = ()) -> bool:
+        statements = [*deferred, *(change.statement for change in group)]
         if self._closed:
             return False
         if self.degraded:
@@ -337,12 +352,17 @@ class SqliteStateStore:
         with self._lock:
             began = False
             if not (self.degraded or self._closed or self._batch is not None):
+                with self._queue_lock:
+                    deferred, self._deferred = self._deferred, []
                 try:
                     self._db.execute('BEGIN')
+                    for statement in deferred:
+                        self._db.execute(*statement)
                     self._batch_thread = threading.get_ident()
-                    began, self._batch = True, []
+                    began, self._batch = True, deferred
                 except sqlite3.Error as error:
-                    self._degrade(error, [])
+                    self._rollback()
+                    self._degrade(error, deferred)
             try:
                 yield
             finally:
@@ -358,10 +378,11 @@ class SqliteStateStore:
                         self._degrade(error, statements)
 
     def retry(self) -> bool:
-        """Write back what waits in memory, in one transaction; True once
-        the database is up to date again."""
+        """Write back what waits in memory, in one transaction, and the
+        deferred removals; True once the database is up to date again."""
         with self._lock:
             if not self.degraded:
+                self._flush_deferred()
                 return True
             if self.lost or self._closed:
                 return False
@@ -378,11 +399,19 @@ class SqliteStateStore:
                  'in memory written back', self.path, count)
         return True
 
+    def _flush_deferred(self) -> None:
+        """Write the deferred removals now (the lock held)."""
+        with self._queue_lock:
+            deferred, self._deferred = self._deferred, []
+        if deferred:
+            self._commit_group([], deferred)
+
     def close(self) -> None:
         """Close the database. A sender thread still stuck in a request
         after the stop changes nothing any more: what it was sending stays
         pending on disk, for the next start."""
         with self._lock:
+            self._flush_deferred()
             self._closed = True
             self._db.close()
 
@@ -487,9 +516,20 @@ class SqliteStateStore:
         self._write('UPDATE outbox SET due_at = ? WHERE notification_id = ?',
                     (due_at, notification_id))
 
-    def remove(self, notification_id: str) -> None:
-        self._write('DELETE FROM outbox WHERE notification_id = ?',
-                    (notification_id,))
+    def remove(self, notification_id: str, delivered: bool = False) -> None:
+        """``delivered``: removed because its sink has it (deferred, if
+        this store defers removals)."""
+        statement = ('DELETE FROM outbox WHERE notification_id = ?',
+                     (notification_id,))
+        if delivered and self._defer_removals:
+            with self._queue_lock:
+                self._deferred.append(statement)
+                if len(self._deferred) < self.DEFERRED_MAX:
+                    return
+            with self._lock:
+                self._flush_deferred()
+            return
+        self._write(*statement)
 
     def bury(self, notification_id: str, reason: str,
              notification: Notification | None = None) -> None:
@@ -504,6 +544,7 @@ class SqliteStateStore:
         with self._lock:
             if self.degraded or self._closed:
                 return []
+            self._flush_deferred()
             rows = self._db.execute(
                 'SELECT notification_id, hostname, instance_uuid, event, '
                 'vir_domain_event, generated_time, due_at, dead_reason, '

@@ -426,3 +426,103 @@ def test_concurrent_writes_share_commits_and_each_is_on_disk_when_it_returns(
     # Some waited for another's commit and went with the next one: fewer
     # transactions than writes (each alone would be an implicit one).
     assert 0 < len(commits) < 320
+
+
+def _on_disk(path) -> list[str]:
+    """The pending notification ids another connection reads."""
+    other = sqlite3.connect(path)
+    try:
+        return [row[0] for row in other.execute(
+            'SELECT notification_id FROM outbox ORDER BY seq')]
+    finally:
+        other.close()
+
+
+def _subscribers_store(tmp_path, *pending, **options) -> store.SqliteStateStore:
+    """A store that defers removals, holding ``pending``."""
+    s = store.SqliteStateStore(str(tmp_path), store.SUBSCRIBERS_FILENAME,
+                               defer_removals=True, **options)
+    for n in pending:
+        s.insert(n, 0.0)
+    return s
+
+
+def test_a_deferred_removal_goes_with_the_next_transaction(tmp_path):
+    path = tmp_path / store.SUBSCRIBERS_FILENAME
+    first, second, third = notification('u1'), notification('u2'), notification('u3')
+    s = _subscribers_store(tmp_path, first, second)
+    s.remove(first.notification_id, delivered=True)
+    assert _on_disk(path) == [first.notification_id, second.notification_id]
+    with s.batch():  # the next event's notifications: the removal commits with them
+        s.insert(third, 0.0)
+    assert _on_disk(path) == [second.notification_id, third.notification_id]
+    s.remove(second.notification_id, delivered=True)
+    s.set_agent_status({'status': 'ok'})  # any write takes them along
+    assert _on_disk(path) == [third.notification_id]
+    s.remove(third.notification_id, delivered=True)
+    assert s.retry()  # the agent's tick, with nothing else to write
+    assert _on_disk(path) == []
+    s.close()
+
+
+def test_reads_and_close_see_deferred_removals(tmp_path):
+    path = tmp_path / store.SUBSCRIBERS_FILENAME
+    first, second = notification('u1'), notification('u2')
+    s = _subscribers_store(tmp_path, first, second)
+    s.remove(first.notification_id, delivered=True)
+    assert s.pending('masakari') == [(second, 0.0)]
+    s.remove(second.notification_id, delivered=True)
+    s.close()
+    assert _on_disk(path) == []
+
+
+def test_a_crash_before_a_deferred_removal_sends_it_again(tmp_path):
+    delivered, waiting = notification('u1'), notification('u2')
+    s = _subscribers_store(tmp_path, delivered, waiting)
+    s.remove(delivered.notification_id, delivered=True)
+    # The process dies here (no close): the next start has both, and the
+    # delivered one goes again under its own id.
+    again = store.SqliteStateStore(str(tmp_path), store.SUBSCRIBERS_FILENAME)
+    assert [n for n, _ in again.pending('masakari')] == [delivered, waiting]
+    again.close()
+
+
+def test_deferred_removals_are_written_once_there_are_enough(tmp_path):
+    path = tmp_path / store.SUBSCRIBERS_FILENAME
+    many = [notification(f'u{i}')
+            for i in range(store.SqliteStateStore.DEFERRED_MAX)]
+    s = _subscribers_store(tmp_path, *many)
+    for n in many[:-1]:
+        s.remove(n.notification_id, delivered=True)
+    assert _on_disk(path) == [n.notification_id for n in many]
+    s.remove(many[-1].notification_id, delivered=True)
+    assert _on_disk(path) == []
+    s.close()
+
+
+def test_the_recovery_store_removes_a_delivered_notification_at_once(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    box = Outbox(s)
+    n = notification('u1')
+    box.add(n)
+    assert box.take(threading.Event()) is n
+    box.delivered(n)
+    assert _on_disk(tmp_path / store.FILENAME) == []
+    s.close()
+
+
+def test_deferred_removals_wait_out_a_locked_database(tmp_path):
+    path = tmp_path / store.SUBSCRIBERS_FILENAME
+    first, second = notification('u1'), notification('u2')
+    s = _subscribers_store(tmp_path, first, busy_timeout=0.2)
+    s.remove(first.notification_id, delivered=True)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute('BEGIN IMMEDIATE')
+    with s.batch():
+        s.insert(second, 0.0)
+    assert s.degraded and not s.retry()
+    other.execute('ROLLBACK')
+    other.close()
+    assert s.retry() and not s.degraded
+    assert _on_disk(path) == [second.notification_id]
+    s.close()
