@@ -126,6 +126,9 @@ class AgentMetrics:
             ['sink'], registry=self.registry)
         self.registry.register(_LiveCollector(state))
         self._server: WSGIServer | None = None
+        # Per sink: its children of _sent, _latency and _last_delivery
+        # (``labels()`` takes a lock and checks its arguments on every call).
+        self._delivery_metrics: dict[str, tuple] = {}
 
     def observe_event(self, event: DomainEvent) -> None:
         """A bus subscriber (for every kind but pings and probe runs)."""
@@ -138,10 +141,16 @@ class AgentMetrics:
         if answer.outcome in (Outcome.DELIVERED, Outcome.DUPLICATE):
             now = clock.utcnow()
             sink = notification.sink
-            self._sent.labels(sink).inc()
-            self._latency.labels(sink).observe(
+            children = self._delivery_metrics.get(sink)
+            if children is None:
+                children = self._delivery_metrics[sink] = (
+                    self._sent.labels(sink), self._latency.labels(sink),
+                    self._last_delivery.labels(sink))
+            sent, latency, last_delivery = children
+            sent.inc()
+            latency.observe(
                 max(0.0, (now - notification.generated_time).total_seconds()))
-            self._last_delivery.labels(sink).set(now.timestamp())
+            last_delivery.set(now.timestamp())
         elif answer.outcome is Outcome.REJECTED:
             self._rejected.labels(notification.sink, str(answer.status or '')).inc()
 
