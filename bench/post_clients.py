@@ -7,7 +7,9 @@ default), each posting through the sink's client (``sinks.httpclient``) on
 kept-alive connections, as the senders do. asyncio: one event loop posting
 through aiohttp with as many connections. Figures: time until every answer
 came, and CPU of this process per POST (client work only: no journal, no
-store). aiohttp is not a dependency: ``pip install aiohttp`` to compare.
+store). And the same threads each posting through its own pycurl handle
+(libcurl). aiohttp and pycurl are not dependencies: ``pip install aiohttp
+pycurl`` to compare.
 
     python -m bench.post_clients [POSTS]
 """
@@ -19,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from bench.common import ChildRecoveryAPI
 from bench.common import cpu_seconds
@@ -42,36 +45,67 @@ def bodies(count: int) -> list[bytes]:
         instance_name=f'instance-{i:05d}').body()).encode() for i in range(count)]
 
 
-def with_threads(url: str, posts: list[bytes]) -> int:
-    client = httpclient.HTTPClient(10.0, connections=IN_FLIGHT)
+def _in_threads(posts: list[bytes], in_flight: int,
+                sender: Callable[[], Callable[[bytes], int]]) -> int:
+    """Up to ``in_flight`` threads posting ``posts``; each makes its own
+    ``sender()``, which posts a body and returns the status."""
     work: queue.SimpleQueue[bytes] = queue.SimpleQueue()
     for body in posts:
         work.put(body)
     accepted = []
 
     def send() -> None:
+        post = sender()
         while True:
             try:
                 body = work.get_nowait()
             except queue.Empty:
                 return
-            if client.post(url, body, HEADERS).status < 300:
+            if post(body) < 300:
                 accepted.append(body)
     threads = [threading.Thread(target=send, name=f'sender-{i}')
-               for i in range(min(IN_FLIGHT, len(posts)))]
+               for i in range(min(in_flight, len(posts)))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    client.close()
     return len(accepted)
 
 
-def with_aiohttp(url: str, posts: list[bytes]) -> int:
+def with_threads(url: str, posts: list[bytes], in_flight: int) -> int:
+    client = httpclient.HTTPClient(10.0, connections=in_flight)
+    try:
+        return _in_threads(posts, in_flight, lambda: lambda body: client.post(
+            url, body, HEADERS).status)
+    finally:
+        client.close()
+
+
+def with_pycurl(url: str, posts: list[bytes], in_flight: int) -> int:
+    import pycurl
+
+    headers = [f'{name}: {value}' for name, value in HEADERS.items()] + ['Expect:']
+
+    def sender() -> Callable[[bytes], int]:
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.URL, url)
+        handle.setopt(pycurl.TIMEOUT, 10)
+        handle.setopt(pycurl.HTTPHEADER, headers)
+        handle.setopt(pycurl.WRITEFUNCTION, len)
+
+        def post(body: bytes) -> int:
+            handle.setopt(pycurl.POSTFIELDS, body)
+            handle.perform()
+            return handle.getinfo(pycurl.RESPONSE_CODE)
+        return post
+    return _in_threads(posts, in_flight, sender)
+
+
+def with_aiohttp(url: str, posts: list[bytes], in_flight: int) -> int:
     import aiohttp
 
     async def send_all() -> int:
-        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+        connector = aiohttp.TCPConnector(limit=in_flight)
         async with aiohttp.ClientSession(connector=connector) as session:
             async def send(body: bytes) -> bool:
                 async with session.post(url, data=body, headers=HEADERS) as answer:
@@ -81,12 +115,13 @@ def with_aiohttp(url: str, posts: list[bytes]) -> int:
     return asyncio.run(send_all())
 
 
-def run(design, count: int) -> tuple[float, float]:
-    api = ChildRecoveryAPI(API_DELAY).start()
+def run(design, count: int, delay: float = API_DELAY,
+        in_flight: int = IN_FLIGHT) -> tuple[float, float]:
+    api = ChildRecoveryAPI(delay).start()
     try:
         posts = bodies(count)
         cpu, started = cpu_seconds(), time.monotonic()
-        accepted = design(f'{api.url}/notifications', posts)
+        accepted = design(f'{api.url}/notifications', posts, in_flight)
         elapsed, cpu = time.monotonic() - started, cpu_seconds() - cpu
     finally:
         api.stop()
@@ -102,7 +137,12 @@ def main() -> None:
         import aiohttp
         designs.append((f'asyncio, aiohttp {aiohttp.__version__}', with_aiohttp))
     except ImportError:
-        print('# aiohttp is not installed: threads only', file=sys.stderr)
+        print('# aiohttp is not installed', file=sys.stderr)
+    try:
+        import pycurl
+        designs.append((f'threads, pycurl {pycurl.version_info()[1]}', with_pycurl))
+    except ImportError:
+        print('# pycurl is not installed', file=sys.stderr)
     print(f'# {count} POSTs at once, at most {IN_FLIGHT} in flight, API answers '
           f'in {API_DELAY * 1000:.0f} ms; {machine()}')
     print(f'{"":26} {"all answered s":>15} {"CPU ms/POST":>12}')
@@ -110,6 +150,14 @@ def main() -> None:
         for name, design in designs:
             elapsed, cpu_ms = run(design, count)
             print(f'{name:26} {elapsed:>15.2f} {cpu_ms:>12.3f}')
+    # As an event subscriber's sender posts: one at a time, on one kept
+    # connection, the CPU mostly idle between POSTs.
+    print(f'# the same {count} one at a time from one thread, API answers at once')
+    for _ in range(2):
+        for name, design in designs:
+            if design is not with_aiohttp:
+                elapsed, cpu_ms = run(design, count, delay=0.0, in_flight=1)
+                print(f'{name:26} {elapsed:>15.2f} {cpu_ms:>12.3f}')
 
 
 if __name__ == '__main__':
