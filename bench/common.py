@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 
 import libvirt
@@ -136,6 +137,18 @@ def rss_mib() -> float:
 def cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def thread_cpu_seconds(wanted: Callable[[str], bool]) -> float:
+    """CPU of this process's live threads whose name is ``wanted``
+    (Linux: /proc/self/task/TID/schedstat, nanoseconds on a CPU)."""
+    total = 0
+    for thread in threading.enumerate():
+        if wanted(thread.name) and thread.native_id is not None:
+            with contextlib.suppress(OSError):
+                with open(f'/proc/self/task/{thread.native_id}/schedstat') as stat:
+                    total += int(stat.read().split()[0])
+    return total / 1e9
 
 
 def agent_threads() -> int:

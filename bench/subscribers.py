@@ -20,7 +20,9 @@ core, the receivers (the recovery API too) and the broker to the others, as
 they would be on other machines. The agent's CPU per subscriber delivery is
 this process's CPU in "healthy" beyond that in "none", divided by the
 subscriber deliveries; a webhook's is that of "webhooks" beyond "none", and
-the message bus's the rest of "healthy".
+the message bus's the rest of "healthy". Of it, the subscribers' sender
+threads' own CPU (schedstat) is printed too: steadier than the difference
+of two runs, which this machine's drift blurs.
 
     python -m bench.subscribers [EVENTS]
 """
@@ -42,6 +44,8 @@ from bench.common import RecoveryAPI
 from bench.common import cpu_seconds
 from bench.common import machine
 from bench.common import start_agent
+from bench.common import thread_cpu_seconds
+from instancemonitor.events import RECOVERY_SINK
 from tests.processes import wait_for
 
 
@@ -130,9 +134,10 @@ def config(directory: pathlib.Path, urls: list[str]) -> list[str]:
 
 def run(count: int, label: str, files: list[str], bus: dict,
         pipe: multiprocessing.connection.Connection,
-        collect: bool = False) -> tuple[float, int]:
-    """Print the run's figures; return this process's CPU seconds and the
-    subscriber deliveries."""
+        collect: bool = False) -> tuple[float, int, float]:
+    """Print the run's figures; return this process's CPU seconds, the
+    subscriber deliveries and the CPU seconds of the subscribers' sender
+    threads."""
     pipe.send('api')
     agent = start_agent('test:///default', pipe.recv(), files, message_bus=bus,
                         introspectiveinstancemonitor={'enabled': False},
@@ -147,7 +152,7 @@ def run(count: int, label: str, files: list[str], bus: dict,
                 deliveries[0] += 1
                 delivered(notification)
             box.delivered = counted
-    cpu = cpu_seconds()
+    cpu, senders = cpu_seconds(), thread_cpu_seconds(subscriber_sender)
     try:
         due = time.monotonic()
         for i in range(count):
@@ -170,6 +175,7 @@ def run(count: int, label: str, files: list[str], bus: dict,
         waiting = {name: box.pending() for name, box in agent.outboxes.items()
                    if name != 'masakari' and box.pending()}
         cpu = cpu_seconds() - cpu
+        senders = thread_cpu_seconds(subscriber_sender) - senders
     finally:
         conn.close()
         agent.stop()
@@ -180,7 +186,12 @@ def run(count: int, label: str, files: list[str], bus: dict,
             [(at - destroyed[u]) * 1000 for u, at in times.items() if u in destroyed]))
     for name, pending in waiting.items():
         print(f'{label:<8} {name:<14} {pending} events waiting in its outbox')
-    return cpu, deliveries[0]
+    return cpu, deliveries[0], senders
+
+
+def subscriber_sender(thread_name: str) -> bool:
+    return (thread_name.startswith('sender-')
+            and not thread_name.startswith(f'sender-{RECOVERY_SINK}-'))
 
 
 def main() -> None:
@@ -203,21 +214,27 @@ def main() -> None:
               f'at most {RATE} a second; {machine()}')
         print(f'{"run":<8} {"sink":<14} {"p50 ms":>7} {"p99 ms":>7}')
         os.sched_setaffinity(0, AGENT_CORES)
-        alone, _ = run(count, 'none', [], {}, pipe)
-        cpu, deliveries = run(count, 'healthy', config(directory, urls), bus, pipe,
-                              collect=True)
+        alone, _, _ = run(count, 'none', [], {}, pipe)
+        cpu, deliveries, senders = run(count, 'healthy', config(directory, urls),
+                                       bus, pipe, collect=True)
         print(f'agent CPU per subscriber delivery: '
-              f'{(cpu - alone) / deliveries * 1000:.2f} ms ({deliveries} deliveries); '
+              f'{(cpu - alone) / deliveries * 1000:.2f} ms ({deliveries} deliveries), '
+              f'of which {senders / deliveries * 1000:.2f} in their sender threads; '
               f'agent on cores {sorted(AGENT_CORES)}, receivers (the recovery API '
               f'too) and broker on {sorted(OTHER_CORES)}')
         # The same events to the webhooks alone: what one costs, and so
         # what the message bus's deliveries (the rest of "healthy") cost.
-        hooks_cpu, hooks = run(count, 'webhooks', config(directory, urls), {}, pipe)
+        hooks_cpu, hooks, hook_senders = run(count, 'webhooks',
+                                             config(directory, urls), {}, pipe)
         per_hook = (hooks_cpu - alone) / hooks
         per_bus = (cpu - alone - per_hook * hooks) / (deliveries - hooks)
         print(f'  per webhook delivery: {per_hook * 1000:.2f} ms (a run with the '
-              f'webhooks only, {hooks} deliveries); per message-bus delivery: '
-              f'{per_bus * 1000:.2f} ms ({deliveries - hooks})')
+              f'webhooks only, {hooks} deliveries; '
+              f'{hook_senders / hooks * 1000:.2f} in their sender threads); '
+              f'per message-bus delivery: {per_bus * 1000:.2f} ms '
+              f'({deliveries - hooks}; '
+              f'{(senders - hook_senders) / (deliveries - hooks) * 1000:.2f} in its '
+              f'sender thread)')
         pipe.send('block')  # the first webhook never answers from now on
         broker.stop()
         run(count, 'stuck', config(directory, urls), dict(bus, timeout=1), pipe)
