@@ -87,6 +87,10 @@ def _states(conn: libvirt.virConnect) -> list[tuple[libvirt.virDomain, int, int]
 
 
 class Reconciler(Worker):
+    # Seconds a scan holds what it found shut off on a failure, for
+    # libvirt's events of that stop to arrive first.
+    FAILURE_SETTLE = 0.5
+
     def __init__(self, publish: Callable[[DomainEvent], None],
                  current: Callable[[], libvirt.virConnect | None],
                  interval: float,
@@ -117,20 +121,32 @@ class Reconciler(Worker):
             LOG.warning('Domain state scan failed (%s); nothing is taken for a '
                         'failure', error.get_error_message())
             return 0
-        now, failures = clock.utcnow(), 0
+        now, failed = clock.utcnow(), []
         for dom, state, reason in states:
             found = lifecycle_of(state, reason)
             if found is None:
                 continue  # starting up, pmsuspended, crashed and preserved
-            failures += found == _FAILED
-            self._publish(DomainEvent(
+            event = DomainEvent(
                 kind=EventKind.LIFECYCLE, domain_uuid=dom.UUIDString(),
                 domain_name=dom.name(), event=found[0], detail=found[1],
                 detected_at=now, source=RECONCILIATION, domain_id=dom.ID(),
-                seq=seq))
-        LOG.debug('Domain state scan: %d domains, %d failed', len(states), failures)
+                seq=seq)
+            if found == _FAILED:
+                failed.append(event)
+            else:
+                self._publish(event)
+        if failed:
+            # libvirt's events of the same stop may be on their way (a
+            # guest panic's CRASHED and STOPPED_CRASHED come a few ms after
+            # the state): the findings go after them, and are stale for a
+            # domain whose events came, which tell what the stop was.
+            self._stop.wait(self.FAILURE_SETTLE)
+            for event in failed:
+                self._publish(event)
+        LOG.debug('Domain state scan: %d domains, %d failed', len(states),
+                  len(failed))
         self._scanned({dom.UUIDString() for dom, _, _ in states}, seq)
-        return failures
+        return len(failed)
 
     def set_interval(self, interval: float) -> None:
         self.interval = interval

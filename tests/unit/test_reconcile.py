@@ -1,3 +1,5 @@
+import threading
+
 import libvirt
 
 from instancemonitor.events import EventKind
@@ -44,11 +46,11 @@ def test_every_state_becomes_the_event_it_stands_for():
         Domain('u8', 'moving', libvirt.VIR_DOMAIN_PAUSED,
                libvirt.VIR_DOMAIN_PAUSED_MIGRATION),
     ]
-    failures = Reconciler(published.append, lambda: None, 0).scan(Conn(domains))
+    reconciler = Reconciler(published.append, lambda: None, 0)
+    reconciler.FAILURE_SETTLE = 0.0
+    failures = reconciler.scan(Conn(domains))
     assert failures == 2  # shut off on a failure
     assert [(e.domain_uuid, e.event, e.detail) for e in published] == [
-        ('u1', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
-        ('u2', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
         ('u3', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
          libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
         ('u4', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
@@ -60,11 +62,14 @@ def test_every_state_becomes_the_event_it_stands_for():
         ('u7', libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED),
         ('u8', libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
          libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+        # Shut off on a failure: last, after FAILURE_SETTLE.
+        ('u1', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+        ('u2', libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
     ]
     assert {(e.kind, e.source) for e in published} == {
         (EventKind.LIFECYCLE, 'reconciliation')}
     # Active domains carry their id; one sequence number, taken before the read.
-    assert [e.domain_id for e in published] == [-1, -1, 3, 3, -1, 3, 3, 3]
+    assert [e.domain_id for e in published] == [3, 3, -1, 3, 3, 3, -1, -1]
     assert len({e.seq for e in published}) == 1 and published[0].seq < next_seq()
 
 
@@ -73,3 +78,25 @@ def test_a_connection_that_cannot_answer_reports_nothing(caplog):
     assert Reconciler(published.append, lambda: None, 0).scan(
         Conn([], fail=True)) == 0
     assert published == [] and 'nothing is taken for a failure' in caplog.text
+
+
+def test_what_a_scan_finds_shut_off_on_a_failure_waits_for_libvirts_events():
+    # A guest panic: the state says shut off, crashed, a few ms before
+    # libvirt's CRASHED and STOPPED_CRASHED events of it reach the agent.
+    # Those events must go first, so that the scan is stale for the domain.
+    published = []
+    domains = [
+        Domain('u1', 'panicked', libvirt.VIR_DOMAIN_SHUTOFF,
+               libvirt.VIR_DOMAIN_SHUTOFF_CRASHED),
+        Domain('u2', 'up', libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED),
+    ]
+    reconciler = Reconciler(published.append, lambda: None, 0)
+    reconciler.FAILURE_SETTLE = 0.3
+    events = threading.Timer(0.05, published.append, ['libvirt: STOPPED_CRASHED'])
+    events.start()
+    try:
+        assert reconciler.scan(Conn(domains)) == 1
+    finally:
+        events.join()
+    assert [getattr(e, 'domain_uuid', e) for e in published] == [
+        'u2', 'libvirt: STOPPED_CRASHED', 'u1']
