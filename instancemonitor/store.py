@@ -352,8 +352,7 @@ class SqliteStateStore:
         with self._lock:
             began = False
             if not (self.degraded or self._closed or self._batch is not None):
-                with self._queue_lock:
-                    deferred, self._deferred = self._deferred, []
+                deferred = self._take_deferred()
                 try:
                     self._db.execute('BEGIN')
                     for statement in deferred:
@@ -399,11 +398,14 @@ class SqliteStateStore:
                  'in memory written back', self.path, count)
         return True
 
-    def _flush_deferred(self) -> None:
-        """Write the deferred removals now (the lock held)."""
+    def _take_deferred(self) -> list[tuple[str, tuple]]:
         with self._queue_lock:
             deferred, self._deferred = self._deferred, []
-        if deferred:
+        return deferred
+
+    def _flush_deferred(self) -> None:
+        """Write the deferred removals now (the lock held)."""
+        if deferred := self._take_deferred():
             self._commit_group([], deferred)
 
     def close(self) -> None:
