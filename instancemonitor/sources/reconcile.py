@@ -12,6 +12,7 @@ a scan that fails reports nothing.
 """
 
 import logging
+import threading
 from collections.abc import Callable
 
 import libvirt
@@ -104,11 +105,18 @@ class Reconciler(Worker):
         self._scanned = scanned
         self._progress = progress
         self.interval = interval
+        # A new connection, for the worker to scan before anything else.
+        self._connected = threading.Event()
+        self._new_connection: libvirt.virConnect | None = None
         super().__init__(THREAD_NAME)
 
     def register(self, conn: libvirt.virConnect) -> list[int]:
-        """Scan a new connection (after the event callbacks are registered)."""
-        self.scan(conn)
+        """Have a new connection scanned (its event callbacks are registered
+        by then) on the worker's thread, so that the connection is taken
+        for open at once, even while a scan waits ``FAILURE_SETTLE``."""
+        self._new_connection = conn
+        self._connected.set()
+        self.wake()
         return []
 
     def scan(self, conn: libvirt.virConnect) -> int:
@@ -154,17 +162,26 @@ class Reconciler(Worker):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if self._sleep():
-                continue  # woken: the interval changed, or stopping
-            conn = self._current()
+            woken = self._sleep()
+            if self._stop.is_set():
+                return
+            if self._connected.is_set():
+                # Cleared before the read: a connection registered meanwhile
+                # is scanned (again) on the next turn, never skipped.
+                self._connected.clear()
+                conn = self._new_connection
+            elif woken:
+                continue  # the interval changed
+            else:
+                conn = self._current()
             if conn is not None:
                 self.scan(conn)
 
     def _sleep(self) -> bool:
         """Wait one interval (0: until woken), showing progress; True if
-        woken before it passed."""
+        woken before it passed (or a new connection waits)."""
         started = clock.monotonic()
-        while True:
+        while not self._connected.is_set():
             self._progress()
             left = (self.interval - (clock.monotonic() - started)
                     if self.interval else PROGRESS_TICK)
@@ -173,3 +190,4 @@ class Reconciler(Worker):
             if self._wakeup.wait(min(left, PROGRESS_TICK)):
                 self._wakeup.clear()
                 return True
+        return True

@@ -61,7 +61,11 @@ class LibvirtConnection:
         return self._thread
 
     def on_connect(self, registrar: Registrar) -> None:
-        """Call ``registrar`` on every new connection (before ``start``)."""
+        """Call ``registrar`` on every new connection (before ``start``).
+
+        Registrars run on the connection thread before the connection is
+        taken for open: they register callbacks and hand anything slow to
+        a thread of their own."""
         self._registrars.append(registrar)
 
     @property

@@ -1,4 +1,5 @@
 import threading
+import time
 
 import libvirt
 
@@ -100,3 +101,66 @@ def test_what_a_scan_finds_shut_off_on_a_failure_waits_for_libvirts_events():
         events.join()
     assert [getattr(e, 'domain_uuid', e) for e in published] == [
         'u2', 'libvirt: STOPPED_CRASHED', 'u1']
+
+
+class WatchedConn(Conn):
+    """Records which thread read the states."""
+
+    def __init__(self, domains):
+        super().__init__(domains)
+        self.readers = []
+        self.read = threading.Event()
+
+    def getAllDomainStats(self, stats):
+        self.readers.append(threading.current_thread().name)
+        self.read.set()
+        return super().getAllDomainStats(stats)
+
+
+def test_a_new_connection_is_scanned_on_the_workers_thread_not_the_callers():
+    # The connection thread registers the reconciler on each connect; the
+    # scan (with its FAILURE_SETTLE wait for a crashed domain) must not hold
+    # it, or the agent is not taken for connected for half a second.
+    published = []
+    reconciler = Reconciler(published.append, lambda: None, 0)
+    reconciler.FAILURE_SETTLE = 0.2
+    conn = WatchedConn([Domain('u1', 'killed', libvirt.VIR_DOMAIN_SHUTOFF,
+                               libvirt.VIR_DOMAIN_SHUTOFF_CRASHED)])
+    # Registered before the worker runs (the service starts the connection
+    # first): the scan is done once it does.
+    assert reconciler.register(conn) == []
+    assert conn.readers == [] and published == []
+    reconciler.start()
+    try:
+        assert conn.read.wait(5)
+        deadline = time.monotonic() + 5
+        while not published and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        reconciler.stop()
+    assert conn.readers == ['reconcile']
+    assert [(e.domain_uuid, e.detail) for e in published] == [
+        ('u1', libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)]
+
+
+def test_each_connection_is_scanned_once_and_periodic_scans_use_the_current_one():
+    periodic = WatchedConn([])
+    scanned = []
+    reconciler = Reconciler(lambda event: None, lambda: periodic, 3600,
+                            scanned=lambda uuids, seq: scanned.append(uuids))
+    reconciler.start()
+    try:
+        first, second = WatchedConn([Domain('a', 'a', 1, 1)]), WatchedConn(
+            [Domain('b', 'b', 1, 1)])
+        reconciler.register(first)
+        assert first.read.wait(5)
+        reconciler.register(second)
+        assert second.read.wait(5)
+        # A changed interval wakes the worker but is no scan of its own...
+        reconciler.set_interval(0.05)
+        # ...the interval's scans read the connection open now.
+        assert periodic.read.wait(5)
+    finally:
+        reconciler.stop()
+    assert first.readers == second.readers == ['reconcile']
+    assert scanned[:2] == [{'a'}, {'b'}]
