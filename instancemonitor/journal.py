@@ -7,7 +7,6 @@ episode, the heartbeat's count of missed pings and whether the guest agent
 answered in this run.
 """
 
-import dataclasses
 import datetime
 import logging
 import threading
@@ -61,11 +60,11 @@ class MemoryJournalStore:
     def get(self, uuid: str) -> DomainRecord | None:
         with self._lock:
             record = self._records.get(uuid)
-            return dataclasses.replace(record) if record else None
+            return record.copy() if record else None
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
-            self._records[record.uuid] = dataclasses.replace(record)
+            self._records[record.uuid] = record.copy()
 
     def forget(self, uuid: str) -> None:
         with self._lock:
@@ -73,7 +72,7 @@ class MemoryJournalStore:
 
     def records(self) -> list[DomainRecord]:
         with self._lock:
-            return [dataclasses.replace(r) for r in self._records.values()]
+            return [r.copy() for r in self._records.values()]
 
 
 def describe(event: DomainEvent) -> str:

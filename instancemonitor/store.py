@@ -459,7 +459,7 @@ class SqliteStateStore:
     def get(self, uuid: str) -> DomainRecord | None:
         with self._lock:
             record = self._records.get(uuid)
-            return dataclasses.replace(record) if record else None
+            return record.copy() if record else None
 
     @staticmethod
     def _record(row: tuple) -> DomainRecord:
@@ -479,7 +479,7 @@ class SqliteStateStore:
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
-            self._records[record.uuid] = dataclasses.replace(record)
+            self._records[record.uuid] = record.copy()
         r = record
         self._write(
             f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) '
@@ -499,7 +499,7 @@ class SqliteStateStore:
 
     def records(self) -> list[DomainRecord]:
         with self._lock:
-            return [dataclasses.replace(r) for r in
+            return [r.copy() for r in
                     sorted(self._records.values(), key=lambda r: r.name)]
 
     # OutboxStore

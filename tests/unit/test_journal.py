@@ -137,3 +137,17 @@ def test_the_log_says_once_what_was_queued_and_how_long_it_is_held():
         f'{(T0 + datetime.timedelta(seconds=40)).isoformat()}; notification '
         f'{second.notification_id} queued, held {held:g} s')]
     assert not [line for line in said if 'notify' in line]
+
+
+def test_a_record_copy_has_every_field_and_changes_apart():
+    record = DomainRecord(
+        uuid='u', name='vm', phase=Phase.FAILED, run=7, episode='LIFECYCLE/STOPPED_FAILED',
+        failed_at=datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC),
+        reported=frozenset({'LIFECYCLE/STOPPED_FAILED'}), notified=1,
+        recovery_times={'LIFECYCLE/STOPPED_FAILED': datetime.datetime(2026, 12, 3)},
+        last_seq=42)
+    copy = record.copy()
+    assert copy == record == dataclasses.replace(record) and copy is not record
+    assert dataclasses.asdict(copy) == dataclasses.asdict(record)
+    copy.phase, copy.last_seq = Phase.RUNNING, 43
+    assert (record.phase, record.last_seq) == (Phase.FAILED, 42)
