@@ -174,9 +174,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             _queue(database, 'requeue', args.notification_id)
         elif args.command == 'forget':
-            if args.uuid not in [d['uuid'] for d in state['domains']]:
+            domains = {d['uuid']: d for d in state['domains']}
+            if args.uuid not in domains:
                 print(f'instancemonitor-status: no domain {args.uuid}', file=sys.stderr)
                 return 1
+            if domains[args.uuid]['state'] == 'failed':
+                print(f'instancemonitor-status: {domains[args.uuid]["name"]} '
+                      f'({args.uuid}) is failed in the journal: if it is still '
+                      'shut off on a failure at the next scan, the agent takes it '
+                      'for a failure nobody reported and notifies the recovery '
+                      'API again', file=sys.stderr)
             _queue(database, 'forget', args.uuid)
     except sqlite3.Error as error:
         print(f'instancemonitor-status: cannot read {database}: {error}',
