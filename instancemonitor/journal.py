@@ -129,15 +129,21 @@ class Journal:
                 source=event.source)
             queue(notification, hold)
             queued.append((notification, hold))
-        self._trace(before, outcome.trace, say)
+        # A lone transition goes on the notification's line: one line per
+        # failure (a burst logs thousands).
+        trace = outcome.trace
+        if not queued or len(trace) > 1:
+            self._trace(before, trace, say)
+            trace = ()
         for notification, hold in queued:
-            say('Domain %s (%s): %s/%s %s at %s; notification %s queued%s',
-                record.name, record.uuid, notification.event,
-                notification.vir_domain_event,
+            say('Domain %s (%s): %s%s/%s %s at %s; notification %s queued%s',
+                record.name, record.uuid, ''.join(f'{line}; ' for line in trace),
+                notification.event, notification.vir_domain_event,
                 'found by reconciliation' if observation.from_scan
                 else 'detected', event.detected_at.isoformat(),
                 notification.notification_id,
                 f', held {hold:g} s' if hold else '')
+            trace = ()
         if record != before:
             self._store.put(record)
         derived = []

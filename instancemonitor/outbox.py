@@ -154,6 +154,8 @@ class Outbox:
         # While a thread holds its additions (see holding): which, and them.
         self._holder: int | None = None
         self._held: list[_Entry] = []
+        # Called once the holding block ends (after_held).
+        self._after_held: list[Callable[[], None]] = []
         # Released before their transaction has committed (release_held):
         # their ids, and a signal once it has (same lock).
         self._committing: set[str] = set()
@@ -227,8 +229,24 @@ class Outbox:
                 released = bool(self._committing)
                 self._committing.clear()
                 self._committed.notify_all()
+                after, self._after_held = self._after_held, []
             if held or released:  # not before the commit: it may start a thread
                 self.on_schedule()
+            for call in after:
+                try:
+                    call()
+                except Exception:
+                    LOG.exception('Call %r after a holding block failed', call)
+
+    def after_held(self, call: Callable[[], None]) -> None:
+        """Call ``call`` on this thread once the :meth:`holding` block it is
+        in has scheduled what it held (so after its transaction committed);
+        at once outside of one."""
+        with self._cond:
+            if self._holder == threading.get_ident():
+                self._after_held.append(call)
+                return
+        call()
 
     def release_held(self) -> None:
         """Let senders take what the holder has added, as its transaction

@@ -9,13 +9,16 @@ a sender has sent it (at most ``HANDOFF_WAIT``), so they neither delay it
 nor compete with it for the interpreter. The heartbeat's and the probes'
 state changes, which the journal works out from pings and probe runs, go on
 to ``listeners`` (the event subscribers' fan-out, the metrics) after that
-too.
+too. The journal's log lines wait for the sends as well; for events the bus
+dispatches together, until the group has committed.
 """
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 
+from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import Notification
 from instancemonitor.filter import EventFilter
@@ -61,13 +64,23 @@ class NotificationPipeline:
             derived = self._journal.record(event, observation, queue,
                                            self._withdraw_waiting,
                                            lambda *line: said.append(line))
-        for notification in due:  # at once if an outer group holds them
-            self._outbox.wait_sent(notification, HANDOFF_WAIT)
-        for line in said:
-            LOG_JOURNAL.info(*line)
+            # After the group this event is in (the bus's, for events
+            # dispatched together) has committed: a burst's lines do not
+            # hold its commit.
+            self._outbox.after_held(functools.partial(self._announce, due, said))
         for change in derived:
             for listener in self.listeners:
                 listener(change)
+
+    def _announce(self, due: list[Notification], said: list[tuple]) -> None:
+        """Log what the journal said, once what is due is sent (or after
+        ``HANDOFF_WAIT`` in all)."""
+        deadline = clock.monotonic() + HANDOFF_WAIT
+        for notification in due:
+            self._outbox.wait_sent(notification,
+                                   max(0.0, deadline - clock.monotonic()))
+        for line in said:
+            LOG_JOURNAL.info(*line)
 
     def _withdraw_waiting(self, uuid: str, pairs: tuple[str, ...]) -> None:
         for withdrawn in self._outbox.withdraw_waiting(uuid, pairs):

@@ -264,3 +264,28 @@ def test_new_notifications_do_not_wait_for_the_confirmation(tmp_path):
     fresh = notification('c')
     box.add(fresh)
     assert box.take(stop, 0.0) is fresh
+
+
+def test_a_call_after_held_runs_once_the_outermost_holding_block_has_scheduled():
+    box = Outbox()
+    stop = threading.Event()
+    n = notification('a')
+    calls = []
+    box.after_held(lambda: calls.append('outside: at once'))
+    assert calls == ['outside: at once']
+    with box.holding():
+        with box.holding():  # nested, as a pipeline's group in the bus's
+            box.add(n)
+            box.after_held(lambda: calls.append(box.take(stop, 0.0)))
+        assert calls == ['outside: at once']  # the inner block does not count
+    # After the outer block: scheduled by then, so the call could take it.
+    assert calls == ['outside: at once', n]
+
+
+def test_a_failing_call_after_held_is_logged_and_the_others_still_run(caplog):
+    box = Outbox()
+    calls = []
+    with box.holding():
+        box.after_held(lambda: 1 / 0)
+        box.after_held(lambda: calls.append('ran'))
+    assert calls == ['ran'] and 'after a holding block failed' in caplog.text
