@@ -44,16 +44,21 @@ def node_xml(count: int, directory: pathlib.Path) -> str:
 
 def start_agent(uri: str, endpoint: str, config_files: list[str] = (),
                 **groups: dict) -> AgentService:
-    """The agent with the durable outbox, forwarding every stop at once."""
+    """The agent with the durable outbox, forwarding every stop at once.
+
+    It logs as the daemon does by default (oslo.log, INFO: a line per
+    transition, notification and delivery), to ``instancemonitor.log`` in
+    its state directory instead of standard output."""
     conf = cfg.ConfigOpts()
     im_conf.register_opts(conf)
     oslo_logging.register_options(conf)
     conf([arg for path in config_files for arg in ('--config-file', path)],
          project='instancemonitor', default_config_files=[],
          default_config_dirs=[])
+    state_path = tempfile.mkdtemp(prefix='im-bench-')
     settings = {
-        'DEFAULT': {'hostname': 'compute-1',
-                    'state_path': tempfile.mkdtemp(prefix='im-bench-')},
+        'DEFAULT': {'hostname': 'compute-1', 'state_path': state_path,
+                    'log_file': os.path.join(state_path, 'instancemonitor.log')},
         'libvirt': {'connection_uri': uri},
         'events': {'forward': 'all', 'reboot_window': 0},
         'api': {'endpoint': endpoint},
@@ -64,6 +69,7 @@ def start_agent(uri: str, endpoint: str, config_files: list[str] = (),
     for group, values in settings.items():
         for name, value in values.items():
             conf.set_override(name, value, group=None if group == 'DEFAULT' else group)
+    oslo_logging.setup(conf, 'instancemonitor')
     agent = AgentService(conf)
     agent.start()
     agent.connection.wait_connected(10)
@@ -94,8 +100,11 @@ def _serve_recovery_api(pipe: multiprocessing.connection.Connection,
     api = RecoveryAPI().start()
     api.delay = delay
     pipe.send(api.url)
-    while pipe.recv() != 'stop':
-        pipe.send(len(api.stored))
+    while (command := pipe.recv()) != 'stop':
+        if command == 'arrivals':
+            pipe.send([r.received_at for r in api.requests])
+        else:
+            pipe.send(len(api.stored))
     api.stop()
 
 
@@ -116,6 +125,12 @@ class ChildRecoveryAPI:
 
     def stored(self) -> int:
         self._pipe.send('count')
+        return self._pipe.recv()
+
+    def arrivals(self) -> list[float]:
+        """When each POST of a notification arrived (``time.monotonic()``,
+        one clock for every process of the host), in order."""
+        self._pipe.send('arrivals')
         return self._pipe.recv()
 
     def wait_stored(self, count: int, timeout: float) -> None:
