@@ -14,7 +14,7 @@ of 1, 10, 50 and 300 ms (medians, microseconds):
   write and its fsync, on a file in the same directory; and a one-row
   SQLite transaction (WAL, ``synchronous=FULL``, as the agent's store).
 
-    python -m bench.wakeup
+    python -m bench.wakeup [ROUNDS]
 """
 
 import datetime
@@ -23,6 +23,7 @@ import os
 import pathlib
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -62,7 +63,7 @@ class Detection:
         with self.store.batch():
             began = time.perf_counter()
             self.journal.record(event, observation, self.outbox.add,
-                                lambda _uuid: None, lambda *_line: None)
+                                lambda _uuid, _pairs: None, lambda *_line: None)
             decided = time.perf_counter()
         committed = time.perf_counter()
         return (decided - began) * 1e6, (committed - decided) * 1e6
@@ -113,12 +114,13 @@ class Floor:
 def main() -> None:
     detection = Detection()
     floor = Floor(detection.store.path.parent)
-    print(f'# {machine()}; medians of {ROUNDS}, microseconds')
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
+    print(f'# {machine()}; medians of {rounds}, microseconds')
     print(f'{"pause ms":>9} {"python work":>12} {"journal":>8} {"commit":>8} '
           f'{"fsync":>8} {"bare txn":>9}')
     for pause in PAUSES:
         work, decide, commit, fsync, bare = [], [], [], [], []
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             failure = detection.prepare()
             time.sleep(pause)
             began = time.perf_counter()
