@@ -38,6 +38,11 @@ _PROBE_HEALTH = {state: ProbeHealth[state.name] for state in Probe}
 # not a domain never seen. Far longer than an event can wait on the bus: the
 # watchdog ends a dispatcher stuck for WatchdogSec.
 FORGOTTEN_KEPT = 3600.0
+# Seconds a record's last_seen may lag behind what scans found, when they
+# find nothing else new: a scan does not rewrite every domain's record (a
+# host's idle disk writes). It only makes a domain that is gone meanwhile
+# pruned that much sooner after [libvirt] forget_gone_after.
+SEEN_WRITTEN_EVERY = 600.0
 
 
 class JournalStore(Protocol):
@@ -73,6 +78,18 @@ class MemoryJournalStore:
     def records(self) -> list[DomainRecord]:
         with self._lock:
             return [r.copy() for r in self._records.values()]
+
+
+def _only_seen_again(before: DomainRecord, record: DomainRecord) -> bool:
+    """Whether ``record`` differs from ``before`` only by a ``last_seen``
+    less than SEEN_WRITTEN_EVERY later."""
+    if before.last_seen is None or record.last_seen is None:
+        return False
+    if (record.last_seen - before.last_seen).total_seconds() >= SEEN_WRITTEN_EVERY:
+        return False
+    again = record.copy()
+    again.last_seen = before.last_seen
+    return again == before
 
 
 def describe(event: DomainEvent) -> str:
@@ -144,7 +161,8 @@ class Journal:
                 notification.notification_id,
                 f', held {hold:g} s' if hold else '')
             trace = ()
-        if record != before:
+        if record != before and not (observation.from_scan
+                                     and _only_seen_again(before, record)):
             self._store.put(record)
         derived = []
         if outcome.heartbeat is not None and outcome.heartbeat[0] in _HEALTH:

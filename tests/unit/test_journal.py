@@ -151,3 +151,40 @@ def test_a_record_copy_has_every_field_and_changes_apart():
     assert dataclasses.asdict(copy) == dataclasses.asdict(record)
     copy.phase, copy.last_seq = Phase.RUNNING, 43
     assert (record.phase, record.last_seq) == (Phase.FAILED, 42)
+
+
+class CountingStore(MemoryJournalStore):
+    def __init__(self):
+        super().__init__()
+        self.puts = 0
+
+    def put(self, record):
+        self.puts += 1
+        super().put(record)
+
+
+def scan_found(event, detail, seconds, domain_id=1):
+    return dataclasses.replace(lifecycle(event, detail, seconds, domain_id),
+                               source='reconciliation')
+
+
+def test_scans_that_find_nothing_new_rewrite_a_record_only_every_ten_minutes():
+    h = Harness()
+    h.store = CountingStore()
+    h.journal = Journal(h.store, 'compute-1')
+    h.feed(lifecycle(*STARTED))
+    assert h.store.puts == 1
+    for minute in range(1, 10):  # the default interval is a minute
+        h.feed(scan_found(*STARTED, seconds=60 * minute))
+    # Nothing new but when the domain was seen: not written...
+    assert h.store.puts == 1
+    (record,) = h.journal.records()
+    assert record.last_seen == T0
+    # ...until that is ten minutes old.
+    h.feed(scan_found(*STARTED, seconds=600))
+    assert h.store.puts == 2
+    assert h.journal.records()[0].last_seen == T0 + datetime.timedelta(seconds=600)
+    # What a scan finds that is news is written at once, and notified.
+    h.feed(scan_found(*STOPPED_FAILED, seconds=630, domain_id=-1))
+    assert h.store.puts == 3 and len(h.queued) == 1
+    assert h.journal.records()[0].phase is Phase.FAILED
