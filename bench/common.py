@@ -77,12 +77,15 @@ def start_agent(uri: str, endpoint: str, config_files: list[str] = (),
 
 
 @contextlib.contextmanager
-def agent_on_test_driver() -> Iterator[tuple[AgentService, RecoveryAPI,
-                                               libvirt.virConnect]]:
-    """The agent on test:///default, the heartbeat off, with a receiver in
-    this process and a connection to create and destroy domains through;
-    all stopped, and the state directory removed, afterwards."""
-    api = RecoveryAPI().start()
+def agent_on_test_driver(
+        api: 'RecoveryAPI | ChildRecoveryAPI | None' = None,
+) -> Iterator[tuple[AgentService, 'RecoveryAPI | ChildRecoveryAPI',
+                    libvirt.virConnect]]:
+    """The agent on test:///default, the heartbeat off, with a receiver
+    (``api``, started; by default one in this process) and a connection to
+    create and destroy domains through; all stopped, and the state
+    directory removed, afterwards."""
+    api = api or RecoveryAPI().start()
     agent = start_agent('test:///default', api.url,
                         introspectiveinstancemonitor={'enabled': False})
     conn = libvirt.open('test:///default')

@@ -15,7 +15,6 @@ clock. EVENTS failures per idle time.
 """
 
 import functools
-import shutil
 import sys
 import time
 import uuid
@@ -24,8 +23,8 @@ import libvirt
 
 from bench.common import DOMAIN_XML
 from bench.common import ChildRecoveryAPI
+from bench.common import agent_on_test_driver
 from bench.common import machine
-from bench.common import start_agent
 from instancemonitor.domainstate import Phase
 from instancemonitor.service import AgentService
 from tests.processes import wait_for
@@ -62,13 +61,9 @@ def latencies(agent: AgentService, api: ChildRecoveryAPI,
 
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    api = ChildRecoveryAPI().start()
-    agent = start_agent('test:///default', api.url,
-                        introspectiveinstancemonitor={'enabled': False})
-    conn = libvirt.open('test:///default')
     print(f'# latency: libvirt event -> POST arrived, durable outbox; {machine()}')
     print(f'{"idle ms":>8} {"events":>7} {"p50 ms":>7} {"p99 ms":>7} {"max ms":>7}')
-    try:
+    with agent_on_test_driver(ChildRecoveryAPI().start()) as (agent, api, conn):
         for idle in IDLE:
             found = latencies(agent, api, conn, count, idle)
 
@@ -76,11 +71,6 @@ def main() -> None:
                 return found[min(len(found) - 1, int(len(found) * p))]
             print(f'{idle * 1000:>8.0f} {count:>7} {pct(0.50):>7.2f} '
                   f'{pct(0.99):>7.2f} {found[-1]:>7.2f}', flush=True)
-    finally:
-        conn.close()
-        agent.stop()
-        api.stop()
-        shutil.rmtree(agent.store.path.parent, ignore_errors=True)
 
 
 if __name__ == '__main__':

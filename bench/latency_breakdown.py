@@ -1,8 +1,9 @@
 """Where the detection path's time goes: destroy() → POST stored, by stage.
 
-The same setup as ``bench.latency`` (``agent_on_test_driver``: libvirt's
-test driver, the agent with its durable outbox, a loopback receiver, all in
-this process), with each stage marked by ``bench.marked_agent``'s wrappers
+``agent_on_test_driver``: libvirt's test driver, the agent with its
+durable outbox, and a loopback receiver, all in this process (the
+receiver too, unlike ``bench.latency``'s, as it stamps the last stage),
+with each stage marked by ``bench.marked_agent``'s wrappers
 of the agent's own methods. Prints the median time from destroy() at which
 each stage began (or ended):
 
