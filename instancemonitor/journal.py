@@ -146,21 +146,22 @@ class Journal:
                 source=event.source)
             queue(notification, hold)
             queued.append((notification, hold))
-        # A lone transition goes on the notification's line: one line per
-        # failure (a burst logs thousands).
-        trace = outcome.trace
-        if not queued or len(trace) > 1:
-            self._trace(before, trace, say)
-            trace = ()
+        # A lone transition goes on the first notification's line: one line
+        # per failure (a burst logs thousands).
+        lead = ''
+        if queued and len(outcome.trace) == 1:
+            lead = f'{outcome.trace[0]}; '
+        else:
+            self._trace(before, outcome.trace, say)
         for notification, hold in queued:
             say('Domain %s (%s): %s%s/%s %s at %s; notification %s queued%s',
-                record.name, record.uuid, ''.join(f'{line}; ' for line in trace),
+                record.name, record.uuid, lead,
                 notification.event, notification.vir_domain_event,
                 'found by reconciliation' if observation.from_scan
                 else 'detected', event.detected_at.isoformat(),
                 notification.notification_id,
                 f', held {hold:g} s' if hold else '')
-            trace = ()
+            lead = ''
         if record != before and not (observation.from_scan
                                      and _only_seen_again(before, record)):
             self._store.put(record)
