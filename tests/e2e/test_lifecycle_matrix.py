@@ -76,7 +76,15 @@ def test_virsh_destroy(start_guest, start_agent, recovery_api):
 def test_virsh_shutdown(start_agent_guest, start_agent, recovery_api):
     dom = start_agent_guest('mx-shutdown', acpi=True)
     start_agent(recovery_api.url, extra=FAST_BEAT)
-    dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)  # virsh shutdown --mode agent
+    try:  # virsh shutdown --mode agent
+        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT)
+    except libvirt.libvirtError as exc:
+        # guest-shutdown has no reply: libvirt waits for QEMU's SHUTDOWN
+        # event, and if the guest closes the agent's port first it reports
+        # this although the request was carried out. The wait below still
+        # fails if the guest did not shut down.
+        if 'End of file from agent socket' not in str(exc):
+            raise
     wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
     quiet_then(recovery_api, [])
 
