@@ -189,3 +189,24 @@ def test_a_failed_migration_is_no_failure_and_the_source_runs_on(
     # The source saw nothing but its own run go on.
     assert inputs(source, name) == ['event', 'resume', 'start']
     crash_where_it_runs(hypervisor, name, 'compute-1', uuid, recovery_api)
+
+
+def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
+        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+    """The VM is lost on both sides: the destination's STOPPED_FAILED is its
+    failed incoming migration, as above, and the source's is the crash."""
+    source, target = two_hosts
+    name = 'mig-source-kill'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
+    migration.start()
+    wait_incoming(destination, name)
+    os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
+    migration.finish()
+    assert migration.error is not None
+    wait_inputs(source, name, ['event', 'resume', 'start', 'stop-failed'])
+    wait_inputs(target, name, ['start-migration-in', 'stop-failed'])
+    recovery_api.wait_stored(1, timeout=15)
+    time.sleep(QUIET)
+    assert sent(recovery_api) == [('compute-1', uuid, *CRASH)]
+    assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
