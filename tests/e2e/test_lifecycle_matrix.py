@@ -341,6 +341,55 @@ def test_sigkill_of_qemu(hypervisor, start_guest, start_agent, recovery_api):
     quiet_then(recovery_api, [(dom.UUIDString(), *CRASH)])
 
 
+# --- while the agent is stopped -------------------------------------------------
+
+def stopped_agent_then(start_agent, recovery_api, start_guest, name: str):
+    """A persistent guest the agent recorded running; the agent stopped.
+    Returns the guest; ``again()`` starts the agent on the same state."""
+    agent = start_agent(recovery_api.url, reconcile_interval=0.5)
+    dom = start_guest(name, persistent=True)
+    agent.wait_log(f'Domain {name} (')
+    assert agent.stop() == 0
+
+    def again():
+        restarted = start_agent(recovery_api.url, reconcile_interval=0.5)
+        restarted.wait_log('Domain state scan:', count=4)
+        return restarted
+    return dom, again
+
+
+def test_qemu_killed_while_the_agent_is_stopped(hypervisor, start_guest,
+                                                start_agent, recovery_api):
+    dom, again = stopped_agent_then(start_agent, recovery_api, start_guest,
+                                    'mx-down-kill')
+    os.kill(hypervisor.qemu_pid('mx-down-kill'), signal.SIGKILL)
+    wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
+    again()
+    recovery_api.wait_stored(1, timeout=10)
+    quiet_then(recovery_api, [(dom.UUIDString(), *CRASH)])
+
+
+def test_destroyed_while_the_agent_is_stopped(start_guest, start_agent,
+                                              recovery_api):
+    dom, again = stopped_agent_then(start_agent, recovery_api, start_guest,
+                                    'mx-down-destroy')
+    dom.destroy()
+    again()
+    quiet_then(recovery_api, [])
+
+
+def test_killed_and_started_again_while_the_agent_is_stopped(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # Nothing to recover when the agent returns: the VM runs (a new run).
+    dom, again = stopped_agent_then(start_agent, recovery_api, start_guest,
+                                    'mx-down-again')
+    os.kill(hypervisor.qemu_pid('mx-down-again'), signal.SIGKILL)
+    wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
+    dom.create()
+    again()
+    quiet_then(recovery_api, [])
+
+
 def test_an_agent_channel_with_nothing_behind_it_is_never_a_failure(
         start_guest, start_agent, recovery_api):
     start_guest('mx-no-agent', AGENT_CHANNEL)

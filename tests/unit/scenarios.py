@@ -189,6 +189,12 @@ STORIES = [
           UP + '5 STOPPED_DESTROYED\n100 SCAN shutoff-crashed', (CRASH,)),
     Story('crashed, restarted and crashed again while the agent was down',
           UP + '5 STOPPED_FAILED\n6 RESTART\n60 SCAN shutoff-crashed', (CRASH,)),
+    Story('QEMU killed while the agent was stopped: found by its scan at start',
+          UP + '5 RESTART\n6 SCAN shutoff-crashed\n7 SCAN shutoff-crashed', (CRASH,)),
+    Story('destroyed while the agent was stopped',
+          UP + '5 RESTART\n6 SCAN shutoff-destroyed\n7 SCAN shutoff-destroyed', NONE),
+    Story('killed and started again while the agent was stopped',
+          UP + '5 RESTART\n6 SCAN running id=2\n7 SCAN running id=2', NONE),
     Story('restarted while the agent was down ends the episode',
           UP + '5 STOPPED_FAILED\n6 RESTART\n60 SCAN running id=2\n'
           '70 STOPPED_FAILED', (CRASH, CRASH)),

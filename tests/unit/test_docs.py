@@ -54,3 +54,15 @@ def test_the_readme_says_what_the_stories_show():
         assert story.expect == expected, when
         with tempfile.TemporaryDirectory() as directory:
             assert replay(story, pathlib.Path(directory)) == expected, when
+
+
+def test_the_readme_counts_the_story_replays():
+    import re
+
+    from tests.unit.scenarios import STORIES
+    from tests.unit.test_story_invariance import variants
+
+    text = ' '.join((ROOT / 'README.rst').read_text().split())
+    (said,) = re.findall(r'notifications each time \(([\d,]+) replays\)', text)
+    assert int(said.replace(',', '')) == sum(
+        len(list(variants(story))) for story in STORIES)
