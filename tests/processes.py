@@ -372,6 +372,9 @@ class AgentProcess:
         self.config_path = directory / 'instancemonitor.conf'
         self.config_path.write_text(config)
         self.log = directory / 'agent.log'
+        # Where this process's lines begin: an agent started again in the
+        # same directory appends to the log of the one before.
+        self.log_start = 0
         self.process: subprocess.Popen | None = None
 
     def start(self, prefix: tuple[str, ...] = (),
@@ -381,6 +384,7 @@ class AgentProcess:
         given, with ``env`` added to the environment; ``module``: a stand-in
         for the daemon's main module."""
         with open(self.log, 'ab') as log:
+            self.log_start = log.tell()
             self.process = subprocess.Popen(
                 [*prefix, sys.executable, '-m', module,
                  '--config-file', str(self.config_path)],
@@ -393,15 +397,21 @@ class AgentProcess:
         self.process.kill()
         self.process.wait(10)
 
-    def output(self) -> str:
-        return self.log.read_text(errors='replace')
+    def output(self, own: bool = False) -> str:
+        """The log; ``own``: this process's lines only."""
+        with open(self.log, 'rb') as log:
+            log.seek(self.log_start if own else 0)
+            return log.read().decode(errors='replace')
 
-    def wait_log(self, text: str, timeout: float = 20.0, count: int = 1) -> str:
+    def wait_log(self, text: str, timeout: float = 20.0, count: int = 1,
+                 own: bool = False) -> str:
+        """``own``: count only this process's lines, not those of an agent
+        before it in the same directory."""
         def seen():
             if self.process.poll() is not None:
                 raise AssertionError(
                     f'agent exited with {self.process.returncode}:\n{self.output()}')
-            return self.output().count(text) >= count
+            return self.output(own).count(text) >= count
         try:
             wait_for(seen, timeout, f'{text!r} in the agent log')
         except AssertionError as error:

@@ -58,15 +58,6 @@ def wait_state(dom, state: int, timeout: float = 30) -> None:
     wait_for(reached, timeout, f'state {state}', 0.2)
 
 
-def wait_scans(agent, count: int) -> None:
-    """Until ``agent`` has made ``count`` state scans since it started (an
-    agent restarted in the same directory appends to the same log)."""
-    text = agent.output()
-    since = text.rfind('instancemonitor starting')
-    before = text[:since].count('Domain state scan:') if since >= 0 else 0
-    agent.wait_log('Domain state scan:', timeout=30, count=before + count)
-
-
 def healthy_beats(agent, name: str, count: int) -> None:
     agent.wait_log(f'Domain {name} (', timeout=60)
     wait_for(lambda: agent.output().count('heartbeat healthy') >= count, 90,
@@ -185,7 +176,7 @@ def test_guest_panic_then_the_agent_restarts(start_guest, start_agent, recovery_
     assert dom.state() == [libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED]
     assert agent.stop() == 0
     again = start_agent(recovery_api.url, reconcile_interval=0.5)
-    wait_scans(again, 4)
+    again.wait_log('Domain state scan:', count=4, own=True)
     quiet_then(recovery_api, [])
     assert again.process.poll() is None
 
@@ -362,7 +353,7 @@ def stopped_agent_then(start_agent, recovery_api, start_guest, name: str):
 
     def again():
         restarted = start_agent(recovery_api.url, reconcile_interval=0.5)
-        wait_scans(restarted, 4)
+        restarted.wait_log('Domain state scan:', count=4, own=True)
         return restarted
     return dom, again
 
