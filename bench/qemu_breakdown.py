@@ -6,7 +6,10 @@ default configuration), with the agent run as ``bench.marked_agent``, which
 notes when each stage of the path began on the host's monotonic clock.
 KILLS guests are killed one at a time; for each stage, milliseconds after
 libvirt's STOPPED_FAILED as another client of the same libvirtd sees it
-(p50, p90, max). Root is needed (the private libvirtd); about a minute.
+(p50, p90, max). Then the same kills with ``bench.floor_agent`` in the
+agent's place: the POST's arrival with no code of the agent's, the least a
+durable agent on these packages adds. Root is needed (the private
+libvirtd); about two minutes.
 
     python -m bench.qemu_breakdown [KILLS]
 """
@@ -26,11 +29,13 @@ from bench.vs_masakari_monitors import Bench
 from bench.vs_masakari_monitors import Stack
 from bench.vs_masakari_monitors import agent_command
 from bench.vs_masakari_monitors import crashes
+from tests.fakes import keystone as fake_keystone
 from tests.processes import PrivateLibvirtd
 from tests.processes import stop_pid
 from tests.processes import wait_for
 
 ARRIVED = 'the POST arrives at the API'
+FLOOR = 'bench.floor_agent'
 
 
 def _marks(path: pathlib.Path) -> list[dict[str, float]]:
@@ -39,22 +44,34 @@ def _marks(path: pathlib.Path) -> list[dict[str, float]]:
     return [ast.literal_eval(line) for line in path.read_text().splitlines()]
 
 
-def run(bench: Bench, stack: Stack, directory: pathlib.Path,
-        kills: int) -> list[dict[str, float]]:
+def floor_command(bench: Bench, stack: Stack, directory: pathlib.Path) -> list[str]:
+    return [sys.executable, '-m', 'bench.floor_agent', bench.hypervisor.uri,
+            stack.identity.auth_url, fake_keystone.USERNAME,
+            fake_keystone.PASSWORD, fake_keystone.PROJECT,
+            str(directory / 'floor.sqlite')]
+
+
+def run(bench: Bench, stack: Stack, directory: pathlib.Path, kills: int,
+        floor: bool = False) -> list[dict[str, float]]:
+    """Each kill's row: ms after STOPPED_FAILED of each stage (the floor
+    agent marks none) and of the POST's arrival."""
     marks = directory / 'marks'
-    command = agent_command('instancemonitor', bench.hypervisor.uri,
-                            stack.identity, directory)
-    command[1:3] = ['-m', 'bench.marked_agent']
-    with open(directory / 'agent.log', 'ab') as log:
+    if floor:
+        command = floor_command(bench, stack, directory)
+    else:
+        command = agent_command('instancemonitor', bench.hypervisor.uri,
+                                stack.identity, directory)
+        command[1:3] = ['-m', 'bench.marked_agent']
+    log_path = directory / ('floor.log' if floor else 'agent.log')
+    with open(log_path, 'ab') as log:
         agent = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                  env=dict(os.environ, MARKS=str(marks)))
     rows = []
     try:
         wait_for(lambda: 'Connected to libvirt' in
-                 (directory / 'agent.log').read_text(errors='replace'), 15,
-                 'the agent connected')
+                 log_path.read_text(errors='replace'), 15, f'{command[2]} connected')
         for i in range(kills):
-            guest = f'breakdown-{i}'
+            guest = f'breakdown-{"floor-" if floor else ""}{i}'
             (uuid,) = bench.guests([guest])
             time.sleep(0.3)
             before = len(_marks(marks))
@@ -62,15 +79,22 @@ def run(bench: Bench, stack: Stack, directory: pathlib.Path,
             arrived = wait_for(lambda u=uuid: crashes(stack, {u}).get(u), 30,
                                f'the crash of {guest}')
             failed = bench.clock.at(uuid)
-            wait_for(lambda n=before: len(_marks(marks)) > n, 5, 'its marks')
-            row = {stage: (at - failed) * 1000
-                   for stage, at in _marks(marks)[before].items()}
-            row[ARRIVED] = (arrived - failed) * 1000
+            row = {ARRIVED: (arrived - failed) * 1000}
+            if not floor:
+                wait_for(lambda n=before: len(_marks(marks)) > n, 5, 'its marks')
+                row.update((stage, (at - failed) * 1000)
+                           for stage, at in _marks(marks)[before].items())
             rows.append(row)
             bench.clear()
     finally:
         stop_pid(agent)
     return rows
+
+
+def _row(name: str, values: list[float]) -> str:
+    p90 = statistics.quantiles(values, n=10, method='inclusive')[-1]
+    return (f'{name:45s} {statistics.median(values):6.2f} {p90:6.2f} '
+            f'{max(values):6.2f}')
 
 
 def main() -> None:
@@ -83,6 +107,7 @@ def main() -> None:
         stack = Stack()
         try:
             rows = run(bench, stack, directory, kills)
+            floor = run(bench, stack, directory, kills, floor=True)
         finally:
             stack.stop()
             bench.close()
@@ -92,10 +117,9 @@ def main() -> None:
           f'libvirt\'s STOPPED_FAILED; logs in {directory}')
     print(f'{"":45s} {"p50":>6} {"p90":>6} {"max":>6}')
     for stage in marked_agent.NAMES + [ARRIVED]:
-        values = [row[stage] for row in rows if stage in row]
-        p90 = statistics.quantiles(values, n=10, method='inclusive')[-1]
-        print(f'{stage:45s} {statistics.median(values):6.2f} {p90:6.2f} '
-              f'{max(values):6.2f}')
+        print(_row(stage, [row[stage] for row in rows if stage in row]))
+    print(_row(f'floor ({FLOOR}): the POST arrives',
+               [row[ARRIVED] for row in floor]))
 
 
 if __name__ == '__main__':
