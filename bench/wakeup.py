@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import pathlib
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -113,7 +114,15 @@ class Floor:
 
 def main() -> None:
     detection = Detection()
-    floor = Floor(detection.store.path.parent)
+    directory = detection.store.path.parent
+    try:
+        measure(detection, Floor(directory))
+    finally:
+        detection.store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def measure(detection: Detection, floor: Floor) -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else ROUNDS
     print(f'# {machine()}; medians of {rounds}, microseconds')
     print(f'{"pause ms":>9} {"python work":>12} {"journal":>8} {"commit":>8} '
