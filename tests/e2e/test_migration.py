@@ -7,7 +7,8 @@ with STOPPED_FAILED, the very event of a crash, while the VM runs on at the
 source: the agent on the destination must not name it. Each test asserts
 the exact list of notifications, then shows that the VM is still watched
 where it runs: its QEMU is killed and exactly one crash is notified, by the
-host it runs on.
+host it runs on. The same holds with the agents restarted mid-migration,
+knowing the migration only from their state databases and scans.
 """
 
 import os
@@ -41,15 +42,16 @@ def sent(api) -> list[tuple[str, str, str, str]]:
             for n in (r.json() for r in api.requests)]
 
 
-def inputs(agent, name: str) -> list[str]:
+def inputs(agent, name: str, scans: bool = False, own: bool = False) -> list[str]:
     """The state machine's inputs from libvirt's lifecycle events for
-    ``name``, in the order the agent applied them (scans left out). Other
-    kinds are left out too: as a cancelled migration's destination QEMU is
-    killed, libvirt may or may not send a CONTROL_ERROR first, which the
-    journal applies as an 'event' that changes nothing."""
+    ``name``, in the order the agent applied them (and the agents before it
+    in its directory, unless ``own``), scans left out unless ``scans``.
+    Other kinds are left out too: as a cancelled migration's destination
+    QEMU is killed, libvirt may or may not send a CONTROL_ERROR first, which
+    the journal applies as an 'event' that changes nothing."""
     found = re.findall(rf'Event LIFECYCLE of {name} \([^)]*\): (\S+)',
-                       agent.output())
-    return [i for i in found if not i.startswith(('scan-', 'stale-'))]
+                       agent.output(own))
+    return [i for i in found if scans or not i.startswith(('scan-', 'stale-'))]
 
 
 def wait_inputs(agent, name: str, expected: list[str]) -> None:
@@ -89,15 +91,35 @@ class Migration(threading.Thread):
         self.conn.close()
 
 
+HOSTNAMES = {'source': 'compute-1', 'destination': 'compute-2'}
+
+
 @pytest.fixture
-def two_hosts(hypervisor, destination, start_agent, recovery_api):
-    """Agents on both daemons; scans every 0.5 s, so that scans during the
-    migration (either side paused for it) are tested too."""
-    source = start_agent(recovery_api.url, name='source', hostname='compute-1',
-                         reconcile_interval=0.5)
-    target = start_agent(recovery_api.url, uri=destination.uri, name='destination',
-                         hostname='compute-2', reconcile_interval=0.5)
-    return source, target
+def host_agent(destination, start_agent, recovery_api):
+    """Start the agent of 'source' or 'destination', or start it again on
+    the state its last one left; scans every 0.5 s, so that scans during
+    the migration (either side paused for it) are tested too."""
+    def start(host: str):
+        return start_agent(recovery_api.url,
+                           uri=destination.uri if host == 'destination' else '',
+                           name=host, hostname=HOSTNAMES[host],
+                           reconcile_interval=0.5)
+    return start
+
+
+@pytest.fixture
+def two_hosts(hypervisor, host_agent):
+    """Agents on both daemons."""
+    return host_agent('source'), host_agent('destination')
+
+
+def restart(agent, host_agent, host: str):
+    """Stop ``agent`` (SIGTERM) and start it again on its state, once its
+    scans have run twice."""
+    assert agent.stop() == 0
+    again = host_agent(host)
+    again.wait_log('Domain state scan:', count=2, own=True)
+    return again
 
 
 @pytest.fixture
@@ -210,3 +232,70 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
     time.sleep(QUIET)
     assert sent(recovery_api) == [('compute-1', uuid, *CRASH)]
     assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+
+
+# --- the agents restarted during a migration ---------------------------------
+
+def test_both_agents_restarted_during_a_live_migration_that_succeeds_name_nothing(
+        hypervisor, destination, host_agent, two_hosts, migratable_guest,
+        recovery_api):
+    source, target = two_hosts
+    name = 'mig-restarts'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
+    migration.start()
+    wait_incoming(destination, name)
+    source = restart(source, host_agent, 'source')
+    target = restart(target, host_agent, 'destination')
+    assert migration.is_alive(), 'the migration ended before the agents restarted'
+    # What the restarted agents' scans found, the migration still under way.
+    assert 'scan-running' in inputs(source, name, scans=True, own=True)
+    assert any(i.startswith('scan-migrating')
+               for i in inputs(target, name, scans=True, own=True))
+    migration.finish()
+    assert migration.error is None
+    wait_inputs(target, name, ['start-migration-in', 'event', 'resume-migrated'])
+    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+                               'stop-migrated'])
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
+
+
+@pytest.mark.parametrize('across', [False, True],
+                         ids=['restarted before the cancel', 'stopped across the cancel'])
+def test_the_destination_agent_restarted_during_a_cancelled_migration_names_nothing(
+        hypervisor, destination, conn, host_agent, two_hosts, migratable_guest,
+        recovery_api, across):
+    """The destination's STOPPED_FAILED is the cancelled migration's, told to
+    an agent that knows the incoming domain only from its state database and
+    its scan; or no event at all, the agent being stopped when it came."""
+    source, target = two_hosts
+    name = f'mig-restart-{"across" if across else "before"}'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
+    migration.start()
+    wait_incoming(destination, name)
+    if across:
+        assert target.stop() == 0
+        conn.lookupByName(name).abortJob()
+        migration.finish()
+        target = host_agent('destination')
+        target.wait_log('Domain state scan:', count=4, own=True)
+        expected = ['start-migration-in']
+    else:
+        target = restart(target, host_agent, 'destination')
+        assert any(i.startswith('scan-migrating')
+                   for i in inputs(target, name, scans=True, own=True))
+        conn.lookupByName(name).abortJob()
+        migration.finish()
+        expected = ['start-migration-in', 'stop-failed']
+        target.wait_log('the failed incoming migration of a VM that runs on at '
+                        'its source', own=True)
+    assert migration.error is not None
+    wait_inputs(target, name, expected)
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert inputs(source, name) == ['event', 'resume', 'start']
+    crash_where_it_runs(hypervisor, name, 'compute-1', uuid, recovery_api)

@@ -377,6 +377,13 @@ STORIES = [
           'which then fails',
           '0 STARTED_MIGRATED\n1 RESTART\n1 SCAN paused-migration\n5 STOPPED_FAILED',
           NONE),
+    Story('destination: the agent is stopped during the incoming migration, '
+          'which is cancelled meanwhile',
+          '0 STARTED_MIGRATED\n1 SCAN paused-migration\n5 RESTART', NONE),
+    Story('destination: the agent restarts during an incoming migration that '
+          'succeeds, then a crash is one',
+          '0 STARTED_MIGRATED\n1 RESTART\n1 SCAN paused-migration\n5 DEFINED_ADDED\n'
+          '5 RESUMED_MIGRATED\n30 STOPPED_FAILED', (CRASH,)),
     Story('destination: a scan while the incoming domain starts up, then it fails',
           '0 SCAN paused-starting_up id=3\n0.3 STARTED_MIGRATED id=3\n'
           '1 SCAN paused-migration\n5 STOPPED_FAILED', NONE),
@@ -404,6 +411,9 @@ STORIES = [
           '21 PING_MISS\n31 PING_MISS', (HANG,)),
     Story('source: domjobabort (no event), then a crash',
           UP + '20 SCAN running\n30 STOPPED_FAILED', (CRASH,)),
+    Story('source: the agent restarts during a live migration that succeeds',
+          UP + '5 RESTART\n5 SCAN running\n8 SUSPENDED_MIGRATED\n9 STOPPED_MIGRATED',
+          NONE),
     Story('source: QEMU dies while paused for migration',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED', (CRASH,)),
     Story('source: the migration pause seen only by a scan, then QEMU dies',
