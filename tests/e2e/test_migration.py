@@ -11,6 +11,7 @@ host it runs on. The same holds with the agents restarted mid-migration,
 knowing the migration only from their state databases and scans.
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -88,7 +89,8 @@ class Migration(threading.Thread):
     def finish(self, timeout: float = 60) -> None:
         self.join(timeout)
         assert not self.is_alive(), 'the migration did not end'
-        self.conn.close()
+        with contextlib.suppress(libvirt.libvirtError):  # its daemon restarted
+            self.conn.close()
 
 
 HOSTNAMES = {'source': 'compute-1', 'destination': 'compute-2'}
@@ -298,4 +300,49 @@ def test_the_destination_agent_restarted_during_a_cancelled_migration_names_noth
     assert sent(recovery_api) == []
     assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert inputs(source, name) == ['event', 'resume', 'start']
+    crash_where_it_runs(hypervisor, name, 'compute-1', uuid, recovery_api)
+
+
+# --- a libvirtd restarted during a migration ---------------------------------
+
+def restart_daemon(daemon, agent) -> None:
+    """SIGKILL ``daemon`` (its QEMUs live on), start it again, and wait
+    until ``agent`` has reconnected to it and scanned twice since."""
+    daemon.kill()
+    agent.wait_log('Lost the libvirt connection')
+    daemon.start()
+    agent.wait_log('Reconnected to libvirt')
+    scanned = agent.output().count('Domain state scan:')
+    agent.wait_log('Domain state scan:', count=scanned + 2)
+
+
+@pytest.mark.parametrize('side', ['source', 'destination'])
+def test_a_libvirtd_killed_and_restarted_during_a_live_migration_names_nothing(
+        hypervisor, destination, two_hosts, migratable_guest, recovery_api, side):
+    """Either daemon's death fails the migration, and the VM runs on at the
+    source. The source's: the destination destroys the incoming domain
+    with the source's connection, and the source's agent reconnects to a
+    daemon that cancelled the migration. The destination's: its agent
+    reconnects to a daemon on which the incoming domain is gone."""
+    source, target = two_hosts
+    name = f'mig-libvirtd-{side}'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
+    migration.start()
+    wait_incoming(destination, name)
+    if side == 'source':
+        restart_daemon(hypervisor, source)
+    else:
+        restart_daemon(destination, target)
+    migration.finish()
+    assert migration.error is not None
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    sconn, dconn = libvirt.open(hypervisor.uri), libvirt.open(destination.uri)
+    try:
+        assert sconn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        assert name not in [d.name() for d in dconn.listAllDomains()]
+    finally:
+        sconn.close()
+        dconn.close()
     crash_where_it_runs(hypervisor, name, 'compute-1', uuid, recovery_api)

@@ -384,6 +384,9 @@ STORIES = [
           'succeeds, then a crash is one',
           '0 STARTED_MIGRATED\n1 RESTART\n1 SCAN paused-migration\n5 DEFINED_ADDED\n'
           '5 RESUMED_MIGRATED\n30 STOPPED_FAILED', (CRASH,)),
+    Story('destination: the source libvirtd dies mid-migration, the incoming '
+          'domain is destroyed',
+          '0 STARTED_MIGRATED\n1 SCAN paused-migration\n2 STOPPED_DESTROYED', NONE),
     Story('destination: a scan while the incoming domain starts up, then it fails',
           '0 SCAN paused-starting_up id=3\n0.3 STARTED_MIGRATED id=3\n'
           '1 SCAN paused-migration\n5 STOPPED_FAILED', NONE),
@@ -414,6 +417,8 @@ STORIES = [
     Story('source: the agent restarts during a live migration that succeeds',
           UP + '5 RESTART\n5 SCAN running\n8 SUSPENDED_MIGRATED\n9 STOPPED_MIGRATED',
           NONE),
+    Story('source: libvirtd restarted mid-migration, which it cancels; then a crash',
+          UP + '5 SCAN running\n6 SCAN running\n30 STOPPED_FAILED', (CRASH,)),
     Story('source: QEMU dies while paused for migration',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED', (CRASH,)),
     Story('source: the migration pause seen only by a scan, then QEMU dies',
