@@ -157,6 +157,19 @@ def wait_incoming(destination, name: str) -> None:
     time.sleep(1.5)  # memory is on its way; scans ran on both sides
 
 
+@pytest.fixture
+def slow_migration(hypervisor, destination, migratable_guest):
+    """Start a slowed live migration of a new guest ``name`` to the
+    destination; return (its UUID, the Migration) once memory is on its way."""
+    def start(name: str) -> tuple[str, Migration]:
+        uuid = migratable_guest(name, slow=True).UUIDString()
+        migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
+        migration.start()
+        wait_incoming(destination, name)
+        return uuid, migration
+    return start
+
+
 def crash_where_it_runs(daemon, name: str, host: str, uuid: str, api) -> None:
     """Kill the VM's QEMU: exactly one crash, from the host it runs on."""
     os.kill(daemon.qemu_pid(name), signal.SIGKILL)
@@ -194,13 +207,10 @@ def _domjobabort(destination, conn, name: str) -> None:
                                         ('mig-abort', _domjobabort)],
                          ids=['destination QEMU killed', 'cancelled with domjobabort'])
 def test_a_failed_migration_is_no_failure_and_the_source_runs_on(
-        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api,
+        hypervisor, destination, conn, two_hosts, slow_migration, recovery_api,
         name, fail):
     source, target = two_hosts
-    uuid = migratable_guest(name, slow=True).UUIDString()
-    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
-    migration.start()
-    wait_incoming(destination, name)
+    uuid, migration = slow_migration(name)
     fail(destination, conn, name)
     migration.finish()
     assert migration.error is not None
@@ -216,15 +226,12 @@ def test_a_failed_migration_is_no_failure_and_the_source_runs_on(
 
 
 def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
-        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+        hypervisor, destination, conn, two_hosts, slow_migration, recovery_api):
     """The VM is lost on both sides: the destination's STOPPED_FAILED is its
     failed incoming migration, as above, and the source's is the crash."""
     source, target = two_hosts
     name = 'mig-source-kill'
-    uuid = migratable_guest(name, slow=True).UUIDString()
-    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
-    migration.start()
-    wait_incoming(destination, name)
+    uuid, migration = slow_migration(name)
     os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
     migration.finish()
     assert migration.error is not None
@@ -239,14 +246,11 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
 # --- the agents restarted during a migration ---------------------------------
 
 def test_both_agents_restarted_during_a_live_migration_that_succeeds_name_nothing(
-        hypervisor, destination, host_agent, two_hosts, migratable_guest,
+        hypervisor, destination, host_agent, two_hosts, slow_migration,
         recovery_api):
     source, target = two_hosts
     name = 'mig-restarts'
-    uuid = migratable_guest(name, slow=True).UUIDString()
-    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
-    migration.start()
-    wait_incoming(destination, name)
+    uuid, migration = slow_migration(name)
     source = restart(source, host_agent, 'source')
     target = restart(target, host_agent, 'destination')
     assert migration.is_alive(), 'the migration ended before the agents restarted'
@@ -267,17 +271,14 @@ def test_both_agents_restarted_during_a_live_migration_that_succeeds_name_nothin
 @pytest.mark.parametrize('across', [False, True],
                          ids=['restarted before the cancel', 'stopped across the cancel'])
 def test_the_destination_agent_restarted_during_a_cancelled_migration_names_nothing(
-        hypervisor, destination, conn, host_agent, two_hosts, migratable_guest,
+        hypervisor, destination, conn, host_agent, two_hosts, slow_migration,
         recovery_api, across):
     """The destination's STOPPED_FAILED is the cancelled migration's, told to
     an agent that knows the incoming domain only from its state database and
     its scan; or no event at all, the agent being stopped when it came."""
     source, target = two_hosts
     name = f'mig-restart-{"across" if across else "before"}'
-    uuid = migratable_guest(name, slow=True).UUIDString()
-    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
-    migration.start()
-    wait_incoming(destination, name)
+    uuid, migration = slow_migration(name)
     if across:
         assert target.stop() == 0
         conn.lookupByName(name).abortJob()
@@ -318,7 +319,7 @@ def restart_daemon(daemon, agent) -> None:
 
 @pytest.mark.parametrize('side', ['source', 'destination'])
 def test_a_libvirtd_killed_and_restarted_during_a_live_migration_names_nothing(
-        hypervisor, destination, two_hosts, migratable_guest, recovery_api, side):
+        hypervisor, destination, two_hosts, slow_migration, recovery_api, side):
     """Either daemon's death fails the migration, and the VM runs on at the
     source. The source's: the destination destroys the incoming domain
     with the source's connection, and the source's agent reconnects to a
@@ -326,10 +327,7 @@ def test_a_libvirtd_killed_and_restarted_during_a_live_migration_names_nothing(
     reconnects to a daemon on which the incoming domain is gone."""
     source, target = two_hosts
     name = f'mig-libvirtd-{side}'
-    uuid = migratable_guest(name, slow=True).UUIDString()
-    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
-    migration.start()
-    wait_incoming(destination, name)
+    uuid, migration = slow_migration(name)
     if side == 'source':
         restart_daemon(hypervisor, source)
     else:
