@@ -5,11 +5,13 @@ with no code of the agent's.
 Run by ``bench.qemu_breakdown`` as a process of its own, as the agent is:
 libvirt's default event loop on a thread, whose lifecycle callback hands
 each STOPPED_FAILED to one waiting thread (a SimpleQueue, as the agent's
-callback hands events on); that thread writes the notification's row in
-SQLite (WAL, ``synchronous=FULL``, one transaction, as the agent's store)
-and POSTs it through ``http.client`` on a connection opened beforehand,
-the request's bytes in one write; then removes the row. The token comes
-from keystoneauth once, at start.
+callback hands events on); that thread commits the notification's row in
+SQLite (WAL, one transaction, as the agent's store), writes its POST
+through ``http.client`` on a connection opened beforehand, the request's
+bytes in one write, and syncs the row to disk (fdatasync of the WAL)
+while the request is on its way, as the agent's store does; then reads
+the answer and removes the row. The token comes from keystoneauth once,
+at start.
 
     python -m bench.floor_agent URI KEYSTONE_URL USERNAME PASSWORD PROJECT DB
 """
@@ -17,6 +19,7 @@ from keystoneauth once, at start.
 import datetime
 import http.client
 import json
+import os
 import queue
 import sqlite3
 import sys
@@ -45,8 +48,9 @@ def main() -> None:
 
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute('PRAGMA journal_mode=WAL')
-    db.execute('PRAGMA synchronous=FULL')
+    db.execute('PRAGMA synchronous=NORMAL')
     db.execute('CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, body TEXT)')
+    wal = os.open(path + '-wal', os.O_RDWR)
 
     failures: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -79,10 +83,12 @@ def main() -> None:
                    f'Content-Type: application/json\r\nX-Auth-Token: {token}\r\n'
                    f'Content-Length: {len(body)}\r\n\r\n').encode() + body
         api.sock.sendall(request)
+        os.fdatasync(wal)
         answer = http.client.HTTPResponse(api.sock)
         answer.begin()
         answer.read()
         db.execute('DELETE FROM outbox WHERE id = ?', (notification_id,))
+        os.fdatasync(wal)
         print(f'{name}: {answer.status}', flush=True)
 
 

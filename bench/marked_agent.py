@@ -1,7 +1,8 @@
 """The detection path's stages, marked: ``install`` wraps the agent's own
 methods so that the time (time.monotonic(), CLOCK_MONOTONIC, which every
 process on the host shares) each stage began or ended is noted, and handed
-on once the notification's request is written. ``bench.latency_breakdown``
+on once the notification's request is written and its transaction synced.
+``bench.latency_breakdown``
 installs it in its own process; run as a module, it is the agent
 (arguments as ``instancemonitor-agent``'s) writing one dict per
 notification sent to the file ``$MARKS``, for ``bench.qemu_breakdown``."""
@@ -33,12 +34,17 @@ STAGES = (
     (outbox.Outbox, 'take', 'a sender has it', 'after', True),
     (masakari.MasakariSink, 'send', 'the sink starts the POST', 'before', True),
     (outbox.Outbox, 'wait_committed', 'request ready', 'before', True),
-    (outbox.Outbox, 'wait_sent', 'committed; dispatcher waits for the send',
-     'before', True),
+    (outbox.Outbox, 'release_committed', 'committed; its sync starts', 'before',
+     False),
     (outbox.Outbox, 'wait_committed', 'request goes (committed)', 'after', True),
+    (outbox.Outbox, 'wait_sent', 'synced; dispatcher waits for the send',
+     'before', True),
     (outbox.Outbox, 'sent', 'request bytes written', 'before', True),
 )
 NAMES = [stage for _, _, stage, _, _ in STAGES]
+# A notification's marks are handed on once both have been noted: the
+# request and its transaction's sync run side by side, either ends first.
+LAST = {NAMES[-2], NAMES[-1]}
 
 
 def install(on_sent: Callable[[dict[str, float]], None]) -> None:
@@ -60,7 +66,7 @@ def install(on_sent: Callable[[dict[str, float]], None]) -> None:
             result = method(*args, **kwargs)
             if when == 'after' and result is not None:  # take() timed out
                 mark(stage, first)
-            if stage == NAMES[-1]:
+            if stage in LAST and LAST <= marks.keys():
                 with lock:
                     on_sent(dict(marks))
                     marks.clear()

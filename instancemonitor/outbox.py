@@ -206,10 +206,11 @@ class Outbox:
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
         """What this thread adds inside is scheduled only at the end: after
-        the store's transaction that wrote it has committed, so no sender
-        can send what is not on disk yet (or, after :meth:`release_held`,
-        senders may take it but send nothing until then). Nested, the
-        outermost counts."""
+        the store's transaction that wrote it has committed and synced, so
+        no sender can send what is not kept yet (or, after
+        :meth:`release_held`, senders may take it but send nothing until
+        :meth:`release_committed` or the end). Nested, the outermost
+        counts."""
         with self._cond:
             if self._holder == threading.get_ident():
                 outer = True  # the outer block schedules them
@@ -261,10 +262,20 @@ class Outbox:
                 self._committing.add(entry.notification.notification_id)
                 self._schedule(entry)
 
+    def release_committed(self) -> None:
+        """The holder's transaction has committed (what it wrote survives a
+        crash of the agent; the store syncs it to disk next, while the
+        requests go): senders waiting in :meth:`wait_committed` send."""
+        with self._cond:
+            if self._holder != threading.get_ident() or not self._committing:
+                return
+            self._committing.clear()
+            self._committed.notify_all()
+        self.on_schedule()  # a thread for them, if every one is busy
+
     def wait_committed(self, notification: Notification) -> bool:
-        """Return once ``notification`` is as durable as the store makes it:
-        at once, unless released before its transaction committed; whether
-        it waited."""
+        """Return once ``notification``'s transaction has committed: at
+        once, unless released before it did; whether it waited."""
         nid = notification.notification_id
         with self._cond:
             waits = nid in self._committing

@@ -1,8 +1,13 @@
 """The durable state: journal and outbox in one SQLite database.
 
-WAL mode with ``synchronous=FULL``: a call returns once its change is on
-disk (an fsync), so a notification is kept before the event that caused it
-counts as handled. The database file (and SQLite's -wal/-shm files, which
+WAL mode: a call returns once its change is on disk, so a notification is
+kept before the event that caused it counts as handled. SQLite runs with
+``synchronous=NORMAL`` (a commit writes the WAL, no fsync) and the store
+syncs the WAL itself after each commit: the same as ``synchronous=FULL``,
+except that a batch can let go of what it committed between the two
+(:meth:`SqliteStateStore.batch`). Once committed, a change survives a crash
+of the agent (it is in the kernel's page cache); once synced, the host's
+loss of power too. The database file (and SQLite's -wal/-shm files, which
 take its mode) are readable by the owner only.
 """
 
@@ -232,9 +237,13 @@ class SqliteStateStore:
         self._deferred: list[tuple[str, tuple]] = []
         self._closed = False
         self._dead_in_memory: list[DeadLetter] = []
+        # The WAL file, synced after each commit (see _sync).
+        self._wal_path = self.path.with_name(filename + '-wal')
+        self._wal: int | None = None
+        self._sync_failing = False
         try:
             self._db.execute('PRAGMA journal_mode=WAL')
-            self._db.execute('PRAGMA synchronous=FULL')
+            self._db.execute('PRAGMA synchronous=NORMAL')
             self._db.executescript(_SCHEMA)
             _upgrade(self._db)
             # Checks the whole file now rather than failing on a later write.
@@ -247,6 +256,7 @@ class SqliteStateStore:
             self._db.close()
             raise
         self._records = {row[0]: self._record(row) for row in rows}
+        self._sync()  # the schema and its upgrade
 
     def _degrade(self, error: sqlite3.Error,
                  statements: list[tuple[str, tuple]]) -> None:
@@ -327,7 +337,29 @@ class SqliteStateStore:
         except sqlite3.Error as error:
             self._degrade(error, statements)
             return False
+        self._sync()
         return True
+
+    def _sync(self) -> None:
+        """Put what is committed on disk: fdatasync the WAL, as SQLite does
+        after each commit with ``synchronous=FULL`` (the lock held).
+
+        A failure is logged: the change is committed, and stays so unless
+        the host loses power before the disk takes writes again."""
+        try:
+            if self._wal is None:
+                self._wal = os.open(self._wal_path, os.O_RDWR | os.O_CLOEXEC)
+            os.fdatasync(self._wal)
+        except OSError as error:
+            if not self._sync_failing:
+                self._sync_failing = True
+                LOG.error('Cannot sync the state database %s (%s): its latest '
+                          'changes are lost if the host loses power',
+                          self._wal_path, error)
+            return
+        if self._sync_failing:
+            self._sync_failing = False
+            LOG.info('The state database %s syncs again', self._wal_path)
 
     def _transaction(self, statements: list[tuple[str, tuple]]) -> None:
         """Apply ``statements`` in one transaction, or none of them (raises)."""
@@ -345,10 +377,12 @@ class SqliteStateStore:
             self._db.execute('ROLLBACK')
 
     @contextlib.contextmanager
-    def batch(self, before_commit: Callable[[], None] = lambda: None
-              ) -> Iterator[None]:
+    def batch(self, before_commit: Callable[[], None] = lambda: None,
+              committed: Callable[[], None] = lambda: None) -> Iterator[None]:
         """The writes inside are one transaction: one fsync for them all.
-        ``before_commit`` is called as that transaction starts to commit."""
+        ``before_commit`` is called as that transaction starts to commit,
+        ``committed`` once it has, just before the fsync (the block ends
+        after it)."""
         with self._lock:
             began = False
             if not (self.degraded or self._closed or self._batch is not None):
@@ -375,6 +409,9 @@ class SqliteStateStore:
                     except sqlite3.Error as error:
                         self._rollback()
                         self._degrade(error, statements)
+                    else:
+                        committed()
+                        self._sync()
 
     def retry(self) -> bool:
         """Write back what waits in memory, in one transaction, and the
@@ -391,6 +428,7 @@ class SqliteStateStore:
                 LOG.debug('The state database %s still cannot be written: %s',
                           self.path, error)
                 return False
+            self._sync()
             count, self._backlog = len(self._backlog), []
             self.degraded, self.degraded_since = False, None
             self._dead_in_memory = []  # their changes were in the backlog
@@ -416,6 +454,9 @@ class SqliteStateStore:
             self._flush_deferred()
             self._closed = True
             self._db.close()
+            if self._wal is not None:
+                os.close(self._wal)
+                self._wal = None
 
     def set_agent_status(self, status: dict[str, str]) -> None:
         """What ``instancemonitor-status`` shows of the running agent."""
@@ -434,6 +475,7 @@ class SqliteStateStore:
                 if rows:
                     self._db.execute('DELETE FROM commands WHERE id <= ?',
                                      (rows[-1][0],))
+                    self._sync()
             except sqlite3.Error as error:
                 LOG.warning('Cannot read operator commands: %s', error)
                 return []

@@ -2,6 +2,7 @@
 loop, to a real HTTP receiver on 127.0.0.1."""
 
 import datetime
+import os
 import threading
 import time
 import uuid
@@ -215,5 +216,36 @@ def test_the_request_is_made_ready_as_the_transaction_commits_and_sent_after(
     assert max(r for r in released if r <= began) <= started[0]
     assert seen == 0
     assert request.received_at > ended
+    assert request.json()['notification']['payload']['vir_domain_event'] == \
+        'STOPPED_DESTROYED'
+
+
+def test_the_request_goes_while_the_commit_syncs_and_its_removal_after(
+        start_agent, new_domain, recovery_api, monkeypatch):
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
+    dom = new_domain()
+    syncs, removals = [], []
+    real = os.fdatasync
+
+    def slow_sync(fd):
+        # The dispatcher's sync of the failure's transaction: committed, so
+        # a crash of the agent would keep it; on disk only once this returns.
+        if threading.current_thread().name == 'event-dispatch':
+            began = time.monotonic()
+            time.sleep(0.3)
+            real(fd)
+            syncs.append((began, time.monotonic()))
+            return
+        real(fd)
+    monkeypatch.setattr(os, 'fdatasync', slow_sync)
+    agent.store._db.set_trace_callback(
+        lambda sql: removals.append(time.monotonic())
+        if sql.startswith('DELETE FROM outbox') else None)
+    dom.destroy()
+    (request,) = recovery_api.wait_requests(1)
+    wait_for(lambda: removals, 5, "the delivered notification's removal")
+    # Sent during its transaction's sync, and settled only after it.
+    (ended,) = [e for b, e in syncs if b <= request.received_at < e]
+    assert removals[0] > ended
     assert request.json()['notification']['payload']['vir_domain_event'] == \
         'STOPPED_DESTROYED'

@@ -186,6 +186,34 @@ def test_released_notifications_are_taken_at_once_and_sent_after_the_commit():
     assert box.withdraw_waiting('b') == [held_back]
 
 
+def test_once_committed_released_notifications_go_before_the_block_ends():
+    box = Outbox()
+    stop = threading.Event()
+    first = notification('a')
+    waited, schedules = [], []
+    box.on_schedule = lambda: schedules.append(time.monotonic())
+    with box.holding():
+        box.add(first)
+        box.release_held()
+        assert box.take(stop, 1.0) is first
+        sender = threading.Thread(
+            target=lambda: waited.append(box.wait_committed(first)))
+        sender.start()
+        sender.join(0.2)
+        assert sender.is_alive()
+        other = threading.Thread(target=box.release_committed)
+        other.start()
+        other.join()
+        sender.join(0.2)
+        assert sender.is_alive()  # only the holder's commit counts
+        box.release_committed()  # committed; the sync goes on in the block
+        sender.join(5)
+        assert waited == [True]
+        # A sender thread may start for it now, not only at the end.
+        assert len(schedules) == 1
+    assert len(schedules) == 1
+
+
 def test_only_the_holder_releases_its_additions():
     box = Outbox()
     stop = threading.Event()

@@ -2,10 +2,14 @@
 
 import dataclasses
 import datetime
+import errno
 import logging
 import os
+import pathlib
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -17,6 +21,7 @@ from instancemonitor.domainstate import Phase
 from instancemonitor.events import Notification
 from instancemonitor.outbox import Outbox
 
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 T0 = datetime.datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=datetime.UTC)
 
 
@@ -288,6 +293,112 @@ def test_a_batch_is_one_transaction(tmp_path):
         assert reader.execute('SELECT COUNT(*) FROM outbox').fetchone() == (0,)
     assert reader.execute('SELECT COUNT(*) FROM outbox').fetchone() == (3,)
     reader.close()
+    s.close()
+
+
+def _record_syncs(monkeypatch, also=lambda: None) -> list[str]:
+    """The files fdatasync'ed from now on (``also`` runs before each)."""
+    synced, real = [], os.fdatasync
+
+    def fdatasync(fd):
+        also()
+        synced.append(os.readlink(f'/proc/self/fd/{fd}'))
+        real(fd)
+    monkeypatch.setattr(os, 'fdatasync', fdatasync)
+    return synced
+
+
+def test_every_change_is_committed_then_synced_before_its_call_returns(
+        tmp_path, monkeypatch):
+    s = store.SqliteStateStore(str(tmp_path), busy_timeout=0.2)
+    wal = str(tmp_path / (store.FILENAME + '-wal'))
+    seen = []  # what another connection reads as each sync starts
+    synced = _record_syncs(monkeypatch, lambda: seen.append(
+        (len(_on_disk(s.path)), _domains(s.path))))
+    s.put(DomainRecord('u1', 'vm'))
+    s.insert(notification('a'), 1.0)
+    with s.batch():
+        s.insert(notification('b'), 1.0)
+        s.put(DomainRecord('u2', 'vm'))
+    assert synced == [wal] * 3  # one for the batch
+    assert seen == [(0, 1), (1, 1), (2, 2)]  # each committed before its sync
+    other = sqlite3.connect(s.path, isolation_level=None)
+    other.execute("INSERT INTO commands (verb, arg) VALUES ('resend', 'x')")
+    other.close()
+    assert s.take_commands() == [('resend', 'x')]
+    assert synced == [wal] * 4
+    # Written back after the disk failed it: synced too.
+    other = sqlite3.connect(s.path, isolation_level=None)
+    other.execute('BEGIN IMMEDIATE')
+    s.remove(notification('a').notification_id)
+    assert s.degraded and synced == [wal] * 4
+    other.execute('ROLLBACK')
+    other.close()
+    assert s.retry() and synced == [wal] * 5
+    s.close()
+
+
+def _domains(path) -> int:
+    other = sqlite3.connect(path)
+    try:
+        return other.execute('SELECT COUNT(*) FROM domains').fetchone()[0]
+    finally:
+        other.close()
+
+
+def test_a_batch_lets_go_of_its_commit_before_the_sync(tmp_path, monkeypatch):
+    s = store.SqliteStateStore(str(tmp_path))
+    steps, n = [], notification('a')
+    _record_syncs(monkeypatch, lambda: steps.append('sync'))
+    with s.batch(before_commit=lambda: steps.append('commit starts'),
+                 committed=lambda: steps.append(('committed', _on_disk(s.path)))):
+        s.insert(n, 1.0)
+        steps.append('in the batch')
+    assert steps == ['in the batch', 'commit starts',
+                     ('committed', [n.notification_id]), 'sync']
+    s.close()
+
+
+CRASH_AFTER_COMMIT = """
+import os, sys
+from instancemonitor import store
+from tests.unit.test_store import notification
+s = store.SqliteStateStore(sys.argv[1])
+with s.batch(committed=lambda: os._exit(3)):  # dies before the sync
+    s.insert(notification('a'), 1.0)
+    s.put(store.DomainRecord('a', 'vm-a', run=4))
+"""
+
+
+def test_what_a_batch_committed_survives_a_crash_before_its_sync(tmp_path):
+    crashed = subprocess.run([sys.executable, '-c', CRASH_AFTER_COMMIT,
+                              str(tmp_path)], cwd=ROOT, timeout=60)
+    assert crashed.returncode == 3
+    again = store.SqliteStateStore(str(tmp_path))
+    ((kept, due_at),) = again.pending('masakari')
+    assert (kept.instance_uuid, kept.generated_time, due_at) == ('a', T0, 1.0)
+    assert again.get('a') == DomainRecord('a', 'vm-a', run=4)
+    again.close()
+
+
+def test_a_failing_sync_is_said_once_and_the_store_goes_on(tmp_path, caplog,
+                                                         monkeypatch):
+    s = store.SqliteStateStore(str(tmp_path))
+    real = os.fdatasync
+
+    def failing(fd):
+        raise OSError(errno.EIO, 'Input/output error')
+    monkeypatch.setattr(os, 'fdatasync', failing)
+    with caplog.at_level(logging.INFO):
+        s.insert(notification('a'), 1.0)
+        s.insert(notification('b'), 1.0)
+        assert caplog.text.count('Cannot sync the state database') == 1
+        assert 'Input/output error' in caplog.text
+        monkeypatch.setattr(os, 'fdatasync', real)
+        s.insert(notification('c'), 1.0)
+    assert 'syncs again' in caplog.text
+    assert not s.degraded  # committed all along
+    assert len(_on_disk(s.path)) == 3
     s.close()
 
 
