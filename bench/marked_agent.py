@@ -18,6 +18,7 @@ from instancemonitor import journal
 from instancemonitor import outbox
 from instancemonitor import pipeline
 from instancemonitor.cmd import agent
+from instancemonitor.sinks import httpclient
 from instancemonitor.sinks import masakari
 
 # (class, method, stage, when, first): with ``first`` the stage's first call
@@ -30,13 +31,11 @@ STAGES = (
     (journal.Journal, 'record', 'journal starts', 'before', False),
     (journal.Journal, 'record', 'journal done (in the transaction)', 'after',
      False),
-    (outbox.Outbox, 'release_held', 'the commit starts', 'before', False),
+    (outbox.Outbox, 'release_held', 'committed; its sync starts', 'before',
+     False),
     (outbox.Outbox, 'take', 'a sender has it', 'after', True),
     (masakari.MasakariSink, 'send', 'the sink starts the POST', 'before', True),
-    (outbox.Outbox, 'wait_committed', 'request ready', 'before', True),
-    (outbox.Outbox, 'release_committed', 'committed; its sync starts', 'before',
-     False),
-    (outbox.Outbox, 'wait_committed', 'request goes (committed)', 'after', True),
+    (httpclient._HTTPConnection, 'send', 'request ready, written', 'before', True),
     (outbox.Outbox, 'wait_sent', 'synced; dispatcher waits for the send',
      'before', True),
     (outbox.Outbox, 'sent', 'request bytes written', 'before', True),

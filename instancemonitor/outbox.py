@@ -156,10 +156,6 @@ class Outbox:
         self._held: list[_Entry] = []
         # Called once the holding block ends (after_held).
         self._after_held: list[Callable[[], None]] = []
-        # Released before their transaction has committed (release_held):
-        # their ids, and a signal once it has (same lock).
-        self._committing: set[str] = set()
-        self._committed = threading.Condition(lock)
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending(sink)
         # While recovered notifications wait for confirmation: until when.
@@ -205,12 +201,10 @@ class Outbox:
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
-        """What this thread adds inside is scheduled only at the end: after
-        the store's transaction that wrote it has committed and synced, so
-        no sender can send what is not kept yet (or, after
-        :meth:`release_held`, senders may take it but send nothing until
-        :meth:`release_committed` or the end). Nested, the outermost
-        counts."""
+        """What this thread adds inside is scheduled only at the end, after
+        the store's transaction that wrote it, or by :meth:`release_held`
+        once that has committed: no sender sends what is not kept yet.
+        Nested, the outermost counts."""
         with self._cond:
             if self._holder == threading.get_ident():
                 outer = True  # the outer block schedules them
@@ -227,11 +221,8 @@ class Outbox:
                 held, self._held = self._held, []
                 for entry in held:
                     self._schedule(entry)
-                released = bool(self._committing)
-                self._committing.clear()
-                self._committed.notify_all()
                 after, self._after_held = self._after_held, []
-            if held or released:  # not before the commit: it may start a thread
+            if held:
                 self.on_schedule()
             for call in after:
                 try:
@@ -250,37 +241,16 @@ class Outbox:
         call()
 
     def release_held(self) -> None:
-        """Let senders take what the holder has added, as its transaction
-        starts to commit: they make their requests ready meanwhile and
-        wait in :meth:`wait_committed` before sending a byte (the sender
-        has ``httpclient`` call it just before a request's first byte)."""
+        """Schedule what the holder has added so far: its transaction has
+        committed (it survives a crash of the agent; the store syncs it to
+        disk next, while senders make and send the requests)."""
         with self._cond:
             if self._holder != threading.get_ident() or not self._held:
                 return
             held, self._held = self._held, []
             for entry in held:
-                self._committing.add(entry.notification.notification_id)
                 self._schedule(entry)
-
-    def release_committed(self) -> None:
-        """The holder's transaction has committed (what it wrote survives a
-        crash of the agent; the store syncs it to disk next, while the
-        requests go): senders waiting in :meth:`wait_committed` send."""
-        with self._cond:
-            if self._holder != threading.get_ident() or not self._committing:
-                return
-            self._committing.clear()
-            self._committed.notify_all()
         self.on_schedule()  # a thread for them, if every one is busy
-
-    def wait_committed(self, notification: Notification) -> bool:
-        """Return once ``notification``'s transaction has committed: at
-        once, unless released before it did; whether it waited."""
-        nid = notification.notification_id
-        with self._cond:
-            waits = nid in self._committing
-            self._committed.wait_for(lambda: nid not in self._committing)
-        return waits
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id

@@ -2,9 +2,8 @@
 
 The journal's record of an event and the notifications it calls for are
 written in one transaction (``group``: one fsync); senders take the
-notifications as it starts to commit, make their requests ready meanwhile,
-and send once it has committed, while the store syncs it to disk (see
-``store``). A notification due now is then on
+notifications once it has committed and send them while the store syncs it
+to disk (see ``store``). A notification due now is then on
 the wire before anything else is done for its event: the subscribers wait until
 a sender has sent it (at most ``HANDOFF_WAIT``), so they neither delay it
 nor compete with it for the interpreter. The heartbeat's and the probes'

@@ -153,11 +153,7 @@ class Sender:
                 self._busy += 1
             self._grow()
             try:
-                # The request is made ready while the notification's
-                # transaction may still be committing; it goes out after.
                 with httpclient.on_request(
-                        before_send=functools.partial(self._outbox.wait_committed,
-                                                      notification),
                         sent=functools.partial(self._outbox.sent, notification)):
                     answer = self.deliver(notification)
             except Exception:

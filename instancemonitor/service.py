@@ -278,11 +278,10 @@ class AgentService:
     @contextlib.contextmanager
     def _dispatch_group(self) -> Iterator[None]:
         """Events dispatched together: one transaction of the state database,
-        whose notifications senders take as it commits and send once it has
-        committed, while the store syncs it to disk."""
+        whose notifications senders take and send once it has committed,
+        while the store syncs it to disk."""
         with self.outbox.holding():
-            with (self.store.batch(before_commit=self.outbox.release_held,
-                                   committed=self.outbox.release_committed)
+            with (self.store.batch(committed=self.outbox.release_held)
                   if self.store else contextlib.nullcontext()):
                 yield
 

@@ -377,12 +377,11 @@ class SqliteStateStore:
             self._db.execute('ROLLBACK')
 
     @contextlib.contextmanager
-    def batch(self, before_commit: Callable[[], None] = lambda: None,
-              committed: Callable[[], None] = lambda: None) -> Iterator[None]:
+    def batch(self, committed: Callable[[], None] = lambda: None
+              ) -> Iterator[None]:
         """The writes inside are one transaction: one fsync for them all.
-        ``before_commit`` is called as that transaction starts to commit,
-        ``committed`` once it has, just before the fsync (the block ends
-        after it)."""
+        ``committed`` is called once it has committed, just before the
+        fsync (the block ends after it)."""
         with self._lock:
             began = False
             if not (self.degraded or self._closed or self._batch is not None):
@@ -404,7 +403,6 @@ class SqliteStateStore:
                 if began and self._batch is not None:
                     statements, self._batch = self._batch, None
                     try:
-                        before_commit()
                         self._db.execute('COMMIT')
                     except sqlite3.Error as error:
                         self._rollback()

@@ -38,24 +38,14 @@ _local = threading.local()
 
 
 @contextlib.contextmanager
-def on_request(before_send: Callable[[], None] | None = None,
-               sent: Callable[[], None] | None = None) -> Iterator[None]:
-    """For the first request this thread makes in the block: call
-    ``before_send`` once the request is ready, just before its first byte
-    is written (it may wait: nothing goes out until it returns), and
-    ``sent`` as soon as the request is on the wire (before its answer)."""
-    _local.before_send, _local.sent = before_send, sent
+def on_request(sent: Callable[[], None]) -> Iterator[None]:
+    """For the first request this thread makes in the block: call ``sent``
+    as soon as the request is on the wire (before its answer)."""
+    _local.sent = sent
     try:
         yield
     finally:
-        _local.before_send = _local.sent = None
-
-
-def _before_send() -> None:
-    callback = getattr(_local, 'before_send', None)
-    if callback is not None:
-        _local.before_send = None
-        callback()
+        _local.sent = None
 
 
 def _request_sent() -> None:
@@ -96,10 +86,6 @@ class _Connection:
     def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-
-    def send(self, data) -> None:
-        _before_send()  # http.client has the request's bytes ready
-        super().send(data)
 
     # The headers and a bytes body in one write, as http.client itself did
     # before Python 3.6: one segment and one wake-up of the receiver (two

@@ -184,42 +184,6 @@ def test_a_failure_and_its_notification_are_one_transaction_sent_after_it(
     assert kinds.index('DELETE FROM outbox') > commit, kinds
 
 
-def test_the_request_is_made_ready_as_the_transaction_commits_and_sent_after(
-        start_agent, new_domain, recovery_api):
-    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
-    dom = new_domain()
-    commits = []
-
-    def slow_commit(statement: str) -> None:
-        # Called as the dispatcher's COMMIT begins: it stays uncommitted
-        # while this sleeps, the interpreter free for the sender.
-        if (statement == 'COMMIT' and
-                threading.current_thread().name == 'event-dispatch'):
-            began = time.monotonic()
-            time.sleep(0.3)
-            commits.append((began, time.monotonic(), len(recovery_api.requests)))
-    send, started = agent.sink.send, []
-    agent.sink.send = lambda n: (started.append(time.monotonic()), send(n))[1]
-    # The group's notifications are released just before its COMMIT runs
-    # (and this trace callback with it): a sender may start in between.
-    release, released = agent.outbox.release_held, []
-    agent.outbox.release_held = lambda: (released.append(time.monotonic()),
-                                         release())[1]
-    # Left in place: clearing it while the dispatcher is in it would block
-    # this thread on SQLite's lock with the interpreter's held.
-    agent.store._db.set_trace_callback(slow_commit)
-    dom.destroy()
-    (request,) = recovery_api.wait_requests(1)
-    began, ended, seen = next(c for c in commits if started[0] <= c[1])
-    # The sink began the POST while its transaction committed, and the
-    # request arrived only after that.
-    assert max(r for r in released if r <= began) <= started[0]
-    assert seen == 0
-    assert request.received_at > ended
-    assert request.json()['notification']['payload']['vir_domain_event'] == \
-        'STOPPED_DESTROYED'
-
-
 def test_the_request_goes_while_the_commit_syncs_and_its_removal_after(
         start_agent, new_domain, recovery_api, monkeypatch):
     agent = start_agent(events={'forward': 'all', 'reboot_window': 0})

@@ -64,24 +64,6 @@ def test_posts_reuse_one_connection_and_signal_when_sent(server):
     assert first.headers['user-agent'] == 'instancemonitor'
 
 
-def test_no_byte_goes_out_before_before_send_returns(server):
-    arrived = []
-    api = server(lambda r: (arrived.append(time.monotonic()), (202, None, {}))[1])
-    client = httpclient.HTTPClient(5)
-    client.post(f'http://127.0.0.1:{api.port}/', BODY, {})  # a kept connection
-    calls = []
-
-    def before_send():
-        time.sleep(0.2)
-        calls.append(time.monotonic())
-    with httpclient.on_request(before_send=before_send):
-        for _ in range(2):  # called for the block's first request only
-            assert client.post(f'http://127.0.0.1:{api.port}/', BODY,
-                               {}).status == 202
-    assert len(calls) == 1 and len(arrived) == 3
-    assert arrived[1] > calls[0]
-
-
 def test_the_headers_and_the_body_go_out_in_one_write(server, monkeypatch):
     received = []
     api = server(lambda r: (received.append(r), (202, None, {}))[1])

@@ -161,57 +161,27 @@ def test_notifications_added_while_holding_are_takeable_only_after_it():
     assert box.pending() == 1
 
 
-def test_released_notifications_are_taken_at_once_and_sent_after_the_commit():
+def test_released_notifications_are_taken_at_once_the_rest_at_the_end():
     box = Outbox()
     stop = threading.Event()
     first, held_back = notification('a'), notification('b')
-    waited = []
-
-    def send(n):  # what a sender does: make the request, then wait
-        waited.append((box.wait_committed(n), time.monotonic()))
-    with box.holding():
-        box.add(first)
-        box.add(held_back, delay=5.0)
-        box.release_held()  # the transaction starts to commit
-        assert box.take(stop, 1.0) is first
-        assert box.take(stop, 0.1) is None  # a hold still holds
-        sender = threading.Thread(target=send, args=(first,))
-        sender.start()
-        sender.join(0.2)
-        assert sender.is_alive()  # nothing goes out before the commit
-        committed = time.monotonic()
-    sender.join(5)
-    assert waited[0][0] is True and waited[0][1] >= committed
-    assert box.wait_committed(first) is False  # committed: at once
-    assert box.withdraw_waiting('b') == [held_back]
-
-
-def test_once_committed_released_notifications_go_before_the_block_ends():
-    box = Outbox()
-    stop = threading.Event()
-    first = notification('a')
-    waited, schedules = [], []
+    schedules = []
     box.on_schedule = lambda: schedules.append(time.monotonic())
     with box.holding():
         box.add(first)
-        box.release_held()
-        assert box.take(stop, 1.0) is first
-        sender = threading.Thread(
-            target=lambda: waited.append(box.wait_committed(first)))
-        sender.start()
-        sender.join(0.2)
-        assert sender.is_alive()
-        other = threading.Thread(target=box.release_committed)
-        other.start()
-        other.join()
-        sender.join(0.2)
-        assert sender.is_alive()  # only the holder's commit counts
-        box.release_committed()  # committed; the sync goes on in the block
-        sender.join(5)
-        assert waited == [True]
+        box.add(held_back, delay=5.0)
+        assert box.take(stop, 0.1) is None  # not committed yet
+        box.release_held()  # the transaction has committed
         # A sender thread may start for it now, not only at the end.
         assert len(schedules) == 1
-    assert len(schedules) == 1
+        assert box.take(stop, 1.0) is first
+        assert box.take(stop, 0.1) is None  # a hold still holds
+        late = notification('c')
+        box.add(late)  # after the release: held until the end
+        assert box.take(stop, 0.1) is None
+    assert len(schedules) == 2
+    assert box.take(stop, 1.0) is late
+    assert box.withdraw_waiting('b') == [held_back]
 
 
 def test_only_the_holder_releases_its_additions():

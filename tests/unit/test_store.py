@@ -350,12 +350,10 @@ def test_a_batch_lets_go_of_its_commit_before_the_sync(tmp_path, monkeypatch):
     s = store.SqliteStateStore(str(tmp_path))
     steps, n = [], notification('a')
     _record_syncs(monkeypatch, lambda: steps.append('sync'))
-    with s.batch(before_commit=lambda: steps.append('commit starts'),
-                 committed=lambda: steps.append(('committed', _on_disk(s.path)))):
+    with s.batch(committed=lambda: steps.append(('committed', _on_disk(s.path)))):
         s.insert(n, 1.0)
         steps.append('in the batch')
-    assert steps == ['in the batch', 'commit starts',
-                     ('committed', [n.notification_id]), 'sync']
+    assert steps == ['in the batch', ('committed', [n.notification_id]), 'sync']
     s.close()
 
 
