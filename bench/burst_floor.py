@@ -4,16 +4,18 @@ alone, with no code of the agent's.
 1,000 domains of a test:/// node are destroyed; libvirt's lifecycle
 callback (its default event loop, on a thread) hands each stop to one
 dispatch thread, which writes what waits into SQLite in one transaction
-(WAL, ``synchronous=FULL``, as the agent's store) and then hands each row to
-a pool of ``max_in_flight`` threads (its default), started beforehand; each
-POSTs its notification's JSON through ``http.client`` on its own kept-alive
-connection to the loopback receiver (answering in 50 ms, in a child process,
-as in bench.burst), then a delete thread removes the delivered rows, in one
-transaction per group. This is the least any design on these packages does
-per notification: an event, its row on disk before its POST, the POST, and
-its row's removal. Figures, in a child process of its own so the CPU is this
-work's alone (the destroy() calls included, as in bench.burst): time until
-every notification is stored, and CPU per notification.
+(WAL, ``synchronous=FULL``: each group on disk before its POSTs, a little
+stricter than the agent's store, which syncs while they go) and then hands
+each row to a pool of ``max_in_flight`` threads (its default), started
+beforehand; each POSTs its notification's JSON through ``http.client`` on
+its own kept-alive connection to the loopback receiver (answering in 50 ms,
+in a child process, as in bench.burst), then a delete thread removes the
+delivered rows, in one transaction per group. This is the least any design
+on these packages does per notification: an event, its row on disk before
+its POST, the POST, and its row's removal. Figures, in a child process of
+its own so the CPU is this work's alone (the destroy() calls included, as
+in bench.burst): time until every notification is stored, and CPU per
+notification.
 
     python -m bench.burst_floor [DOMAINS [THREADS]]
 """

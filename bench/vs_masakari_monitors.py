@@ -289,6 +289,8 @@ class Bench:
                     arrived = wait_for(lambda u=uuid: crashes(stack, {u}).get(u), 30,
                                        f'{name}: the crash of {guest}')
                     latencies.append((arrived - self.clock.at(uuid)) * 1000)
+            print(f'{name}: agent-added ms, kill by kill: ' +
+                  ' '.join(f'{ms:.2f}' for ms in latencies), file=sys.stderr)
             with self.phase(f'{name}: idle'):
                 self.guests([f'{name[:4]}-idle-{i}' for i in range(IDLE_DOMAINS)])
                 time.sleep(2)

@@ -9,10 +9,11 @@ of 1, 10, 50 and 300 ms (medians, microseconds):
 - fixed Python work (20 ``json.dumps`` of a small document);
 - the journal deciding one STOPPED_FAILED, in the state database's
   transaction (the agent's own ``Journal``, ``Outbox`` and SQLite store);
-- that transaction's commit (one fsync);
+- that transaction's commit and its sync (one fsync);
 - for the floor under those two, with no code of the agent's: one 4 KiB
   write and its fsync, on a file in the same directory; and a one-row
-  SQLite transaction (WAL, ``synchronous=FULL``, as the agent's store).
+  SQLite transaction and its fsync (WAL, ``synchronous=FULL``: the
+  agent's store's commit and sync in one call).
 
     python -m bench.wakeup [ROUNDS]
 """
