@@ -41,9 +41,10 @@ STAGES = (
     (outbox.Outbox, 'sent', 'request bytes written', 'before', True),
 )
 NAMES = [stage for _, _, stage, _, _ in STAGES]
-# A notification's marks are handed on once both have been noted: the
-# request and its transaction's sync run side by side, either ends first.
-LAST = {NAMES[-2], NAMES[-1]}
+# A notification's marks are handed on once all these have been noted: the
+# request and its transaction's sync run side by side, either ends first,
+# and a sender may take it only after its request was written.
+LAST = {'a sender has it', NAMES[-2], NAMES[-1]}
 
 
 def install(on_sent: Callable[[dict[str, float]], None]) -> None:

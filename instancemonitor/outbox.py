@@ -10,6 +10,7 @@ Scheduling happens in memory; every change is written through to an
 ``OutboxStore`` first, so a durable store survives a crash of the agent.
 """
 
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -110,11 +111,17 @@ class _Entry:
     withdrawn: bool = False
     # Recovered from the store, not yet confirmed by a scan (see release_recovered).
     unconfirmed: bool = False
+    # Its first request, written by the committing thread (see release_held).
+    started: object | None = None
 
 
 class Outbox:
     """The notifications of one sink: each sink has its own, over a shared
     store, so a slow sink never holds up another."""
+
+    # Requests release_held has the committing thread write at most: the
+    # one or few failures of a quiet host; a burst's go to the senders.
+    START_MAX = 4
 
     def __init__(self, store: OutboxStore | None = None,
                  max_age: float = 0.0,
@@ -145,6 +152,9 @@ class Outbox:
         # earliest detected goes first. Stale items are skipped lazily.
         self._waiting: list[tuple[float, int, str]] = []
         self._ready: list[tuple[int, str]] = []
+        # Taken by the committing thread, which may have written their
+        # first requests: for the next senders, before anything else.
+        self._handed: collections.deque[str] = collections.deque()
         self._pushes = itertools.count()
         self._orders = itertools.count()
         self.dead_lettered = 0
@@ -240,17 +250,56 @@ class Outbox:
                 return
         call()
 
-    def release_held(self) -> None:
+    def release_held(self, start: Callable[[Notification], object | None]
+                     | None = None) -> None:
         """Schedule what the holder has added so far: its transaction has
         committed (it survives a crash of the agent; the store syncs it to
-        disk next, while senders make and send the requests)."""
+        disk next, while the requests go).
+
+        ``start``: if nothing else is due, the first ``START_MAX`` due now
+        are taken here and ``start`` is called for each on this thread (it
+        writes the request if that is quick, and returns what the sender
+        then needs to read the answer, or None to send it all): the
+        senders, woken meanwhile, go on from there."""
         with self._cond:
             if self._holder != threading.get_ident() or not self._held:
                 return
             held, self._held = self._held, []
+            now, taken = self._monotonic(), []
+            quiet = start is not None and not self._handed and not self._ready \
+                and not (self._waiting and self._waiting[0][0] <= now)
             for entry in held:
-                self._schedule(entry)
+                if quiet and entry.due <= now and len(taken) < self.START_MAX:
+                    entry.in_flight = True
+                    self._entries[entry.notification.notification_id] = entry
+                    taken.append(entry)
+                else:
+                    self._schedule(entry)
+        for entry in taken:
+            try:
+                entry.started = start(entry.notification)
+            except Exception:  # the sender sends it all
+                LOG.exception('Writing the request of notification %s failed; '
+                              'a sender sends it', entry.notification.notification_id)
+        with self._cond:
+            for entry in taken:
+                if entry.started is not None:
+                    entry.sent = True
+                self._handed.append(entry.notification.notification_id)
+            if taken:
+                self._cond.notify(len(taken))
+                self._sent.notify_all()
         self.on_schedule()  # a thread for them, if every one is busy
+
+    def started(self, notification: Notification) -> object | None:
+        """What ``start`` returned for a notification taken from
+        :meth:`release_held` (once; None for any other)."""
+        with self._cond:
+            entry = self._entries.get(notification.notification_id)
+            if entry is None:
+                return None
+            started, entry.started = entry.started, None
+            return started
 
     def _schedule(self, entry: _Entry) -> None:
         nid = entry.notification.notification_id
@@ -343,6 +392,10 @@ class Outbox:
                     entry = self._current(nid, due)
                     if entry is not None:
                         heapq.heappush(self._ready, (entry.order, nid))
+                while self._handed:
+                    entry = self._entries.get(self._handed.popleft())
+                    if entry is not None:  # not settled meanwhile
+                        return entry.notification
                 while self._ready:
                     _, nid = heapq.heappop(self._ready)
                     entry = self._current(nid)
@@ -379,7 +432,7 @@ class Outbox:
         have been withdrawn or taken meanwhile)."""
         now = self._monotonic()
         with self._cond:
-            return bool(self._ready) or bool(
+            return bool(self._handed) or bool(self._ready) or bool(
                 self._waiting and self._waiting[0][0] <= now)
 
     def delivered(self, notification: Notification) -> None:

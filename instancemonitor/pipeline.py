@@ -1,9 +1,9 @@
 """The notification chain as one bus subscriber: filter → journal → outbox.
 
 The journal's record of an event and the notifications it calls for are
-written in one transaction (``group``: one fsync); senders take the
-notifications once it has committed and send them while the store syncs it
-to disk (see ``store``). A notification due now is then on
+written in one transaction (``group``: one fsync); the notifications go
+once it has committed, while the store syncs it to disk (see ``store``
+and the service's dispatch group). A notification due now is then on
 the wire before anything else is done for its event: the subscribers wait until
 a sender has sent it (at most ``HANDOFF_WAIT``), so they neither delay it
 nor compete with it for the interpreter. The heartbeat's and the probes'

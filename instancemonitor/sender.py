@@ -3,7 +3,9 @@
 One thread always runs; while due notifications wait and every thread is
 busy, another starts, up to ``max_in_flight`` at a time, so a burst of
 failures is in flight at once; those extra threads end once idle for
-``IDLE_EXIT`` seconds. Notifications are taken in order of detection.
+``IDLE_EXIT`` seconds. Notifications are taken in order of detection. A
+notification whose first request the committing thread already wrote
+(``Outbox.release_held``) comes with it: its sender reads the answer.
 
 Each notification gets up to ``retry_max`` retries in a round (tenacity), then
 goes back into the outbox for a later round: nothing is dropped for want of
@@ -155,7 +157,8 @@ class Sender:
             try:
                 with httpclient.on_request(
                         sent=functools.partial(self._outbox.sent, notification)):
-                    answer = self.deliver(notification)
+                    answer = self.deliver(notification,
+                                          self._outbox.started(notification))
             except Exception:
                 LOG.exception('Unexpected failure sending notification %s; '
                               'keeping it', notification.notification_id)
@@ -165,14 +168,18 @@ class Sender:
                 self._busy -= 1
             idle_since = clock.monotonic()
 
-    def deliver(self, notification: Notification) -> Answer:
-        """Send with retries; return the final answer or the last transient one."""
+    def deliver(self, notification: Notification,
+                started: object | None = None) -> Answer:
+        """Send with retries; return the final answer or the last transient
+        one. ``started``: the first attempt's request, already written by
+        the sink's ``start`` (its answer is read here)."""
         # NOTE: the first attempt goes out before tenacity is involved, which
         # costs about 27 us of CPU per call (several times that on a CPU just
         # woken from idle): the detection path is not charged for it. Retries
         # run in tenacity with the first answer as attempt 1, so attempt
         # numbers, waits and log lines are tenacity's as before.
-        first = self._sink.send(notification)
+        first = (self._sink.send(notification) if started is None
+                 else self._sink.finish(started))
         if first.outcome is not Outcome.RETRY or not self._policy.retry_max:
             return first
         answers = [first]

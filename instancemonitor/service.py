@@ -278,12 +278,17 @@ class AgentService:
     @contextlib.contextmanager
     def _dispatch_group(self) -> Iterator[None]:
         """Events dispatched together: one transaction of the state database,
-        whose notifications senders take and send once it has committed,
-        while the store syncs it to disk."""
+        whose notifications go once it has committed, while the store syncs
+        it to disk: on a quiet host this thread writes the first requests
+        itself, on kept-alive connections (no thread to wake first), and
+        senders read the answers."""
         with self.outbox.holding():
-            with (self.store.batch(committed=self.outbox.release_held)
+            with (self.store.batch(committed=self._release_committed)
                   if self.store else contextlib.nullcontext()):
                 yield
+
+    def _release_committed(self) -> None:
+        self.outbox.release_held(getattr(self.sink, 'start', None))
 
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:

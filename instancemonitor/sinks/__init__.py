@@ -33,6 +33,10 @@ class Answer:
 
 
 class Sink(Protocol):
+    """One attempt per ``send``. The recovery API's sink also has
+    ``start(notification)``, which writes the request if that is quick
+    (returning what ``finish(started)`` needs to read the answer), for the
+    detection path's first attempt."""
     name: str
 
     def send(self, notification: Notification) -> Answer: ...

@@ -78,6 +78,16 @@ class Response:
     headers: http.client.HTTPMessage
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Started:
+    """A POST written by :meth:`HTTPClient.start`, its answer still to read."""
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    route: '_Route'
+    connection: http.client.HTTPConnection
+
+
 class _Connection:
     """What both of our connection classes add to http.client's."""
 
@@ -255,16 +265,64 @@ class HTTPClient:
         if self._closed:  # close() may have emptied the pool meanwhile
             self._close_idle(idle)
 
-    def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+    @staticmethod
+    def _headers(route: _Route, headers: dict[str, str]) -> dict[str, str]:
+        return {'User-Agent': USER_AGENT, 'Content-Type': 'application/json',
+                **(dict(route.proxy_headers) if not route.tunnel else {}),
+                **headers}
+
+    def start(self, url: str, body: bytes, headers: dict[str, str]
+              ) -> 'Started | None':
+        """Write the POST on a kept-alive connection, if one is idle, and
+        return at once: :meth:`finish` reads its answer (from any thread).
+        None if no connection is idle or writing failed: nothing is sent,
+        and :meth:`post` sends it on its own."""
+        route = self._route_of(url)
+        connection = self._kept(route)
+        if connection is None:
+            return None
+        try:
+            connection.request('POST', route.target, body,
+                               self._headers(route, headers))
+        except (OSError, http.client.HTTPException):
+            connection.close()  # a request cut short is not one the server takes
+            return None
+        return Started(url, body, headers, route, connection)
+
+    def finish(self, started: 'Started') -> Response:
+        """The answer to a request :meth:`start` wrote; sent again once on a
+        new connection if the server had closed the kept one, as
+        :meth:`post` does."""
+        connection = started.connection
+        try:
+            response = connection.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as error:
+            connection.close()
+            if isinstance(error, _CLOSED_BY_SERVER):
+                return self.post(started.url, started.body, started.headers,
+                                 kept=False)
+            raise TransportError(_describe(error, started.route)) from None
+        return self._answered(started.route, connection, response, data)
+
+    def _answered(self, route: _Route, connection: http.client.HTTPConnection,
+                  response: http.client.HTTPResponse, data: bytes) -> Response:
+        if response.will_close:
+            connection.close()
+        else:
+            self._keep(route, connection)
+        return Response(response.status, data.decode('utf-8', 'replace'),
+                        response.headers)
+
+    def post(self, url: str, body: bytes, headers: dict[str, str],
+             kept: bool = True) -> Response:
         """POST ``body``; no redirects followed. Retried at once on a new
         connection only when a kept one turns out closed by the server (it
         closed it as the request went out): a receiver drops the rare repeat
-        as a duplicate."""
+        as a duplicate. ``kept``: whether a kept connection may be used."""
         route = self._route_of(url)
-        headers = {'User-Agent': USER_AGENT, 'Content-Type': 'application/json',
-                   **(dict(route.proxy_headers) if not route.tunnel else {}),
-                   **headers}
-        connection = self._kept(route)
+        headers = self._headers(route, headers)
+        connection = self._kept(route) if kept else None
         kept = connection is not None
         while True:
             try:
@@ -284,12 +342,7 @@ class HTTPClient:
                     connection, kept = None, False
                     continue
                 raise TransportError(_describe(error, route)) from None
-        if response.will_close:
-            connection.close()
-        else:
-            self._keep(route, connection)
-        return Response(response.status, data.decode('utf-8', 'replace'),
-                        response.headers)
+        return self._answered(route, connection, response, data)
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exceptions
@@ -91,10 +92,31 @@ class MasakariSink:
         # (plugin, its auth_ref, when to ask again, headers): _auth_headers.
         self._kept_headers: tuple | None = None
 
+    def start(self, notification: Notification) -> httpclient.Started | None:
+        """Write the notification's POST now, if nothing slow is needed for
+        it: the endpoint known, the token's headers kept, a kept-alive
+        connection idle. :meth:`finish` reads the answer; None: nothing was
+        sent (:meth:`send` does it all)."""
+        headers = self._kept_auth_headers()
+        if self._endpoint is None or headers is None:
+            return None
+        return self._client.start(
+            f"{self._endpoint.rstrip('/')}/notifications",
+            json.dumps(notification.body()).encode(), headers)
+
+    def finish(self, started: httpclient.Started) -> Answer:
+        """The answer to a POST :meth:`start` wrote, as :meth:`send`'s."""
+        return self._answer(started.body,
+                            lambda: self._client.finish(started))
+
     def send(self, notification: Notification) -> Answer:
         body = json.dumps(notification.body()).encode()
+        return self._answer(body, lambda: self._post(body))
+
+    def _answer(self, body: bytes,
+                first: Callable[[], httpclient.Response]) -> Answer:
         try:
-            response = self._post(body)
+            response = first()
             if response.status == 401:
                 # Expired or revoked: one more try with a new token, as
                 # keystoneauth's own session does.
@@ -150,11 +172,9 @@ class MasakariSink:
         auth = self._adapter.auth or self._adapter.session.auth
         if auth is None:
             return {}
-        kept = self._kept_headers
-        if (kept is not None and kept[0] is auth and
-                kept[1] is getattr(auth, 'auth_ref', None) and
-                clock.utcnow() < kept[2]):
-            return kept[3]
+        kept = self._kept_auth_headers()
+        if kept is not None:
+            return kept
         headers = self._adapter.session.get_auth_headers(auth) or {}
         token = getattr(auth, 'auth_ref', None)
         expires = getattr(token, 'expires', None)
@@ -167,6 +187,19 @@ class MasakariSink:
             seconds=getattr(auth, 'MIN_TOKEN_LIFE_SECONDS', 120))
         self._kept_headers = (auth, token, renew_at, headers)
         return headers
+
+    def _kept_auth_headers(self) -> dict[str, str] | None:
+        """The kept headers if still good (see :meth:`_auth_headers`), with
+        no call to keystoneauth; None if they must be asked for."""
+        auth = self._adapter.auth or self._adapter.session.auth
+        if auth is None:
+            return {}
+        kept = self._kept_headers
+        if (kept is not None and kept[0] is auth and
+                kept[1] is getattr(auth, 'auth_ref', None) and
+                clock.utcnow() < kept[2]):
+            return kept[3]
+        return None
 
     def close(self) -> None:
         self._client.close()

@@ -10,6 +10,7 @@ import uuid
 import libvirt
 import pytest
 
+from instancemonitor.sinks import httpclient
 from tests.processes import wait_for
 
 DOMAIN_XML = """<domain type='test'>
@@ -213,3 +214,28 @@ def test_the_request_goes_while_the_commit_syncs_and_its_removal_after(
     assert removals[0] > ended
     assert request.json()['notification']['payload']['vir_domain_event'] == \
         'STOPPED_DESTROYED'
+
+
+def test_once_a_connection_is_kept_the_dispatcher_writes_the_request_itself(
+        start_agent, new_domain, recovery_api, monkeypatch):
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
+    writers = []
+    send = httpclient._HTTPConnection.send
+
+    def recording(connection, data):
+        writers.append(threading.current_thread().name)
+        send(connection, data)
+    monkeypatch.setattr(httpclient._HTTPConnection, 'send', recording)
+    first, second = new_domain(), new_domain()
+    first.destroy()
+    recovery_api.wait_stored(1)
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
+    second.destroy()
+    requests = recovery_api.wait_stored(2)
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
+    # The first opened the connection, on a sender; the second went out on
+    # it from the thread that committed it, and a sender read the answer.
+    assert writers[0].startswith('sender-') and writers[1:] == ['event-dispatch']
+    assert [n['payload']['instance_uuid'] for n in requests] == [
+        first.UUIDString(), second.UUIDString()]
+    assert len(recovery_api.requests) == 2 and agent.outbox.dead_letters() == []

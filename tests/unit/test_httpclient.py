@@ -143,6 +143,55 @@ def test_a_kept_connection_closed_as_the_request_goes_out_is_tried_anew(server):
     assert api.connections == 2
 
 
+def test_start_writes_on_a_kept_connection_only_and_finish_reads_the_answer(
+        server):
+    arrived, answer = [], threading.Event()
+
+    def slow(request):
+        arrived.append(request)
+        answer.wait(5)
+        return 202, {'ok': True}, {}
+    api = server(slow)
+    client = httpclient.HTTPClient(5)
+    url = f'http://127.0.0.1:{api.port}/v1/notifications'
+    assert client.start(url, BODY, {'X-Auth-Token': 't'}) is None  # none kept
+    assert arrived == []
+    answer.set()
+    assert client.post(url, BODY, {}).status == 202
+    answer.clear()
+    started = client.start(url, BODY, {'X-Auth-Token': 't'})
+    assert started is not None
+    # On the wire before anyone reads: the server has it, unanswered.
+    deadline = time.monotonic() + 5
+    while len(arrived) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert arrived[1].headers['x-auth-token'] == 't' and arrived[1].body == BODY
+    answer.set()
+    reader = []
+    thread = threading.Thread(target=lambda: reader.append(client.finish(started)))
+    thread.start()
+    thread.join(5)
+    (response,) = reader
+    assert response.status == 202 and response.text == '{"ok": true}'
+    assert client.post(url, BODY, {}).status == 202
+    assert api.connections == 1  # kept again after finish
+
+
+def test_finish_sends_again_once_if_the_server_had_closed_the_connection(
+        monkeypatch):
+    with closing_after_each_answer() as (port, closed):
+        client = httpclient.HTTPClient(5)
+        url = f'http://127.0.0.1:{port}/'
+        assert client.post(url, BODY, {}).status == 202
+        assert closed.acquire(timeout=5)
+        # The close not seen yet as the request goes out on the kept one.
+        monkeypatch.setattr(httpclient, '_dropped', lambda connection: False)
+        started = client.start(url, BODY, {})
+        assert started is not None
+        assert client.finish(started).status == 202
+        assert closed.acquire(timeout=5)  # a second connection answered it
+
+
 def test_concurrent_posts_share_kept_connections_up_to_the_bound(server):
     in_flight, most = [0], [0]
     lock = threading.Lock()

@@ -184,6 +184,61 @@ def test_released_notifications_are_taken_at_once_the_rest_at_the_end():
     assert box.withdraw_waiting('b') == [held_back]
 
 
+def test_on_a_quiet_outbox_the_committing_thread_starts_the_first_requests():
+    box = Outbox()
+    stop = threading.Event()
+    ns = [notification(f'u{i}') for i in range(Outbox.START_MAX + 1)]
+    held_back = notification('h')
+    started_on = []
+
+    def start(n):
+        started_on.append((n, threading.current_thread()))
+        return f'request of {n.instance_uuid}'
+    with box.holding():
+        for n in ns:
+            box.add(n)
+        box.add(held_back, delay=5.0)
+        box.release_held(start)
+    # The first START_MAX, on this thread, in order of detection; the rest
+    # and the held one as usual.
+    assert started_on == [(n, threading.current_thread())
+                          for n in ns[:Outbox.START_MAX]]
+    assert box.wait_sent(ns[0], 0)  # on the wire already
+    taken = [box.take(stop, 1.0) for _ in ns]
+    assert taken == ns
+    assert [box.started(n) for n in taken] == [
+        f'request of {n.instance_uuid}' for n in ns[:Outbox.START_MAX]] + [None]
+    assert box.started(ns[0]) is None  # handed on once
+    assert box.take(stop, 0.1) is None
+
+
+def test_nothing_is_started_while_other_notifications_are_due():
+    box = Outbox()
+    stop = threading.Event()
+    waiting, fresh = notification('a'), notification('b')
+    box.add(waiting)  # due, not taken yet
+    started = []
+    with box.holding():
+        box.add(fresh)
+        box.release_held(lambda n: started.append(n) or 'request')
+    assert started == []
+    assert [box.take(stop, 1.0), box.take(stop, 1.0)] == [waiting, fresh]
+
+
+def test_a_failing_start_leaves_the_notification_to_a_sender(caplog):
+    box = Outbox()
+    stop = threading.Event()
+    n = notification('a')
+
+    def start(_):
+        raise RuntimeError('boom')
+    with box.holding():
+        box.add(n)
+        box.release_held(start)
+    assert box.take(stop, 1.0) is n and box.started(n) is None
+    assert 'a sender sends it' in caplog.text
+
+
 def test_only_the_holder_releases_its_additions():
     box = Outbox()
     stop = threading.Event()
