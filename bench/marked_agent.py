@@ -38,9 +38,11 @@ STAGES = (
     (httpclient._HTTPConnection, 'send', 'request ready, written', 'before', True),
     (outbox.Outbox, 'wait_sent', 'synced; dispatcher waits for the send',
      'before', True),
+    # Written by the committing thread (HTTPClient.start), or by a sender.
+    (httpclient.HTTPClient, 'start', 'request bytes written', 'after', True),
     (outbox.Outbox, 'sent', 'request bytes written', 'before', True),
 )
-NAMES = [stage for _, _, stage, _, _ in STAGES]
+NAMES = list(dict.fromkeys(stage for _, _, stage, _, _ in STAGES))
 # A notification's marks are handed on once all these have been noted: the
 # request and its transaction's sync run side by side, either ends first,
 # and a sender may take it only after its request was written.

@@ -117,7 +117,11 @@ def main() -> None:
           f'libvirt\'s STOPPED_FAILED; logs in {directory}')
     print(f'{"":45s} {"p50":>6} {"p90":>6} {"max":>6}')
     for stage in marked_agent.NAMES + [ARRIVED]:
-        print(_row(stage, [row[stage] for row in rows if stage in row]))
+        values = [row[stage] for row in rows if stage in row]
+        if len(values) > 1:  # a sender's stages are not on every path
+            print(_row(stage, values) +
+                  (f'  ({len(values)} of {len(rows)})'
+                   if len(values) < len(rows) else ''))
     print(_row(f'floor ({FLOOR}): the POST arrives',
                [row[ARRIVED] for row in floor]))
 
