@@ -203,14 +203,21 @@ def test_the_request_goes_while_the_commit_syncs_and_its_removal_after(
             return
         real(fd)
     monkeypatch.setattr(os, 'fdatasync', slow_sync)
-    agent.store._db.set_trace_callback(
-        lambda sql: removals.append(time.monotonic())
-        if sql.startswith('DELETE FROM outbox') else None)
+    inserts = []
+
+    def trace(sql):
+        if sql.startswith('DELETE FROM outbox'):
+            removals.append(time.monotonic())
+        elif sql.startswith('INSERT INTO outbox'):
+            inserts.append(time.monotonic())
+    agent.store._db.set_trace_callback(trace)
     dom.destroy()
     (request,) = recovery_api.wait_requests(1)
     wait_for(lambda: removals, 5, "the delivered notification's removal")
-    # Sent during its transaction's sync, and settled only after it.
-    (ended,) = [e for b, e in syncs if b <= request.received_at < e]
+    # Its transaction's sync is the dispatcher's first after its row was
+    # written: the request did not wait for it, and was settled after it.
+    ended = min(e for b, e in syncs if b >= inserts[0])
+    assert request.received_at < ended
     assert removals[0] > ended
     assert request.json()['notification']['payload']['vir_domain_event'] == \
         'STOPPED_DESTROYED'
