@@ -100,9 +100,9 @@ class MasakariSink:
         headers = self._kept_auth_headers()
         if self._endpoint is None or headers is None:
             return None
-        return self._client.start(
-            f"{self._endpoint.rstrip('/')}/notifications",
-            json.dumps(notification.body()).encode(), headers)
+        return self._client.start(_notifications_url(self._endpoint),
+                                  json.dumps(notification.body()).encode(),
+                                  headers)
 
     def finish(self, started: httpclient.Started) -> Answer:
         """The answer to a POST :meth:`start` wrote, as :meth:`send`'s."""
@@ -157,7 +157,7 @@ class MasakariSink:
             raise ks_exceptions.EndpointNotFound(
                 f'no {api_conf.SERVICE_TYPE} endpoint in the catalog')
         self._endpoint = endpoint
-        return self._client.post(f"{endpoint.rstrip('/')}/notifications", body,
+        return self._client.post(_notifications_url(endpoint), body,
                                  self._auth_headers())
 
     def _auth_headers(self) -> dict[str, str]:
@@ -169,12 +169,10 @@ class MasakariSink:
         ``MIN_TOKEN_LIFE_SECONDS`` before expiry). A token that is
         invalidated (a 401) or renewed is a new ``auth_ref``: asked again.
         """
-        auth = self._adapter.auth or self._adapter.session.auth
-        if auth is None:
-            return {}
-        kept = self._kept_auth_headers()
+        kept = self._kept_auth_headers()  # {} without an auth plugin
         if kept is not None:
             return kept
+        auth = self._adapter.auth or self._adapter.session.auth
         headers = self._adapter.session.get_auth_headers(auth) or {}
         token = getattr(auth, 'auth_ref', None)
         expires = getattr(token, 'expires', None)
@@ -289,6 +287,10 @@ class MasakariSink:
                 LOG.info('Host %s is registered in failover segment %s of the '
                          'recovery API', self.hostname, segment)
         return True
+
+
+def _notifications_url(endpoint: str) -> str:
+    return f"{endpoint.rstrip('/')}/notifications"
 
 
 def _host_names(hosts: list[tuple[str, dict]]) -> str:
