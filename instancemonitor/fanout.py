@@ -6,7 +6,10 @@ or dead subscriber holds up neither the others nor the recovery API.
 
 State scans repeat what is already known (every running domain, every
 minute); a scan's event is passed on only when it tells this process
-something new about the domain: the first time, or a changed state.
+something new about the domain: the first time, or a changed state. A scan
+and libvirt's events race: a scan read before an event already passed on is
+stale, and libvirt's event of the very state a scan already told (the same
+state in the same run, by its domain id) is not told twice.
 """
 
 import collections
@@ -33,6 +36,16 @@ _SAME_STATE = {libvirt.VIR_DOMAIN_EVENT_RESUMED: libvirt.VIR_DOMAIN_EVENT_STARTE
 REMEMBERED_DOMAINS = 65536
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Known:
+    """A domain's last state passed on, and what told it."""
+
+    state: int        # the lifecycle event code
+    domain_id: int
+    seq: int          # the event's, or the one its scan took before it read
+    by_scan: bool
+
+
 @dataclasses.dataclass(frozen=True)
 class Subscription:
     patterns: EventPatterns
@@ -53,8 +66,8 @@ class EventFanout:
         self._hostname = hostname
         self._subscriptions = subscriptions
         self._batch = batch
-        # Domain uuid → the lifecycle event code of its last known state.
-        self._states: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # Domain uuid → its last state passed on.
+        self._states: collections.OrderedDict[str, _Known] = collections.OrderedDict()
 
     def __call__(self, event: DomainEvent) -> None:
         if event.kind in _INTERNAL or not self._news(event):
@@ -82,7 +95,17 @@ class EventFanout:
             return True
         state = _SAME_STATE.get(event.event, event.event)
         known = self._states.pop(event.domain_uuid, None)
-        self._states[event.domain_uuid] = state
+        told = _Known(state, event.domain_id, event.seq,
+                      event.source == RECONCILIATION)
+        if told.by_scan:
+            news = known is None or (known.state != state and known.seq < event.seq)
+        else:
+            # A scan can read a state before libvirt's event of it arrives.
+            news = not (known is not None and known.by_scan and known.state == state
+                        and event.domain_id >= 0 and known.domain_id == event.domain_id)
+        # A scan that tells nothing new leaves what told the state before.
+        self._states[event.domain_uuid] = (
+            known if told.by_scan and not news and known else told)
         if len(self._states) > REMEMBERED_DOMAINS:
             self._states.popitem(last=False)
-        return event.source != RECONCILIATION or known != state
+        return news

@@ -12,6 +12,7 @@ from instancemonitor.eventnames import event_name
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
+from instancemonitor.events import next_seq
 from instancemonitor.fanout import EventFanout
 from instancemonitor.fanout import Subscription
 from instancemonitor.filter import RECONCILIATION
@@ -101,22 +102,62 @@ def test_each_subscriber_gets_the_events_it_asked_for_as_documents():
 
 def test_a_scan_passes_on_only_what_is_new():
     fan, boxes = fanout(bus=['*'])
-    scan_running = lifecycle(libvirt.VIR_DOMAIN_EVENT_STARTED,
-                             libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, RECONCILIATION)
-    scan_failed = lifecycle(libvirt.VIR_DOMAIN_EVENT_STOPPED,
-                            libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED, RECONCILIATION)
-    fan(scan_running)  # first sight: the state at start
-    fan(scan_running)
+
+    def scan_running():  # each scan takes its own sequence number
+        return lifecycle(libvirt.VIR_DOMAIN_EVENT_STARTED,
+                         libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, RECONCILIATION)
+
+    def scan_failed():
+        return lifecycle(libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                         libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED, RECONCILIATION)
+    fan(scan_running())  # first sight: the state at start
+    fan(scan_running())
     fan(lifecycle(libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
                   libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED))
     fan(lifecycle(libvirt.VIR_DOMAIN_EVENT_RESUMED,
                   libvirt.VIR_DOMAIN_EVENT_RESUMED_UNPAUSED))
-    fan(scan_running)  # resumed is running: nothing new
-    fan(scan_failed)  # missed while disconnected
-    fan(scan_failed)
+    fan(scan_running())  # resumed is running: nothing new
+    fan(scan_failed())  # missed while disconnected
+    fan(scan_failed())
     assert [(n.vir_domain_event, n.source) for n in taken(boxes['bus'])] == [
         ('STARTED_BOOTED', RECONCILIATION), ('SUSPENDED_PAUSED', 'libvirt'),
         ('RESUMED_UNPAUSED', 'libvirt'), ('STOPPED_FAILED', RECONCILIATION)]
+
+
+def test_a_start_a_scan_read_first_is_told_once():
+    # The scan reads the domain running before libvirt's event of its start
+    # is dispatched; the event then tells the same run (its domain id).
+    fan, boxes = fanout(bus=['*'])
+    scan_seq = next_seq()
+    booted = dict(event=libvirt.VIR_DOMAIN_EVENT_STARTED,
+                  detail=libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED)
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', **booted,
+                    source=RECONCILIATION, domain_id=7, seq=scan_seq))
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', **booted, domain_id=7))
+    fan(lifecycle(libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                  libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED))
+    # A start of another run is news, though a scan told it running before.
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', **booted,
+                    source=RECONCILIATION, domain_id=8, seq=next_seq()))
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', **booted, domain_id=9))
+    assert [(n.vir_domain_event, n.source) for n in taken(boxes['bus'])] == [
+        ('STARTED_BOOTED', RECONCILIATION), ('STOPPED_DESTROYED', 'libvirt'),
+        ('STARTED_BOOTED', RECONCILIATION), ('STARTED_BOOTED', 'libvirt')]
+
+
+def test_a_scan_read_before_an_event_passed_on_is_stale():
+    fan, boxes = fanout(bus=['*'])
+    scan_seq = next_seq()  # the scan reads the domain shut off...
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', libvirt.VIR_DOMAIN_EVENT_STARTED,
+                    libvirt.VIR_DOMAIN_EVENT_STARTED_BOOTED, domain_id=3))
+    # ...and publishes after libvirt's event of the start that followed.
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                    libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN, source=RECONCILIATION,
+                    seq=scan_seq))
+    fan(DomainEvent(EventKind.LIFECYCLE, UUID, 'vm-1', libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                    libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED))
+    assert [(n.vir_domain_event, n.source) for n in taken(boxes['bus'])] == [
+        ('STARTED_BOOTED', 'libvirt'), ('STOPPED_DESTROYED', 'libvirt')]
 
 
 def test_an_io_error_reason_is_in_the_document():
