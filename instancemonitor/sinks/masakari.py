@@ -80,7 +80,8 @@ class MasakariSink:
         self._adapter = adapter
         session = adapter.session
         self._client = httpclient.HTTPClient(session.timeout, session.verify,
-                                             session.cert, connections)
+                                             session.cert, connections,
+                                             repeated_headers=True)
         # Looked up in the catalog again after the API could not be reached.
         self._endpoint: str | None = None
         self.hostname = hostname

@@ -83,6 +83,35 @@ def test_the_headers_and_the_body_go_out_in_one_write(server, monkeypatch):
     assert request.headers['content-length'] == str(len(BODY))
 
 
+@pytest.mark.parametrize('url, proxy', [
+    ('http://127.0.0.1:8080/v1/notifications?a=1', None),
+    ('http://api.example/v1', None),
+    ('https://api.example/v1/notifications', None),
+    ('https://api.example:15868/', None),
+    ('http://api.example:15868/v1', 'http://user:p%40ss@proxy.example:3128'),
+    ('https://api.example/v1', 'http://proxy.example:3128'),
+])
+def test_each_request_is_the_bytes_http_client_writes(url, proxy, monkeypatch):
+    if proxy:
+        monkeypatch.setenv('http_proxy', proxy)
+        monkeypatch.setenv('https_proxy', proxy)
+    client = httpclient.HTTPClient(5, verify=False, repeated_headers=True)
+    headers = {'X-Auth-Token': 'gAAAAAB' + 'x' * 180,
+               'OpenStack-API-Version': 'instance-ha 1.0'}
+    for body in (b'', BODY, 'é'.encode() * 3000):
+        route = client._route_of(url)
+        connection = client._new(route)  # never connected
+        written = []
+        connection.send = written.append
+        connection.request('POST', route.target, body, {
+            'User-Agent': 'instancemonitor', 'Content-Type': 'application/json',
+            **(dict(route.proxy_headers) if not route.tunnel else {}), **headers})
+        assert client._request(route, headers, body) == b''.join(written), body[:8]
+        # Rendered anew for each POST where headers do not repeat.
+        once = httpclient.HTTPClient(5, verify=False)
+        assert once._request(route, headers, body) == b''.join(written), body[:8]
+
+
 def test_an_answer_that_closes_the_connection_is_followed_by_a_new_one(server):
     api = server(lambda r: (200, None, {'Connection': 'close'}))
     client = httpclient.HTTPClient(5)
