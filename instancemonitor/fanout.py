@@ -104,8 +104,7 @@ class EventFanout:
             news = not (known is not None and known.by_scan and known.state == state
                         and event.domain_id >= 0 and known.domain_id == event.domain_id)
         # A scan that tells nothing new leaves what told the state before.
-        self._states[event.domain_uuid] = (
-            known if told.by_scan and not news and known else told)
+        self._states[event.domain_uuid] = told if news or not told.by_scan else known
         if len(self._states) > REMEMBERED_DOMAINS:
             self._states.popitem(last=False)
         return news

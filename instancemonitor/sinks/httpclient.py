@@ -192,21 +192,20 @@ def _render(route: _Route, headers: dict[str, str], body: bytes) -> bytes:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Template:
     """A POST as http.client renders it, but for its Content-Length and
-    body: ``head`` (the request line and the headers before the length) and
-    ``tail`` (the headers after it and the empty line)."""
+    body: ``head`` (the request line and the headers before the length, but
+    the last line's end) and ``tail`` (the headers after it and the empty
+    line)."""
 
     head: bytes
     tail: bytes
 
     @classmethod
     def render(cls, route: _Route, headers: dict[str, str]) -> '_Template':
-        rendered = _render(route, headers, b'')
-        cut = rendered.index(_LENGTH) + 2
-        return cls(rendered[:cut], rendered[cut + len(_LENGTH) - 2:])
+        return cls(*_render(route, headers, b'').split(_LENGTH, 1))
 
     def request(self, body: bytes) -> bytes:
-        return b'%sContent-Length: %d\r\n%s%s' % (self.head, len(body),
-                                                    self.tail, body)
+        return b'%s\r\nContent-Length: %d\r\n%s%s' % (self.head, len(body),
+                                                        self.tail, body)
 
 
 # Templates kept per client: a new token is a new header set.
