@@ -105,19 +105,6 @@ class _Connection:
         super().connect()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
-    # The headers and a bytes body in one write, as http.client itself did
-    # before Python 3.6: one segment and one wake-up of the receiver (two
-    # writes cost the loopback stack twice), and the body never waits for
-    # the ACK of the headers' segment (Nagle).
-    def _send_output(self, message_body=None, encode_chunked=False) -> None:
-        if not isinstance(message_body, bytes) or encode_chunked:
-            super()._send_output(message_body, encode_chunked)
-            return
-        self._buffer.extend((b'', message_body))
-        request = b'\r\n'.join(self._buffer)
-        del self._buffer[:]
-        self.send(request)
-
 
 class _HTTPConnection(_Connection, http.client.HTTPConnection):
     pass
@@ -175,7 +162,10 @@ _LENGTH = b'\r\nContent-Length: 0\r\n'
 
 def _render(route: _Route, headers: dict[str, str], body: bytes) -> bytes:
     """A POST of ``body`` as a connection of ``route`` writes it (rendered on
-    one never connected: nothing is sent)."""
+    one never connected: nothing is sent), as one piece: http.client writes
+    the headers and the body apart, and the request goes out in one write,
+    one segment and one wake-up of the receiver, its body never waiting for
+    the ACK of the headers' segment (Nagle)."""
     connection = _HTTPConnection(route.host, route.port)
     if route.scheme == 'https':  # the Host header leaves out 443
         connection.default_port = http.client.HTTPS_PORT
