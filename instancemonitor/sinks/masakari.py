@@ -187,6 +187,18 @@ class MasakariSink:
         self._kept_headers = (auth, token, renew_at, headers)
         return headers
 
+    def _learn_route(self) -> None:
+        """Keep the endpoint and the token's headers once the API answered
+        the preflight, which asked keystoneauth for both: the first
+        failure's POST then waits for no catalog lookup and no token parse
+        (1.7 of its 4 ms on real QEMU here), as no later one does."""
+        try:
+            self._endpoint = self._adapter.get_endpoint() or None
+            self._auth_headers()
+        except ks_exceptions.ClientException as error:
+            LOG.debug('The recovery API\'s endpoint or token is looked up again '
+                      'at the first notification: %s', error)
+
     def _kept_auth_headers(self) -> dict[str, str] | None:
         """The kept headers if still good (see :meth:`_auth_headers`), with
         no call to keystoneauth; None if they must be asked for."""
@@ -264,6 +276,8 @@ class MasakariSink:
             unknown = error
         else:
             unknown = None
+        if unknown is None or unknown.answered:
+            self._learn_route()
         if unknown is not None:  # logged outside the handler: no traceback
             LOG.warning('Cannot check that the recovery API knows host %s: %s',
                         self.hostname, unknown)

@@ -261,6 +261,35 @@ def test_a_valid_token_is_reused_without_asking_keystoneauth_again(
     assert ks.is_valid(api.requests[-1].headers['x-auth-token'])
 
 
+@pytest.mark.parametrize('segments', [{'segment-a': ['compute-1']}, None])
+def test_after_the_preflight_the_first_post_asks_keystoneauth_nothing(
+        keystone_and_api, make_conf, tmp_path, segments):
+    ks, api = keystone_and_api
+    api.segments = segments  # None: GET /segments answers 404
+    sink, asked = keystone_sink(ks, make_conf, tmp_path)
+    sink.hostname = 'compute-1'
+    looked_up = []
+    get_endpoint = sink._adapter.get_endpoint
+    sink._adapter.get_endpoint = lambda *a, **k: looked_up.append(1) or get_endpoint(
+        *a, **k)
+    assert sink.check_registration() is True
+    before = len(asked), len(looked_up)
+    assert before[1] == 1
+    assert sink.send(notification()).outcome is Outcome.DELIVERED
+    assert (len(asked), len(looked_up)) == before and ks.logins == 1
+    assert ks.is_valid(api.requests[-1].headers['x-auth-token'])
+
+
+def test_a_preflight_that_reaches_no_api_leaves_the_lookup_to_the_first_post(
+        make_conf):
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(
+        make_conf(api={'endpoint': f'http://127.0.0.1:{free_port()}/v1'})), 'compute-1')
+    looked_up = []
+    sink._adapter.get_endpoint = lambda *a, **k: looked_up.append(1)
+    assert sink.check_registration() is False
+    assert looked_up == []
+
+
 def test_a_token_keystoneauth_would_renew_is_not_kept(make_conf, tmp_path):
     holder = {}
     api = RecoveryAPI(token_check=lambda t: holder['ks'].is_valid(t)).start()
