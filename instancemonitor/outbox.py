@@ -161,6 +161,9 @@ class Outbox:
         # Called after a notification is scheduled (by the sender, to start
         # another thread if every one is busy).
         self.on_schedule: Callable[[], None] = lambda: None
+        # Called when a notification due now is added in a holding block,
+        # before it is stored: the sink may get ready for it meanwhile.
+        self.on_held_due: Callable[[], None] = lambda: None
         # While a thread holds its additions (see holding): which, and them.
         self._holder: int | None = None
         self._held: list[_Entry] = []
@@ -199,6 +202,8 @@ class Outbox:
         if notification.sink != self.sink:
             raise ValueError(f'{notification.sink} notification in the outbox '
                              f'of {self.sink}')
+        if not delay and self._holder == threading.get_ident():
+            self.on_held_due()
         self._store.insert(notification, self._due_at(delay))
         now = self._monotonic()
         with self._cond:

@@ -158,8 +158,10 @@ class AgentService:
                                          self.hostname,
                                          connections=conf.callback.max_in_flight)
         self.sink = sink
-        self._preflight = (masakari.Preflight(sink)
-                           if isinstance(sink, masakari.MasakariSink) else None)
+        self._preflight = self._connect_ahead = None
+        if isinstance(sink, masakari.MasakariSink):
+            self._preflight = masakari.Preflight(sink)
+            self._connect_ahead = masakari.ConnectAhead(sink)
         subscribers = event_sinks(conf, self.hostname)
         self.probes = configured_probes(conf)
         self.liveness = Liveness()
@@ -176,6 +178,8 @@ class AgentService:
                              max_age=conf.callback.max_pending_age,
                              max_delay=max_delay(conf),
                              confirm_recovered_within=RECOVERED_CONFIRM_WAIT)
+        if self._connect_ahead is not None:
+            self.outbox.on_held_due = self._connect_ahead.request
         # Every sink's outbox, the recovery API's first. The subscribers'
         # are in a database of their own: the recovery API's writes never
         # wait for theirs.
@@ -465,6 +469,7 @@ class AgentService:
         self._dispatcher.start()
         if self._preflight is not None:
             self._preflight.start()
+            self._connect_ahead.start()
         self.sender.start()
         for sender in self.subscriber_senders:
             sender.start()
@@ -497,6 +502,7 @@ class AgentService:
         self._dispatcher.join(timeout)
         if self._preflight is not None:
             self._preflight.stop(timeout)
+            self._connect_ahead.stop(timeout)
         self.sender.stop(timeout)
         for sender in self.subscriber_senders:
             sender.stop(timeout)

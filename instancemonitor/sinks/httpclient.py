@@ -26,6 +26,7 @@ import collections
 import contextlib
 import dataclasses
 import http.client
+import logging
 import os
 import select
 import socket
@@ -39,6 +40,8 @@ import requests.certs
 import requests.utils
 
 from instancemonitor import __name__ as _project
+
+LOG = logging.getLogger(__name__)
 
 USER_AGENT = _project
 
@@ -246,6 +249,8 @@ class HTTPClient:
         # (route, the caller's headers) → the rendering of their POST.
         self._templates: dict[tuple, _Template] | None = (
             {} if repeated_headers else None)
+        # Routes a connection is being opened ahead to (open_ahead).
+        self._opening: set[_Route] = set()
         self._closed = False
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -406,6 +411,46 @@ class HTTPClient:
                     continue
                 raise TransportError(_describe(error, route)) from None
         return self._answered(route, connection, response, data)
+
+    def ready(self, url: str) -> bool:
+        """Whether a kept-alive connection to ``url``'s server is idle and
+        still open (a POST now would not connect first)."""
+        route = self._routes.get(url)
+        if route is None:
+            return False
+        try:
+            connection = self._idle[route][-1]  # the one a POST takes next
+        except IndexError:
+            return False
+        return not _dropped(connection)
+
+    def open_ahead(self, url: str) -> None:
+        """Open a connection to ``url``'s server and keep it idle, unless one
+        is idle or being opened already; returns once it is open (or could
+        not be: the next POST's own attempt says why). Meant for a thread of
+        its own, while what the POST will carry is still being stored."""
+        route = self._route_of(url)
+        with self._lock:
+            if self._closed or route in self._opening:
+                return
+            self._opening.add(route)
+        connection = None
+        try:
+            connection = self._kept(route)
+            if connection is None:
+                connection = self._new(route)
+                connection.connect()
+        except (OSError, ValueError, http.client.HTTPException) as error:
+            if connection is not None:
+                connection.close()
+            connection = None
+            LOG.debug('Opening a connection ahead to %s failed: %s',
+                      redacted(url), _describe(error, route))
+        finally:
+            with self._lock:
+                self._opening.discard(route)
+        if connection is not None:
+            self._keep(route, connection)
 
     def close(self) -> None:
         with self._lock:

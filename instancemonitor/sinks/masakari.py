@@ -105,6 +105,20 @@ class MasakariSink:
                                   json.dumps(notification.body()).encode(),
                                   headers)
 
+    def needs_connection(self) -> bool:
+        """Whether the next POST would open a connection first (False
+        until the endpoint is known: the sender's POST looks it up)."""
+        endpoint = self._endpoint
+        return endpoint is not None and not self._client.ready(
+            _notifications_url(endpoint))
+
+    def connect_ahead(self) -> None:
+        """Have a connection to the API open for the next POST (see
+        :meth:`HTTPClient.open_ahead`)."""
+        endpoint = self._endpoint
+        if endpoint is not None:
+            self._client.open_ahead(_notifications_url(endpoint))
+
     def finish(self, started: httpclient.Started) -> Answer:
         """The answer to a POST :meth:`start` wrote, as :meth:`send`'s."""
         return self._answer(started.body,
@@ -338,3 +352,29 @@ class Preflight(Worker):
             if self._stop.wait(wait):
                 return
             wait = min(wait * 2, self.WAIT_MAX)
+
+
+class ConnectAhead(Worker):
+    """Opens a connection to the recovery API as soon as a failure's
+    notification is due, while the journal and the outbox are still storing
+    it: when the server closed the last one (a web server's keep-alive
+    timeout is seconds; failures come minutes or days apart), the handshake
+    is then done by the time the transaction commits, and the committing
+    thread writes the POST itself, as on a kept-alive connection."""
+
+    def __init__(self, sink: MasakariSink) -> None:
+        self._sink = sink
+        super().__init__('recovery-connect')
+
+    def request(self) -> None:
+        """Open one now if the next POST would have to (a poll of the kept
+        connection: no thread is woken while one is open)."""
+        if self._sink.needs_connection():
+            self.wake()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wakeup.wait()
+            self._wakeup.clear()
+            if not self._stop.is_set():
+                self._sink.connect_ahead()

@@ -106,7 +106,7 @@ def test_a_wedged_sender_stops_the_watchdog(test_libvirtd, notify_socket,
             module='tests.integration.faulty_agent',
             env={'NOTIFY_SOCKET': notify_socket.path, 'WATCHDOG_USEC': '2000000',
                  'INSTANCEMONITOR_FAULT':
-                     'instancemonitor.sinks.masakari:MasakariSink.send:hang'})
+                     'instancemonitor.sender:Sender.deliver:hang'})
         notify_socket.receive_until(lambda m: m == 'WATCHDOG=1', 20)
         destroy_test_domain(test_libvirtd.uri)
         log = agent.wait_log('not petting the systemd watchdog', timeout=10)

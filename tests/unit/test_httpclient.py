@@ -221,6 +221,42 @@ def test_finish_sends_again_once_if_the_server_had_closed_the_connection(
         assert closed.acquire(timeout=5)  # a second connection answered it
 
 
+def test_a_connection_opened_ahead_is_the_one_the_next_request_writes_on():
+    with closing_after_each_answer() as (port, closed):
+        client = httpclient.HTTPClient(5)
+        url = f'http://127.0.0.1:{port}/'
+        assert not client.ready(url)  # never posted to
+        assert client.post(url, BODY, {}).status == 202
+        assert closed.acquire(timeout=5)
+        assert not client.ready(url)  # the kept one was closed by the server
+        client.open_ahead(url)
+        assert client.ready(url)
+        client.open_ahead(url)  # one is idle: no second
+        started = client.start(url, BODY, {})
+        assert started is not None and not client.ready(url)
+        assert client.finish(started).status == 202
+        assert closed.acquire(timeout=5)
+        assert not closed.acquire(timeout=0.2)  # the second one never opened
+
+
+def test_opening_ahead_to_a_server_that_refuses_leaves_nothing_and_raises_nothing():
+    client = httpclient.HTTPClient(5)
+    url = f'http://127.0.0.1:{free_port()}/'
+    client.open_ahead(url)
+    assert not client.ready(url) and client.start(url, BODY, {}) is None
+    with pytest.raises(httpclient.TransportError, match='Connection refused'):
+        client.post(url, BODY, {})
+
+
+def test_a_connection_opened_ahead_after_close_is_closed_not_kept(server):
+    api = server()
+    client = httpclient.HTTPClient(5)
+    url = f'http://127.0.0.1:{api.port}/'
+    client.close()
+    client.open_ahead(url)
+    assert not client.ready(url) and api.connections == 0
+
+
 def test_concurrent_posts_share_kept_connections_up_to_the_bound(server):
     in_flight, most = [0], [0]
     lock = threading.Lock()

@@ -135,6 +135,53 @@ def test_the_preflight_of_an_unreachable_api_is_tried_again(make_conf):
     assert sink.check_registration() is False
 
 
+def test_a_due_notification_has_its_connection_opened_while_it_is_stored(
+        make_conf):
+    from tests.fakes.http import HTTPServer
+
+    # While ``closing``, a server that ends each connection after its
+    # answer, as one whose keep-alive timeout is shorter than the time
+    # between failures.
+    closing = [True]
+
+    def answer(request):
+        document = {'segments': []} if request.method == 'GET' else {}
+        return 202, document, {'Connection': 'close'} if closing[0] else {}
+    api = HTTPServer(answer).start()
+    sink = masakari.MasakariSink(masakari.adapter_from_conf(make_conf(
+        api={'endpoint': f'http://127.0.0.1:{api.port}/v1'})), 'compute-1')
+    ahead = masakari.ConnectAhead(sink)
+    ahead.start()
+    try:
+        box = Outbox()
+        box.on_held_due = ahead.request
+        assert sink.send(notification()).outcome is Outcome.DELIVERED  # the URL
+        assert sink.needs_connection()  # the server closed it
+        connections = api.connections
+        for uuid, opened in (('1', 1), ('2', 0)):
+            n = notification(uuid + UUID[1:])
+            with box.holding():
+                box.add(n)  # the journal's transaction goes on meanwhile
+                if opened:
+                    wait_for(lambda: not sink.needs_connection(), 5,
+                             'a connection opened ahead')
+                else:
+                    time.sleep(0.2)  # none would be opened
+                box.release_held(sink.start)
+                assert box.wait_sent(n, 0)  # written by this thread
+            assert api.connections == connections + opened
+            assert sink.finish(box.started(box.take(threading.Event(), 1.0))
+                               ).outcome is Outcome.DELIVERED
+            if opened:  # with one kept alive and idle, none is opened ahead
+                closing[0] = False
+                assert sink.send(notification()).outcome is Outcome.DELIVERED
+                connections = api.connections
+    finally:
+        ahead.stop()
+        sink.close()
+        api.stop()
+
+
 @pytest.mark.parametrize('status', [500, 502, 503, 404, 429])
 def test_server_errors_are_transient(recovery_api, sink_for, status):
     recovery_api.answer((status, 'try later'))

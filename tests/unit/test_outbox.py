@@ -212,6 +212,24 @@ def test_on_a_quiet_outbox_the_committing_thread_starts_the_first_requests():
     assert box.take(stop, 0.1) is None
 
 
+def test_the_sink_is_told_of_each_due_notification_added_while_holding_first():
+    stored, told = [], []
+
+    class Store(MemoryOutboxStore):
+        def insert(self, notification, due_at):
+            stored.append(notification.instance_uuid)
+    box = Outbox(Store())
+    box.on_held_due = lambda: told.append(list(stored))
+    box.add(notification('outside'))  # not in a holding block
+    with box.holding():
+        box.add(notification('held'), delay=5.0)  # not due now
+        assert told == []
+        box.add(notification('due'))
+        box.add(notification('due too'))
+    # Each time before the due one was stored.
+    assert told == [['outside', 'held'], ['outside', 'held', 'due']]
+
+
 def test_nothing_is_started_while_other_notifications_are_due():
     box = Outbox()
     stop = threading.Event()
