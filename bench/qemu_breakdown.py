@@ -6,10 +6,14 @@ default configuration), with the agent run as ``bench.marked_agent``, which
 notes when each stage of the path began on the host's monotonic clock.
 KILLS guests are killed one at a time; for each stage, milliseconds after
 libvirt's STOPPED_FAILED as another client of the same libvirtd sees it
-(p50, p90, max). Then the same kills with ``bench.floor_agent`` in the
-agent's place: the POST's arrival with no code of the agent's, the least a
+(p50, p90, max). Then again with a recovery API that closes each
+connection after its answer, as a web server in front of the API does to
+one idle for longer than its keep-alive timeout (seconds; failures come
+further apart): each POST has its connection opened first. Then the kills
+with ``bench.floor_agent`` in the agent's place, on a kept-alive
+connection: the POST's arrival with no code of the agent's, the least a
 durable agent on these packages adds. Root is needed (the private
-libvirtd); about two minutes.
+libvirtd); about two and a half minutes.
 
     python -m bench.qemu_breakdown [KILLS]
 """
@@ -91,10 +95,11 @@ def run(bench: Bench, stack: Stack, directory: pathlib.Path, kills: int,
     return rows
 
 
-def _row(name: str, values: list[float]) -> str:
+def _figures(values: list[float]) -> str:
+    if len(values) < 2:  # a sender's stages are not on every path
+        return f'{"":20s}'
     p90 = statistics.quantiles(values, n=10, method='inclusive')[-1]
-    return (f'{name:45s} {statistics.median(values):6.2f} {p90:6.2f} '
-            f'{max(values):6.2f}')
+    return f'{statistics.median(values):6.2f} {p90:6.2f} {max(values):6.2f}'
 
 
 def main() -> None:
@@ -106,7 +111,10 @@ def main() -> None:
         bench = Bench(hypervisor, directory)
         stack = Stack()
         try:
-            rows = run(bench, stack, directory, kills)
+            kept = run(bench, stack, directory, kills)
+            stack.api.keep_alive = False
+            closed = run(bench, stack, directory, kills)
+            stack.api.keep_alive = True
             floor = run(bench, stack, directory, kills, floor=True)
         finally:
             stack.stop()
@@ -115,15 +123,18 @@ def main() -> None:
         hypervisor.cleanup()
     print(f'# {machine()}; {kills} guests killed one at a time; ms after '
           f'libvirt\'s STOPPED_FAILED; logs in {directory}')
-    print(f'{"":45s} {"p50":>6} {"p90":>6} {"max":>6}')
+    print(f'{"":45s} {"kept-alive connection":^20s}  {"closed after each answer":^20s}')
+    print(f'{"":45s}' + f' {"p50":>6} {"p90":>6} {"max":>6} ' * 2)
     for stage in marked_agent.NAMES + [ARRIVED]:
-        values = [row[stage] for row in rows if stage in row]
-        if len(values) > 1:  # a sender's stages are not on every path
-            print(_row(stage, values) +
-                  (f'  ({len(values)} of {len(rows)})'
-                   if len(values) < len(rows) else ''))
-    print(_row(f'floor ({FLOOR}): the POST arrives',
-               [row[ARRIVED] for row in floor]))
+        columns = [[row[stage] for row in rows if stage in row]
+                   for rows in (kept, closed)]
+        if any(len(values) > 1 for values in columns):
+            # A sender's stages are not on every kill's path.
+            counts = '/'.join(str(len(values)) for values in columns)
+            print(f'{stage:45s} {_figures(columns[0])}  {_figures(columns[1])}' +
+                  (f'  ({counts} of {kills})' if counts != f'{kills}/{kills}' else ''))
+    print(f'{f"floor ({FLOOR}): the POST arrives":45s} '
+          f'{_figures([row[ARRIVED] for row in floor])}')
 
 
 if __name__ == '__main__':

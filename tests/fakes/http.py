@@ -64,6 +64,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
                 f'Content-Length: {len(payload)}']
         head += [f'{name}: {value}' for name, value in headers.items()]
         self.wfile.write(('\r\n'.join(head) + '\r\n\r\n').encode() + payload)
+        if headers.get('Connection', '').lower() == 'close':
+            self.close_connection = True  # as it said
 
     do_GET = do_POST = do_PUT = do_DELETE = _handle
 

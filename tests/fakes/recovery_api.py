@@ -81,7 +81,10 @@ class RecoveryAPI:
         self.maintenance: set[str] = set()
         # Hosts in no segment: their notifications get Masakari's 400.
         self.unknown_hosts: set[str] = set()
-        self._server = HTTPServer(self._handle, port, tls)
+        # False: every answer closes its connection, as a server whose
+        # keep-alive timeout is shorter than the time between requests.
+        self.keep_alive = True
+        self._server = HTTPServer(self._respond, port, tls)
 
     @property
     def url(self) -> str:
@@ -115,6 +118,12 @@ class RecoveryAPI:
         hosts = self.segments.get(ids.get(parts[2], ''), [])
         return 200, {'hosts': [{'name': h, 'on_maintenance': h in self.maintenance}
                                for h in hosts]}, {}
+
+    def _respond(self, request: Request) -> tuple[int, dict | None, dict]:
+        status, document, headers = self._handle(request)
+        if not self.keep_alive:
+            headers = {**headers, 'Connection': 'close'}
+        return status, document, headers
 
     def _handle(self, request: Request) -> tuple[int, dict | None, dict]:
         if request.method == 'GET' and '/segments' in request.path:
