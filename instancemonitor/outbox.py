@@ -203,7 +203,11 @@ class Outbox:
             raise ValueError(f'{notification.sink} notification in the outbox '
                              f'of {self.sink}')
         if not delay and self._holder == threading.get_ident():
-            self.on_held_due()
+            try:
+                self.on_held_due()
+            except Exception:  # only ever a head start: it is kept all the same
+                LOG.exception('Getting ready to send notification %s failed',
+                              notification.notification_id)
         self._store.insert(notification, self._due_at(delay))
         now = self._monotonic()
         with self._cond:

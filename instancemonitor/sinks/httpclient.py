@@ -32,6 +32,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -201,6 +202,10 @@ class _Template:
                                                         self.tail, body)
 
 
+# Seconds a POST waits for the connection being opened ahead, without a
+# timeout of its own.
+CONNECT_WAIT_MAX = 60.0
+
 # Templates kept per client: a new token is a new header set.
 _TEMPLATES_KEPT = 16
 
@@ -249,8 +254,10 @@ class HTTPClient:
         # (route, the caller's headers) → the rendering of their POST.
         self._templates: dict[tuple, _Template] | None = (
             {} if repeated_headers else None)
-        # Routes a connection is being opened ahead to (open_ahead).
+        # Routes a connection is being opened ahead to (open_ahead), and
+        # their end, for the POSTs that wait for it.
         self._opening: set[_Route] = set()
+        self._opened = threading.Condition(self._lock)
         self._closed = False
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -341,15 +348,16 @@ class HTTPClient:
             response.close()
             raise
 
-    def start(self, url: str, body: bytes, headers: dict[str, str]
-              ) -> 'Started | None':
-        """Write the POST on a kept-alive connection, if one is idle, and
-        return at once: :meth:`finish` reads its answer (from any thread).
-        None if no connection is idle or writing failed: nothing is sent,
-        and :meth:`post` sends it on its own."""
+    def start(self, url: str, body: bytes, headers: dict[str, str],
+              wait: float = 0.0) -> 'Started | None':
+        """Write the POST on a kept-alive connection, if one is idle (or
+        one being opened ahead is open within ``wait`` seconds), and return
+        at once: :meth:`finish` reads its answer (from any thread). None if
+        no connection is idle or writing failed: nothing is sent, and
+        :meth:`post` sends it on its own."""
         route = self._route_of(url)
         request = self._request(route, headers, body)
-        connection = self._kept(route)
+        connection = self._kept(route) or self._opened_ahead(route, wait)
         if connection is None:
             return None
         try:
@@ -391,7 +399,10 @@ class HTTPClient:
         as a duplicate. ``kept``: whether a kept connection may be used."""
         route = self._route_of(url)
         request = self._request(route, headers, body)
-        connection = self._kept(route) if kept else None
+        connection = None
+        if kept:  # or the one being opened ahead, rather than another
+            connection = self._kept(route) or self._opened_ahead(
+                route, self._timeout or CONNECT_WAIT_MAX)
         kept = connection is not None
         while True:
             try:
@@ -420,9 +431,9 @@ class HTTPClient:
             return False
         try:
             connection = self._idle[route][-1]  # the one a POST takes next
-        except IndexError:
+            return not _dropped(connection)
+        except (IndexError, ValueError, OSError):  # none, or closed meanwhile
             return False
-        return not _dropped(connection)
 
     def open_ahead(self, url: str) -> None:
         """Open a connection to ``url``'s server and keep it idle, unless one
@@ -447,10 +458,24 @@ class HTTPClient:
             LOG.debug('Opening a connection ahead to %s failed: %s',
                       redacted(url), _describe(error, route))
         finally:
-            with self._lock:
+            if connection is not None:
+                self._keep(route, connection)
+            with self._opened:
                 self._opening.discard(route)
-        if connection is not None:
-            self._keep(route, connection)
+                self._opened.notify_all()
+
+    def _opened_ahead(self, route: _Route, wait: float
+                      ) -> http.client.HTTPConnection | None:
+        """The connection being opened ahead to ``route``, once open, if
+        that takes at most ``wait`` seconds; None if none is being opened."""
+        deadline = time.monotonic() + wait
+        with self._opened:
+            while route in self._opening:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._opened.wait(left)
+        return self._kept(route)
 
     def close(self) -> None:
         with self._lock:

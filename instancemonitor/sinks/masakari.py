@@ -30,6 +30,10 @@ from instancemonitor.worker import Worker
 LOG = logging.getLogger(__name__)
 
 _MESSAGE_LIMIT = 500
+# Seconds the committing thread waits for a connection being opened ahead
+# before it leaves the POST to a sender: a handshake on a LAN or loopback
+# ends well within it; one to a farther API, or TLS's, may not.
+CONNECT_AHEAD_WAIT = 0.002
 
 
 def adapter_from_conf(conf: cfg.ConfigOpts) -> ks_adapter.Adapter:
@@ -103,7 +107,7 @@ class MasakariSink:
             return None
         return self._client.start(_notifications_url(self._endpoint),
                                   json.dumps(notification.body()).encode(),
-                                  headers)
+                                  headers, wait=CONNECT_AHEAD_WAIT)
 
     def needs_connection(self) -> bool:
         """Whether the next POST would open a connection first (False

@@ -239,6 +239,35 @@ def test_a_connection_opened_ahead_is_the_one_the_next_request_writes_on():
         assert not closed.acquire(timeout=0.2)  # the second one never opened
 
 
+@pytest.mark.parametrize('writer', ['start', 'post'])
+def test_a_request_waits_for_the_connection_being_opened_ahead(
+        server, monkeypatch, writer):
+    api = server()
+    client = httpclient.HTTPClient(5)
+    url = f'http://127.0.0.1:{api.port}/'
+    connect, entered = httpclient._Connection.connect, threading.Event()
+
+    def slow_connect(connection):
+        entered.set()
+        time.sleep(0.3)
+        connect(connection)
+    monkeypatch.setattr(httpclient._Connection, 'connect', slow_connect)
+    opener = threading.Thread(target=client.open_ahead, args=(url,))
+    opener.start()
+    try:
+        assert entered.wait(5)
+        if writer == 'start':
+            assert client.start(url, BODY, {}, wait=0.01) is None  # not open yet
+            started = client.start(url, BODY, {}, wait=5)
+            assert started is not None
+            assert client.finish(started).status == 202
+        else:
+            assert client.post(url, BODY, {}).status == 202
+    finally:
+        opener.join(5)
+    assert api.connections == 1  # the one opened ahead, no other
+
+
 def test_opening_ahead_to_a_server_that_refuses_leaves_nothing_and_raises_nothing():
     client = httpclient.HTTPClient(5)
     url = f'http://127.0.0.1:{free_port()}/'

@@ -230,6 +230,19 @@ def test_the_sink_is_told_of_each_due_notification_added_while_holding_first():
     assert told == [['outside', 'held'], ['outside', 'held', 'due']]
 
 
+def test_a_failing_head_start_loses_nothing(caplog):
+    box = Outbox()
+
+    def fails():
+        raise RuntimeError('boom')
+    box.on_held_due = fails
+    n = notification('a')
+    with box.holding():
+        box.add(n)
+    assert box.take(threading.Event(), 1.0) is n
+    assert 'Getting ready to send notification' in caplog.text
+
+
 def test_nothing_is_started_while_other_notifications_are_due():
     box = Outbox()
     stop = threading.Event()
