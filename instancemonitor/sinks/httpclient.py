@@ -423,6 +423,13 @@ class HTTPClient:
                 raise TransportError(_describe(error, route)) from None
         return self._answered(route, connection, response, data)
 
+    def prepare(self, url: str, headers: dict[str, str]) -> None:
+        """Work out now how ``url`` is reached (the environment's proxies)
+        and, if POSTs repeat their headers, the rendering of ``headers``:
+        the first POST to it then does neither. Raises TransportError for a
+        URL or proxy it cannot use."""
+        self._request(self._route_of(url), headers, b'')
+
     def ready(self, url: str) -> bool:
         """Whether a kept-alive connection to ``url``'s server is idle and
         still open (a POST now would not connect first)."""

@@ -14,6 +14,7 @@ from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Answer
 from instancemonitor.sinks import Outcome
+from instancemonitor.sinks import httpclient
 from instancemonitor.sinks import masakari
 from tests.fakes import keystone as fake_keystone
 from tests.fakes.recovery_api import RecoveryAPI
@@ -310,20 +311,23 @@ def test_a_valid_token_is_reused_without_asking_keystoneauth_again(
 
 @pytest.mark.parametrize('segments', [{'segment-a': ['compute-1']}, None])
 def test_after_the_preflight_the_first_post_asks_keystoneauth_nothing(
-        keystone_and_api, make_conf, tmp_path, segments):
+        keystone_and_api, make_conf, tmp_path, segments, monkeypatch):
     ks, api = keystone_and_api
     api.segments = segments  # None: GET /segments answers 404
     sink, asked = keystone_sink(ks, make_conf, tmp_path)
     sink.hostname = 'compute-1'
-    looked_up = []
+    looked_up, routed = [], []
     get_endpoint = sink._adapter.get_endpoint
     sink._adapter.get_endpoint = lambda *a, **k: looked_up.append(1) or get_endpoint(
         *a, **k)
+    route = httpclient._route
+    monkeypatch.setattr(httpclient, '_route',
+                        lambda url: routed.append(url) or route(url))
     assert sink.check_registration() is True
-    before = len(asked), len(looked_up)
-    assert before[1] == 1
+    before = len(asked), len(looked_up), len(routed)
+    assert before[1:] == (1, 1)  # the proxies for its URL were looked up too
     assert sink.send(notification()).outcome is Outcome.DELIVERED
-    assert (len(asked), len(looked_up)) == before and ks.logins == 1
+    assert (len(asked), len(looked_up), len(routed)) == before and ks.logins == 1
     assert ks.is_valid(api.requests[-1].headers['x-auth-token'])
 
 
