@@ -474,7 +474,11 @@ class HTTPClient:
     def _opened_ahead(self, route: _Route, wait: float
                       ) -> http.client.HTTPConnection | None:
         """The connection being opened ahead to ``route``, once open, if
-        that takes at most ``wait`` seconds; None if none is being opened."""
+        that takes at most ``wait`` seconds; None if none is being opened.
+        Without the lock when none is: the senders of a burst find no idle
+        connection at once, and must not queue on it (see ``_lock``)."""
+        if wait <= 0 or route not in self._opening:
+            return None
         deadline = time.monotonic() + wait
         with self._opened:
             while route in self._opening:
