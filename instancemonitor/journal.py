@@ -134,7 +134,9 @@ class Journal:
             self._remember_forgotten(event.domain_uuid, observation.seq,
                                      event.detected_at)
             return []
-        if event.kind not in CHECK_RUNS:
+        # A scan read before an event already applied says nothing newer.
+        stale = observation.from_scan and observation.seq < before.last_seq
+        if event.kind not in CHECK_RUNS and not stale:
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
         queued = []

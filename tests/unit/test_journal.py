@@ -188,3 +188,22 @@ def test_scans_that_find_nothing_new_rewrite_a_record_only_every_ten_minutes():
     h.feed(scan_found(*STOPPED_FAILED, seconds=630, domain_id=-1))
     assert h.store.puts == 3 and len(h.queued) == 1
     assert h.journal.records()[0].phase is Phase.FAILED
+
+
+def test_a_scan_read_before_an_event_already_applied_changes_nothing():
+    # A scan lists a running domain; its stop is applied before the scan's
+    # finding is: the finding is older than the record and leaves it as is.
+    h = Harness()
+    h.store = CountingStore()
+    h.journal = Journal(h.store, 'compute-1')
+    h.feed(lifecycle(*STARTED))
+    stale = scan_found(*STARTED, seconds=1)
+    destroyed = (libvirt.VIR_DOMAIN_EVENT_STOPPED,
+                 libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED)
+    h.feed(lifecycle(*destroyed, seconds=2))
+    (before,) = h.journal.records()
+    puts = h.store.puts
+    assert h.feed(stale) == []
+    assert h.journal.records() == [before] and h.store.puts == puts
+    assert before.last_event == f'LIFECYCLE {destroyed[0]}/{destroyed[1]}'
+    assert h.queued == []
