@@ -11,6 +11,7 @@ import libvirt
 import pytest
 
 from instancemonitor.sinks import httpclient
+from instancemonitor.sources import reconcile
 from tests.processes import wait_for
 
 DOMAIN_XML = """<domain type='test'>
@@ -188,6 +189,55 @@ def test_a_failure_and_its_notification_are_one_transaction_sent_after_it(
     ours = [s for s in written[insert + 1:commit] if dom.UUIDString() in s]
     assert len(ours) == 1 and "'shutoff'" in ours[0], written
     assert kinds.index('DELETE FROM outbox') > commit, kinds
+
+
+def test_a_scan_read_before_a_destroy_and_applied_after_it_leaves_the_record(
+        start_agent, new_domain, recovery_api, monkeypatch):
+    # The startup scan lists the domain running; the destroy is journaled
+    # (and notified) before the scan's finding is applied: the finding is
+    # older than the record, which keeps saying what the destroy was.
+    created, listed, applied, scanned = (threading.Event() for _ in range(4))
+    real_states, real_scan = reconcile._states, reconcile.Reconciler.scan
+
+    def states_listed_then_held(conn):
+        created.wait(10)
+        found = real_states(conn)
+        listed.set()
+        applied.wait(10)
+        return found
+
+    def scan(self, conn):
+        try:
+            return real_scan(self, conn)
+        finally:
+            scanned.set()
+    monkeypatch.setattr(reconcile, '_states', states_listed_then_held)
+    monkeypatch.setattr(reconcile.Reconciler, 'scan', scan)
+    agent = start_agent(events={'forward': 'all', 'reboot_window': 0})
+    try:
+        dom = new_domain()
+        created.set()
+        assert listed.wait(10)
+        dom.destroy()
+        recovery_api.wait_stored(1)
+        wait_for(lambda: seen_by_journal(agent, dom.UUIDString(), 'LIFECYCLE 5/'),
+                 5, 'the destroy journaled')
+        (stopped,) = [r for r in agent.journal.records()
+                      if r.uuid == dom.UUIDString()]
+    finally:
+        created.set()
+        applied.set()  # the scan goes on, failed or not
+    assert scanned.wait(10)
+    done = threading.Event()
+    agent.bus.after_pending(done.set)
+    assert done.wait(10)
+    (record,) = [r for r in agent.journal.records() if r.uuid == dom.UUIDString()]
+    assert record == stopped
+    assert record.last_event == (f'LIFECYCLE {libvirt.VIR_DOMAIN_EVENT_STOPPED}/'
+                                 f'{libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED}')
+    wait_for(lambda: agent.outbox.pending() == 0, 5, 'an empty outbox')
+    assert recovery_api.payloads() == [
+        (dom.UUIDString(), 'LIFECYCLE', 'STOPPED_DESTROYED')]
 
 
 def test_the_request_goes_while_the_commit_syncs_and_its_removal_after(
