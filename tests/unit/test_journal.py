@@ -207,3 +207,13 @@ def test_a_scan_read_before_an_event_already_applied_changes_nothing():
     assert h.journal.records() == [before] and h.store.puts == puts
     assert before.last_event == f'LIFECYCLE {destroyed[0]}/{destroyed[1]}'
     assert h.queued == []
+
+
+def test_a_scan_read_before_an_undefine_brings_no_record_back():
+    h = Harness()
+    h.feed(lifecycle(*STARTED))
+    stale = scan_found(*STARTED, seconds=1)
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
+                     libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED, seconds=2))
+    assert h.feed(stale) == []
+    assert h.journal.records() == [] and h.queued == []
