@@ -245,8 +245,7 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
 
 @pytest.mark.xfail(raises=AssertionError, strict=True, reason=(
     'known false recovery: the source names a VM whose migration completed '
-    'just before its source QEMU died (README, "the source dies once the '
-    'migration\'s data is across")'))
+    'just before its source QEMU died (README: "A known false recovery")'))
 def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
         hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
     """The source QEMU dies in the migration's last phase, after the last
