@@ -381,6 +381,12 @@ _NEW_RUN_VARIANT = {
 }
 
 
+def is_stale_scan(record: DomainRecord, obs: Observation) -> bool:
+    """Whether ``obs`` is a scan read before an event already applied to
+    ``record``: it says nothing newer."""
+    return obs.from_scan and obs.seq < record.last_seq
+
+
 def refine(record: DomainRecord, obs: Observation,
            policy: HeartbeatPolicy) -> Input | None:
     """The table input ``obs`` stands for, given the record; None if it is
@@ -388,7 +394,7 @@ def refine(record: DomainRecord, obs: Observation,
     run ended) and must be ignored."""
     given = obs.input
     if obs.from_scan:
-        if obs.seq < record.last_seq:
+        if is_stale_scan(record, obs):
             return Input.STALE_SCAN
         if given in _NEW_RUN_VARIANT and _is_new_run(record, obs.domain_id):
             return _NEW_RUN_VARIANT[given]

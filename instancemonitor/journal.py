@@ -18,6 +18,7 @@ from instancemonitor.domainstate import DomainMachine
 from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Observation
 from instancemonitor.domainstate import Probe
+from instancemonitor.domainstate import is_stale_scan
 from instancemonitor.events import CHECK_RUNS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
@@ -134,9 +135,7 @@ class Journal:
             self._remember_forgotten(event.domain_uuid, observation.seq,
                                      event.detected_at)
             return []
-        # A scan read before an event already applied says nothing newer.
-        stale = observation.from_scan and observation.seq < before.last_seq
-        if event.kind not in CHECK_RUNS and not stale:
+        if event.kind not in CHECK_RUNS and not is_stale_scan(before, observation):
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
         queued = []
