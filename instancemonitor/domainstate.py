@@ -37,6 +37,13 @@ class Phase(enum.StrEnum):
     ERROR_PAUSED = 'error-paused'    # paused by QEMU on an I/O error or watchdog
     MIGRATING_IN = 'migrating-in'    # the incoming side of a migration, not yet resumed
     MIGRATING_OUT = 'migrating-out'  # paused for the last phase of an outgoing one
+    # QEMU died in that last phase: a failure unless the migration went
+    # through (the VM runs at the destination). Its recovery is held for
+    # the outcome, which the migration watch looks up.
+    STOPPED_MIGRATING = 'stopped-migrating'
+    # The same, the source domain seen still defined (persistent): its
+    # disappearance is then the migration's success (undefine-source).
+    STOPPED_MIGRATING_DEFINED = 'stopped-migrating-defined'
     SHUTOFF = 'shutoff'              # stopped cleanly: shutdown, destroy, save...
     FAILED = 'failed'                # stopped by a failure that is accounted for
 
@@ -55,6 +62,10 @@ class Input(enum.StrEnum):
     STOP_MIGRATED = 'stop-migrated'          # STOPPED_MIGRATED: now runs elsewhere
     STOP = 'stop'                            # STOPPED_SHUTDOWN, _DESTROYED, _SAVED, ...
     UNDEFINED = 'undefined'
+    # the migration watch, after a QEMU died in an outgoing migration
+    SOURCE_DEFINED = 'source-defined'        # the stopped domain is persistent
+    SOURCE_GONE = 'source-gone'              # the domain is no longer defined
+    MIGRATION_ENDED = 'migration-ended'      # its job ended, the domain still here
     # other libvirt events
     IO_ERROR_REPORT = 'io-error-report'      # I/O error, action report: guest runs on
     REBOOT = 'reboot'                        # the guest reset or rebooted
@@ -90,12 +101,18 @@ class Action(enum.StrEnum):
     FORWARD_ONCE = 'forward-once'  # the same, unless already notified this run
     SUPPRESS = 'suppress'      # a recovery pair that is no failure here
     FORGET = 'forget'          # the domain is gone: drop its record
+    # RECOVER, held for the outcome of the outgoing migration it died in,
+    # which the migration watch is asked to follow.
+    RECOVER_AFTER_MIGRATION = 'recover-after-migration'
+    RELEASE = 'release'        # the failure stands: send its held recovery now
+    MIGRATED_AWAY = 'migrated-away'  # it runs elsewhere: withdraw all, forget
 
 
 ANY = '*'
 ALL_PAIRS = (ANY,)
 _ACTIVE = (Phase.RUNNING, Phase.PAUSED, Phase.ERROR_PAUSED, Phase.MIGRATING_OUT)
-_STOPPED = (Phase.SHUTOFF, Phase.FAILED)
+# Phases whose held recovery waits for the outcome of a migration.
+AWAITING_MIGRATION = (Phase.STOPPED_MIGRATING, Phase.STOPPED_MIGRATING_DEFINED)
 
 # (phase or ANY, input) → (new phase or None to keep it, action). A specific
 # phase's row wins over the ANY row of the same input.
@@ -120,11 +137,33 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # The destination's QEMU of a migration that failed stops with FAILED,
     # exactly like a crash, while the VM runs on at the source.
     (Phase.MIGRATING_IN, Input.STOP_FAILED): (Phase.FAILED, Action.SUPPRESS),
+    # The source's QEMU dying in an outgoing migration's last phase may
+    # have sent the VM's last pages: the destination may resume it. Held
+    # until the migration watch finds the outcome (or the hold runs out).
+    (Phase.MIGRATING_OUT, Input.STOP_FAILED):
+        (Phase.STOPPED_MIGRATING, Action.RECOVER_AFTER_MIGRATION),
+    (Phase.STOPPED_MIGRATING, Input.STOP_FAILED): (None, Action.NONE),
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.STOP_FAILED): (None, Action.NONE),
     (ANY, Input.STOP_FAILED): (Phase.FAILED, Action.RECOVER),
     (ANY, Input.STOP_CRASHED): (Phase.FAILED, Action.FORWARD),
     (ANY, Input.STOP_MIGRATED): (Phase.SHUTOFF, Action.NONE),
     (ANY, Input.STOP): (Phase.SHUTOFF, Action.FORWARD),
     (ANY, Input.UNDEFINED): (None, Action.FORGET),
+    # A failed migration leaves a persistent source domain defined: gone,
+    # it was undefined by the migration that took the VM away.
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (Phase.STOPPED_MIGRATING, Input.SOURCE_DEFINED):
+        (Phase.STOPPED_MIGRATING_DEFINED, Action.NONE),
+    (ANY, Input.SOURCE_DEFINED): (None, Action.NONE),
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.SOURCE_GONE): (None, Action.MIGRATED_AWAY),
+    # Never seen defined: transient, gone whatever the outcome. Nothing
+    # tells, so the failure stands (never lost).
+    (Phase.STOPPED_MIGRATING, Input.SOURCE_GONE): (Phase.FAILED, Action.RELEASE),
+    (ANY, Input.SOURCE_GONE): (None, Action.NONE),
+    (Phase.STOPPED_MIGRATING, Input.MIGRATION_ENDED): (Phase.FAILED, Action.RELEASE),
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.MIGRATION_ENDED):
+        (Phase.FAILED, Action.RELEASE),
+    (ANY, Input.MIGRATION_ENDED): (None, Action.NONE),
     (ANY, Input.IO_ERROR_REPORT): (None, Action.RECOVER),
     # The heartbeat starts over (HEARTBEAT_TABLE); never a failure.
     (ANY, Input.REBOOT): (None, Action.FORWARD),
@@ -134,6 +173,11 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # A scan never ends an episode of the run it finds, and notifies only
     # what nobody reported; one that finds a run not seen is a new run.
     (ANY, Input.SCAN_RUNNING): (None, Action.NONE),
+    # Running, in the run of a migration's pause: the migration is over and
+    # its RESUMED_MIGRATED was missed (the agent or libvirtd was away). At
+    # the destination, a crash from now on is a crash.
+    (Phase.MIGRATING_IN, Input.SCAN_RUNNING): (Phase.RUNNING, Action.NONE),
+    (Phase.MIGRATING_OUT, Input.SCAN_RUNNING): (Phase.RUNNING, Action.NONE),
     (ANY, Input.SCAN_RUNNING_NEW_RUN): (Phase.RUNNING, Action.NEW_RUN),
     (ANY, Input.SCAN_PAUSED): (Phase.PAUSED, Action.NONE),
     (ANY, Input.SCAN_PAUSED_NEW_RUN): (Phase.PAUSED, Action.NEW_RUN),
@@ -150,6 +194,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # migration); news otherwise, including after a clean stop, since a run
     # that followed it and crashed is the only way to that state.
     (Phase.FAILED, Input.SCAN_FAILED): (None, Action.NONE),
+    (Phase.STOPPED_MIGRATING, Input.SCAN_FAILED): (None, Action.NONE),
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.SCAN_FAILED): (None, Action.NONE),
     (Phase.MIGRATING_IN, Input.SCAN_FAILED): (Phase.FAILED, Action.SUPPRESS),
     (ANY, Input.SCAN_FAILED): (Phase.FAILED, Action.RECOVER),
     (ANY, Input.SCAN_SHUTOFF): (Phase.SHUTOFF, Action.NONE),
@@ -354,6 +400,11 @@ class Outcome:
     # Withdraw the domain's notifications of these pairs ('EVENT/DETAIL',
     # or ALL_PAIRS) that still wait to be sent: what they report is over.
     withdraw: tuple[str, ...] = ()
+    # Send the domain's notifications of these pairs that are held, now.
+    release: tuple[str, ...] = ()
+    # Have the migration watch follow the outcome of the migration the
+    # domain's QEMU died in.
+    follow_migration: bool = False
     # The heartbeat's new (state, failures), when it changed.
     heartbeat: tuple[Agent, int] | None = None
     # Probes whose state changed: (name, new status, output of the run).
@@ -441,9 +492,13 @@ class DomainMachine:
     """
 
     def __init__(self, policy: HeartbeatPolicy | None = None,
-                 duplicate_window: float = 0.0) -> None:
+                 duplicate_window: float = 0.0,
+                 migration_wait: float = 0.0) -> None:
+        """``migration_wait``: seconds a QEMU death in an outgoing
+        migration's last phase waits for the migration's outcome."""
         self.policy = policy or HeartbeatPolicy()
         self.duplicate_window = duplicate_window
+        self.migration_wait = migration_wait
 
     def apply(self, record: DomainRecord, obs: Observation) -> Outcome:
         """The outcome of ``obs`` on a copy of ``record``."""
@@ -455,6 +510,8 @@ class DomainMachine:
         if not obs.from_scan and obs.seq > record.last_seq:
             record.last_seq = obs.seq
         phase, action = _lookup(LIFECYCLE_TABLE, record.phase, given)
+        if action is Action.RECOVER_AFTER_MIGRATION and not self.migration_wait:
+            phase, action = Phase.FAILED, Action.RECOVER  # as any other death
         before = record.phase
         if action in (Action.NEW_RUN, Action.NEW_RUN_AND_FORWARD):
             self._new_run(record, obs, out)
@@ -466,8 +523,25 @@ class DomainMachine:
             case Action.FORGET:
                 out.record = None
                 out.trace.append(f'{given}: forgotten')
+            case Action.MIGRATED_AWAY:
+                out.record = None
+                out.withdraw = ALL_PAIRS
+                out.trace.append(f'{given}: the migration went through and the VM '
+                                 'runs at the destination; not a failure here')
             case Action.RECOVER:
                 self._recover(record, obs.pair, obs.at, out, given)
+            case Action.RECOVER_AFTER_MIGRATION:
+                out.follow_migration = True
+                self._recover(record, obs.pair, obs.at, out, given,
+                              hold=self.migration_wait)
+                out.trace.append(f'{given}: in the last phase of an outgoing '
+                                 'migration; held for its outcome, at most '
+                                 f'{self.migration_wait:g} s')
+            case Action.RELEASE:
+                if record.episode:
+                    out.release = (record.episode,)
+                    out.trace.append(f'{given}: the migration did not take the VM '
+                                     f'away; {record.episode} goes now')
             case Action.FORWARD | Action.NEW_RUN_AND_FORWARD | Action.FORWARD_ONCE:
                 # Only FORWARD sends every time; the others once per run.
                 if obs.pair is not None and (
@@ -509,7 +583,7 @@ class DomainMachine:
 
     def _recover(self, record: DomainRecord, pair: tuple[str, str] | None,
                  at: datetime.datetime, out: Outcome, why: str,
-                 by: str = 'libvirt') -> None:
+                 by: str = 'libvirt', hold: float = 0.0) -> None:
         if pair is None:
             return
         if record.episode:
@@ -528,7 +602,8 @@ class DomainMachine:
                 f'generated at {last.isoformat()}: held until '
                 f'{generated.isoformat()}, or Masakari would drop it')
         record.recovery_times = {**record.recovery_times, label: generated}
-        self._notify(record, pair, (generated - at).total_seconds(), out, generated)
+        self._notify(record, pair, max(hold, (generated - at).total_seconds()),
+                     out, generated)
 
     def _notify(self, record: DomainRecord, pair: tuple[str, str], hold: float,
                 out: Outcome, generated: datetime.datetime) -> None:

@@ -34,6 +34,9 @@ class EventKind(enum.StrEnum):
     PROBE = 'PROBE'
     # One probe run's outcome (``check``): what the journal counts.
     PROBE_RESULT = 'PROBE_RESULT'
+    # What the migration watch found of a domain whose QEMU died in an
+    # outgoing migration: event is a MigrationSource.
+    MIGRATION_SOURCE = 'MIGRATION_SOURCE'
 
 
 # One run of a check (a guest-ping, a probe): the journal counts them, and
@@ -63,6 +66,14 @@ class ProbeHealth(enum.IntEnum):
     FAILING = 2
     REPORTED = 3
     UNAVAILABLE = 4
+
+
+class MigrationSource(enum.IntEnum):
+    """A MIGRATION_SOURCE event's ``event`` code."""
+
+    DEFINED = 0      # still defined, and persistent
+    GONE = 1         # no longer defined
+    JOB_ENDED = 2    # the migration's job ended; the domain is still defined
 
 
 class ProbeOutcome(enum.StrEnum):

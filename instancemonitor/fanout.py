@@ -52,8 +52,9 @@ class Subscription:
     outbox: Outbox
 
 
-# What the agent tells itself: check runs and metadata changes.
-_INTERNAL = CHECK_RUNS | {EventKind.METADATA_CHANGE}
+# What the agent tells itself: check runs, metadata changes and what the
+# migration watch found.
+_INTERNAL = CHECK_RUNS | {EventKind.METADATA_CHANGE, EventKind.MIGRATION_SOURCE}
 
 
 class EventFanout:

@@ -14,6 +14,7 @@ from instancemonitor.domainstate import Observation
 from instancemonitor.events import NO_CODE
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
+from instancemonitor.events import MigrationSource
 
 _LIFECYCLE = EventKind.LIFECYCLE
 _WATCHDOG = EventKind.WATCHDOG
@@ -121,6 +122,11 @@ _SCAN_INPUTS: dict[tuple[int, int], Input] = {
     (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): Input.SCAN_FAILED,
     (_STOPPED, NO_CODE): Input.SCAN_SHUTOFF,
 }
+_MIGRATION_SOURCE_INPUTS = {
+    MigrationSource.DEFINED: Input.SOURCE_DEFINED,
+    MigrationSource.GONE: Input.SOURCE_GONE,
+    MigrationSource.JOB_ENDED: Input.MIGRATION_ENDED,
+}
 _AGENT_INPUTS = {
     libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED:
         Input.AGENT_CONNECTED,
@@ -170,6 +176,8 @@ def _input(event: DomainEvent) -> Input | None:
             return None  # made by the journal from pings and probe runs
         case EventKind.METADATA_CHANGE:
             return None  # the probes' business, not the journal's
+        case EventKind.MIGRATION_SOURCE:
+            return _MIGRATION_SOURCE_INPUTS[MigrationSource(event.event)]
     return Input.EVENT
 
 

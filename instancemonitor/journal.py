@@ -102,10 +102,16 @@ class Journal:
     they call for."""
 
     def __init__(self, store: JournalStore, hostname: str,
-                 machine: DomainMachine | None = None) -> None:
+                 machine: DomainMachine | None = None,
+                 follow_migration: Callable[[str, str], None] = (
+                     lambda uuid, name: None)) -> None:
+        """``follow_migration(uuid, name)``: have the outcome of the
+        outgoing migration a domain's QEMU died in looked up (the migration
+        watch's)."""
         self._store = store
         self._hostname = hostname
         self.machine = machine or DomainMachine()
+        self.follow_migration = follow_migration
         # uuid → (seq, time) of the event that made the journal forget it
         # (this process only, as seqs are; the dispatcher's thread only).
         self._forgotten: dict[str, tuple[int, datetime.datetime]] = {}
@@ -113,14 +119,17 @@ class Journal:
     def record(self, event: DomainEvent, observation: Observation,
                queue: Callable[[Notification, float], None],
                withdraw_waiting: Callable[[str, tuple[str, ...]], None],
-               say: Callable[..., None] = LOG.info) -> list[DomainEvent]:
+               say: Callable[..., None] = LOG.info,
+               release_waiting: Callable[[str, tuple[str, ...]], None] = (
+                   lambda uuid, pairs: None)) -> list[DomainEvent]:
         """Apply ``observation`` of ``event``; return the heartbeat's and the
         probes' changes, as events for subscribers.
 
         ``queue`` (the outbox) keeps each notification before the record that
         says it was sent is stored: a crash in between cannot lose it.
         ``say`` logs what happened (the pipeline defers it until the
-        notification is on its way).
+        notification is on its way). ``withdraw_waiting`` and
+        ``release_waiting`` drop, or send now, what the outbox holds.
         """
         before = self._store.get(event.domain_uuid) or DomainRecord(
             uuid=event.domain_uuid, name=event.domain_name,
@@ -128,6 +137,8 @@ class Journal:
         outcome = self.machine.apply(before, observation)
         if outcome.withdraw:
             withdraw_waiting(event.domain_uuid, outcome.withdraw)
+        if outcome.release:
+            release_waiting(event.domain_uuid, outcome.release)
         record = outcome.record
         if record is None:
             self._trace(before, outcome.trace, say)
@@ -166,6 +177,8 @@ class Journal:
         if record != before and not (observation.from_scan
                                      and _only_seen_again(before, record)):
             self._store.put(record)
+        if outcome.follow_migration:
+            self.follow_migration(record.uuid, record.name)
         derived = []
         if outcome.heartbeat is not None and outcome.heartbeat[0] in _HEALTH:
             agent, failures = outcome.heartbeat

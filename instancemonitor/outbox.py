@@ -349,6 +349,37 @@ class Outbox:
             self._store.remove(notification.notification_id)
         return gone
 
+    def release_waiting(self, instance_uuid: str,
+                        pairs: tuple[str, ...]) -> list[Notification]:
+        """Make this instance's notifications of ``pairs`` that wait (held,
+        or between retry rounds) due now; return them. What a restart
+        recovered still waits for the first scan (:meth:`release_recovered`)."""
+        def waiting(entry: _Entry) -> bool:
+            n = entry.notification
+            return (n.instance_uuid == instance_uuid and n.pair in pairs and
+                    not entry.in_flight and entry.due > self._monotonic())
+        with self._cond:
+            candidates = [e for e in [*self._held, *self._entries.values()]
+                          if waiting(e)]
+        for entry in candidates:  # kept due now before any sender takes it
+            self._store.reschedule(entry.notification.notification_id,
+                                   self._due_at(0.0))
+        released = []
+        with self._cond:
+            now = self._monotonic()
+            for entry in candidates:
+                nid = entry.notification.notification_id
+                held = entry in self._held
+                if not (held or self._entries.get(nid) is entry) or not waiting(entry):
+                    continue  # withdrawn or taken meanwhile
+                entry.due = now
+                if not held and not entry.unconfirmed:
+                    self._schedule(entry)
+                released.append(entry.notification)
+        if released:
+            self.on_schedule()
+        return released
+
     def release_recovered(self, why: str = 'a scan of the domains confirmed them'
                           ) -> None:
         """Schedule what the store held at start and was not withdrawn."""

@@ -63,7 +63,8 @@ class NotificationPipeline:
         with self._group():
             derived = self._journal.record(event, observation, queue,
                                            self._withdraw_waiting,
-                                           lambda *line: said.append(line))
+                                           lambda *line: said.append(line),
+                                           self._release_waiting)
             # After the group this event is in (the bus's, for events
             # dispatched together) has committed: a burst's lines do not
             # hold its commit.
@@ -82,9 +83,14 @@ class NotificationPipeline:
         for line in said:
             LOG_JOURNAL.info(*line)
 
+    def _release_waiting(self, uuid: str, pairs: tuple[str, ...]) -> None:
+        for released in self._outbox.release_waiting(uuid, pairs):
+            LOG.info('Domain %s: %s/%s released: the failure it reports stands',
+                     uuid, released.event, released.vir_domain_event)
+
     def _withdraw_waiting(self, uuid: str, pairs: tuple[str, ...]) -> None:
         for withdrawn in self._outbox.withdraw_waiting(uuid, pairs):
             LOG.info('Domain %s: %s/%s withdrawn before it was sent: what it '
-                     'reports is over (the domain runs again, or its guest '
-                     'answers again)', uuid, withdrawn.event,
-                     withdrawn.vir_domain_event)
+                     'reports is over (the domain runs again, here or at the '
+                     'destination of its migration, or its guest answers '
+                     'again)', uuid, withdrawn.event, withdrawn.vir_domain_event)

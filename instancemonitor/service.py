@@ -2,11 +2,12 @@
 
 Threads: ``libvirt-event-loop`` (libvirt's loop; callbacks only enqueue),
 ``libvirt-connection`` (connect, reconnect, the scan after each connect),
-``reconcile`` (periodic state scans), ``heartbeat`` (guest-ping rounds, on
-a ``heartbeat-ping`` pool that grows only as far as needed), ``probes`` (the
-application probes; with them, the heartbeat and the probes share one
-``guest-agent`` pool), ``event-dispatch``
-(the bus: filter, journal, outboxes), ``sender-masakari-0`` and, while
+``reconcile`` (periodic state scans), ``migration-watch`` (the outcome of
+a migration whose source QEMU died; idle otherwise), ``heartbeat``
+(guest-ping rounds, on a ``heartbeat-ping`` pool that grows only as far as
+needed), ``probes`` (the application probes; with them, the heartbeat and
+the probes share one ``guest-agent`` pool), ``event-dispatch`` (the bus:
+filter, journal, outboxes), ``sender-masakari-0`` and, while
 there is a backlog, up to ``[callback] max_in_flight`` - 1 more
 ``sender-masakari-N`` (delivery to the recovery API) and one
 ``sender-webhook:NAME-0`` per webhook and ``sender-message-bus-0``
@@ -33,6 +34,7 @@ from instancemonitor.conf import api as api_conf
 from instancemonitor.conf import default as default_conf
 from instancemonitor.conf import webhooks as webhooks_conf
 from instancemonitor.conf.errors import ConfigurationError
+from instancemonitor.domainstate import AWAITING_MIGRATION
 from instancemonitor.domainstate import DomainMachine
 from instancemonitor.domainstate import HeartbeatPolicy
 from instancemonitor.eventnames import EventPatterns
@@ -55,6 +57,7 @@ from instancemonitor.sinks import masakari
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
+from instancemonitor.sources.migration import MigrationWatch
 from instancemonitor.sources.probes import THREAD_NAME as PROBES_THREAD
 from instancemonitor.sources.probes import Prober
 from instancemonitor.sources.probes import configured_probes
@@ -140,10 +143,11 @@ def check_fits_watchdog(conf: cfg.ConfigOpts) -> None:
 
 def max_delay(conf: cfg.ConfigOpts) -> float:
     """The longest a notification is scheduled ahead: a hold for the reboot
-    window or for Masakari's duplicate window, or the wait before the next
-    retry round."""
+    window, a migration's outcome or Masakari's duplicate window, or the
+    wait before the next retry round."""
     callback = conf.callback
-    return max(conf.events.reboot_window, conf.api.duplicate_detection_interval + 1,
+    return max(conf.events.reboot_window, conf.events.migration_outcome_wait,
+               conf.api.duplicate_detection_interval + 1,
                callback.retry_interval_max if callback.retry_backoff
                else callback.retry_interval)
 
@@ -168,10 +172,15 @@ class AgentService:
         self.bus = EventBus()
         self.state_lock = statelock.acquire(conf.state_path)
         self.store = store.open_state(conf.state_path)
+        self.migration_watch = MigrationWatch(
+            self.bus.publish, lambda: self.connection.connection,
+            conf.events.migration_outcome_wait)
         self.journal = Journal(
             self.store or MemoryJournalStore(), self.hostname,
             DomainMachine(heartbeat_policy(conf.introspectiveinstancemonitor),
-                          duplicate_window=conf.api.duplicate_detection_interval))
+                          duplicate_window=conf.api.duplicate_detection_interval,
+                          migration_wait=conf.events.migration_outcome_wait),
+            follow_migration=self.migration_watch.follow)
         # What an earlier run left to send waits for the first scan: a VM
         # started meanwhile must not be recovered (the scan withdraws it).
         self.outbox = Outbox(self.store or MemoryOutboxStore(),
@@ -350,6 +359,7 @@ class AgentService:
     def threads(self) -> list[threading.Thread]:
         """The threads that run for as long as the agent does."""
         return [eventloop.start(), *self._watched_threads(),
+                self.migration_watch.thread,
                 *(t for sender in self.subscriber_senders for t in sender.threads)]
 
     def pending(self) -> int:
@@ -473,6 +483,12 @@ class AgentService:
         self.sender.start()
         for sender in self.subscriber_senders:
             sender.start()
+        # A death in a migration that an earlier run held: its outcome is
+        # looked up again.
+        for record in self.journal.records():
+            if record.phase in AWAITING_MIGRATION:
+                self.migration_watch.follow(record.uuid, record.name)
+        self.migration_watch.start()
         self.connection.start()
         self.reconciler.start()
         if self.heartbeat is not None:
@@ -496,6 +512,7 @@ class AgentService:
         if self._agent_pool is not None:
             self._agent_pool.shutdown(wait=False, cancel_futures=True)
         self.reconciler.stop(timeout)
+        self.migration_watch.stop(timeout)
         self.connection.stop(timeout)
         self._stop.set()
         self.bus.wake()

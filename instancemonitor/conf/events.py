@@ -47,8 +47,9 @@ held before it is sent.
 If the same domain starts again within this window, the stop was part of a
 reboot and is not reported. Each held event is sent this much later than it
 was detected; its ``generated_time`` is still the time of detection. A
-failure the engine acts on (LIFECYCLE/STOPPED_FAILED and the others) is never
-held: libvirt never restarts a domain whose QEMU died, so it is sent at once.
+failure the engine acts on (LIFECYCLE/STOPPED_FAILED and the others) is not
+held for it: libvirt never restarts a domain whose QEMU died, so it is sent at
+once (but see ``migration_outcome_wait``).
 
 Possible values:
 
@@ -58,6 +59,38 @@ Possible values:
 Related options:
 
 * ``forward``
+* ``migration_outcome_wait``
+"""),
+    cfg.FloatOpt(
+        'migration_outcome_wait',
+        default=30.0,
+        min=0.0,
+        help="""
+Seconds at most that a QEMU death in the last phase of an outgoing live
+migration (the source paused, its last pages on their way) waits for the
+migration's outcome before its LIFECYCLE/STOPPED_FAILED is sent.
+
+Such a death sends the event of a crash even when the destination got every
+page and libvirt resumes the VM there. Meanwhile the agent looks the source
+domain up a few times a second, and only reads. If the migration undefines it
+(Nova's do: VIR_MIGRATE_UNDEFINE_SOURCE), the VM runs at the destination and
+nothing is sent. If libvirt ends the migration's job with the domain still
+defined, or the domain is transient (gone either way), the VM is lost and the
+notification goes at once. Only when neither is known within this many seconds
+(the destination's libvirtd does not answer the source's) is it sent
+then. The notification is kept durably meanwhile; ``generated_time`` is the
+time of detection.
+
+Possible values:
+
+* 0 to send such a death at once, as any other.
+* A positive number of seconds: about libvirt's keepalive between the two
+  libvirtds (qemu.conf keepalive_interval x keepalive_count, 30 s by
+  default), after which the source gives up on the destination.
+
+Related options:
+
+* ``reboot_window``
 """),
 ]
 

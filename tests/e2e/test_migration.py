@@ -243,21 +243,12 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
     assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True, reason=(
-    'known false recovery: the source names a VM whose migration completed '
-    'just before its source QEMU died (README: "A known false recovery")'))
-def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
-        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
-    """The source QEMU dies in the migration's last phase, after the last
-    of its data reached the destination and before libvirt's Finish resumes
-    the VM there (the destination's libvirtd held with SIGSTOP meanwhile):
-    the migration succeeds and the VM runs at the destination, while the
-    source sees SUSPENDED_MIGRATED, then STOPPED_FAILED, as when the VM is
-    lost; the domain is then gone from the source (undefined by the
-    migration, with no event)."""
-    source, target = two_hosts
-    name = 'mig-data-across'
-    migratable_guest(name, slow=True)
+def _die_in_the_last_phase(hypervisor, destination, conn, name: str,
+                           after: float, meanwhile=lambda: None) -> Migration:
+    """Migrate ``name`` slowly; once the source is paused for the last phase,
+    hold the destination's libvirtd (SIGSTOP), SIGKILL the source QEMU
+    ``after`` seconds later, call ``meanwhile``, and let the destination go
+    on 2 s after that."""
     migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
     migration.start()
     dom = conn.lookupByName(name)
@@ -266,24 +257,91 @@ def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
              60, f'{name} paused for the last phase', 0.005)
     os.kill(destination.process.pid, signal.SIGSTOP)
     try:
-        time.sleep(1.5)  # its last pages cross (at most 0.3 s at 2 MiB/s)
+        time.sleep(after)
         os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
+        meanwhile()
         time.sleep(2.0)
     finally:
         os.kill(destination.process.pid, signal.SIGCONT)
     migration.finish()
-    if migration.error is not None:
-        pytest.fail(f'the migration failed: {migration.error}')
-    dconn = libvirt.open(destination.uri)
+    return migration
+
+
+def runs_at(daemon, name: str) -> bool:
+    dconn = libvirt.open(daemon.uri)
     try:
-        if dconn.lookupByName(name).state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            pytest.fail('the VM does not run at the destination')
+        return dconn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    except libvirt.libvirtError:
+        return False
     finally:
         dconn.close()
+
+
+@pytest.mark.parametrize('restarted', [False, True],
+                         ids=['', 'the source agent restarted meanwhile'])
+def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
+        hypervisor, destination, conn, host_agent, two_hosts, migratable_guest,
+        recovery_api, restarted):
+    """The source QEMU dies in the migration's last phase, after the last
+    of its data reached the destination and before libvirt's Finish resumes
+    the VM there: the migration succeeds and the VM runs at the destination,
+    while the source sees SUSPENDED_MIGRATED, then STOPPED_FAILED, as when
+    the VM is lost. The domain is then gone from the source (undefined by
+    the migration, with no event): the agent, which held the crash for the
+    migration's outcome, withdraws it; restarted while it waits, from its
+    state database."""
+    source, target = two_hosts
+    name = 'mig-data-across'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+    agents = {'source': source}
+
+    def restart_source() -> None:
+        source.wait_log('): source-defined')
+        agents['source'] = restart(source, host_agent, 'source')
+    # Its last pages cross in at most 0.3 s at 2 MiB/s.
+    migration = _die_in_the_last_phase(
+        hypervisor, destination, conn, name, 1.5,
+        restart_source if restarted else lambda: None)
+    source = agents['source']
+    if migration.error is not None:
+        pytest.fail(f'the migration failed: {migration.error}')
+    if not runs_at(destination, name):
+        pytest.fail('the VM does not run at the destination')
     wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
                                'stop-failed'])
+    source.wait_log('the migration went through and the VM runs at the destination')
     time.sleep(QUIET)
     assert sent(recovery_api) == []
+    assert f'{uuid}: LIFECYCLE/STOPPED_FAILED withdrawn' in source.output()
+    # The destination's agent lost its connection while its libvirtd was
+    # held (keepalive 1 s x 3), missing RESUMED_MIGRATED: its scan after the
+    # reconnection finds the VM running.
+    wait_for(lambda: {'resume-migrated', 'scan-running'} & set(
+        inputs(target, name, scans=True)), 20, 'the destination running', 0.2)
+    crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
+
+
+def test_the_source_qemu_dying_before_the_data_is_across_is_one_crash(
+        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+    """The same death at once: the destination never gets the last pages,
+    the migration fails and the VM is lost. The source's crash, held for the
+    migration's outcome, goes as soon as libvirt ends the migration's job,
+    long before ``migration_outcome_wait`` (30 s) has passed."""
+    source, target = two_hosts
+    name = 'mig-lost'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+    migration = _die_in_the_last_phase(hypervisor, destination, conn, name, 0.0)
+    if migration.error is None:
+        pytest.fail('the migration succeeded')
+    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+                               'stop-failed'])
+    source.wait_log('the migration did not take the VM away; '
+                    'LIFECYCLE/STOPPED_FAILED goes now')
+    recovery_api.wait_stored(1, timeout=15)
+    time.sleep(QUIET)
+    assert sent(recovery_api) == [('compute-1', uuid, *CRASH)]
+    assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+    assert not runs_at(destination, name)
 
 
 # --- the agents restarted during a migration ---------------------------------

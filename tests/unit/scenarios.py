@@ -7,11 +7,13 @@ WHAT is a libvirt lifecycle event by its constant's name (``STOPPED_FAILED``,
 ``AGENT_CONNECTED``, ``AGENT_DISCONNECTED``, ``PING_OK``, ``PING_MISS``,
 ``SCAN STATE-REASON`` (a state scan finding the domain in that libvirt state,
 e.g. ``SCAN running``, ``SCAN shutoff-crashed``, ``SCAN paused-migration``),
-``RESTART`` (the agent process restarts on its state database), or
-``API_DOWN`` / ``API_UP``: from then on every POST fails (each due
-notification is tried again 10 s later), or arrives. After each step what
-is due is sent; the notifications expected are those sent, then those still
-waiting.
+``MIGRATION_SOURCE_DEFINED``, ``MIGRATION_SOURCE_GONE``,
+``MIGRATION_JOB_ENDED`` (what the migration watch finds of a domain whose
+QEMU died in an outgoing migration), ``RESTART`` (the agent process restarts
+on its state database), ``TICK`` (time passes), or ``API_DOWN`` /
+``API_UP``: from then on every POST fails (each due notification is tried
+again 10 s later), or arrives. After each step what is due is sent; the
+notifications expected are those sent, then those still waiting.
 
 Every STARTED_* gives the domain a new id unless ``id=`` says otherwise;
 other events, pings and scans of an active domain carry the current id.
@@ -37,6 +39,7 @@ class Story:
     heartbeat_event: str = 'QEMU_GUEST_AGENT_ERROR'
     reboot_window: float = 1.0
     duplicate_window: float = 180.0
+    migration_wait: float = 30.0
 
 
 CRASH = 'LIFECYCLE/STOPPED_FAILED'
@@ -384,6 +387,18 @@ STORIES = [
           'succeeds, then a crash is one',
           '0 STARTED_MIGRATED\n1 RESTART\n1 SCAN paused-migration\n5 DEFINED_ADDED\n'
           '5 RESUMED_MIGRATED\n30 STOPPED_FAILED', (CRASH,)),
+    Story('destination: its resume missed while the agent was disconnected, a '
+          'scan finds it running, then a crash is one',
+          '0 STARTED_MIGRATED\n1 SCAN paused-migration\n5 SCAN running\n'
+          '30 STOPPED_FAILED', (CRASH,)),
+    Story('destination: its resume missed, a scan finds it running, then a hang '
+          'is one',
+          '0 STARTED_MIGRATED\n5 SCAN running\n6 PING_OK\n16 PING_MISS\n'
+          '26 PING_MISS\n36 PING_MISS', (HANG,)),
+    Story('source: the resume of a failed migration missed, a scan finds it '
+          'running, then a crash is one at once',
+          UP + '5 SUSPENDED_MIGRATED\n10 SCAN running\n30 STOPPED_FAILED\n'
+          '30 TICK', (CRASH,)),
     Story('destination: the source libvirtd dies mid-migration, the incoming '
           'domain is destroyed',
           '0 STARTED_MIGRATED\n1 SCAN paused-migration\n2 STOPPED_DESTROYED', NONE),
@@ -423,6 +438,46 @@ STORIES = [
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED', (CRASH,)),
     Story('source: the migration pause seen only by a scan, then QEMU dies',
           UP + '5 SCAN paused-migration\n6 STOPPED_FAILED', (CRASH,)),
+    Story('source: QEMU dies in the last phase, the migration goes through '
+          'and undefines the source: none',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '8 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: QEMU dies in the last phase, the migration fails: one',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '6.3 MIGRATION_JOB_ENDED\n60 TICK\n70 SCAN shutoff-crashed', (CRASH,)),
+    Story('source: QEMU dies in the last phase, seen only by a scan, the '
+          'migration goes through: none',
+          UP + '5 SCAN paused-migration\n6 STOPPED_FAILED\n'
+          '6.1 MIGRATION_SOURCE_DEFINED\n6.2 UNDEFINED_REMOVED\n60 TICK', NONE),
+    Story('source: QEMU dies in the last phase, the outcome never found: one, '
+          'after the wait',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '60 TICK', (CRASH,)),
+    Story('source: a transient domain\'s QEMU dies in the last phase: gone '
+          'either way, one',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_GONE\n'
+          '60 TICK', (CRASH,)),
+    Story('source: QEMU dies in the last phase, the agent restarts, the '
+          'migration goes through: none',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '7 RESTART\n7 SCAN shutoff-crashed\n9 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: QEMU dies in the last phase, the agent restarts, the '
+          'migration failed meanwhile: one',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '7 RESTART\n9 SCAN shutoff-crashed\n9.1 MIGRATION_JOB_ENDED', (CRASH,)),
+    Story('source: QEMU dies in the last phase, the event twice, the migration '
+          'goes through: none',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6 STOPPED_FAILED\n'
+          '6.1 MIGRATION_SOURCE_DEFINED\n8 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: QEMU dies in the last phase, the migration fails, the VM is '
+          'started again and crashes: two',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '6.3 MIGRATION_JOB_ENDED\n20 RESUMED_UNPAUSED\n20 STARTED_BOOTED\n'
+          '40 STOPPED_FAILED', (CRASH, CRASH)),
+    Story('source: QEMU dies in the last phase, migration_outcome_wait 0: one '
+          'at once, whatever follows',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
+          '8 MIGRATION_SOURCE_GONE', (CRASH,), migration_wait=0.0),
     Story('source: a hang reported, then the VM migrates away: one',
           UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 SUSPENDED_MIGRATED\n'
           '36 STOPPED_MIGRATED', (HANG,)),

@@ -93,6 +93,54 @@ def test_only_the_pairs_named_are_withdrawn():
     assert box.withdraw_waiting('a') == [io]
 
 
+def test_a_held_notification_released_is_due_now_the_others_wait(tmp_path):
+    clock = FakeClock()
+    store = SqliteStateStore(str(tmp_path))
+    box = Outbox(store, monotonic=clock, utcnow=lambda: T0)
+    stop = threading.Event()
+    crash, io, other = (notification('a'), notification('a', 'IO_ERROR'),
+                        notification('b'))
+    for n in (crash, io, other):
+        box.add(n, delay=30.0)
+    assert box.release_waiting('a', ('LIFECYCLE/STOPPED_FAILED',)) == [crash]
+    assert box.take(stop, 0.0) is crash
+    assert box.take(stop, 0.0) is None
+    # Kept due now: a restart sends it at once too.
+    assert {n.notification_id: due for n, due in store.pending('masakari')} == {
+        crash.notification_id: T0.timestamp(),
+        io.notification_id: T0.timestamp() + 30.0,
+        other.notification_id: T0.timestamp() + 30.0}
+    assert box.release_waiting('a', ('LIFECYCLE/STOPPED_FAILED',)) == []  # in flight
+    clock.now += 30.0
+    assert {box.take(stop, 0.0), box.take(stop, 0.0)} == {io, other}
+    store.close()
+
+
+def test_one_released_in_the_holding_block_that_added_it_goes_at_its_end():
+    clock = FakeClock()
+    box = Outbox(monotonic=clock)
+    held = notification('a')
+    with box.holding():
+        box.add(held, delay=30.0)
+        assert box.release_waiting('a', ('LIFECYCLE/STOPPED_FAILED',)) == [held]
+        assert box.take(threading.Event(), 0.0) is None
+    assert box.take(threading.Event(), 0.0) is held
+
+
+def test_one_a_restart_found_released_still_waits_for_the_first_scan(tmp_path):
+    clock = FakeClock()
+    store = SqliteStateStore(str(tmp_path))
+    held = notification('a')
+    store.insert(held, T0.timestamp() + 30.0)
+    box = Outbox(store, monotonic=clock, utcnow=lambda: T0,
+                 confirm_recovered_within=60.0)
+    assert box.release_waiting('a', ('LIFECYCLE/STOPPED_FAILED',)) == [held]
+    assert box.take(threading.Event(), 0.0) is None
+    box.release_recovered()
+    assert box.take(threading.Event(), 0.0) == held
+    store.close()
+
+
 def test_take_blocks_until_due_then_returns():
     box = Outbox()
     n = notification()

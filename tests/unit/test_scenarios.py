@@ -14,6 +14,7 @@ from instancemonitor.domainstate import HeartbeatPolicy
 from instancemonitor.events import NO_CODE
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
+from instancemonitor.events import MigrationSource
 from instancemonitor.events import Notification
 from instancemonitor.filter import RECONCILIATION
 from instancemonitor.filter import EventFilter
@@ -23,6 +24,7 @@ from instancemonitor.pipeline import NotificationPipeline
 from instancemonitor.service import RECOVERED_CONFIRM_WAIT
 from instancemonitor.sources.reconcile import lifecycle_of
 from instancemonitor.store import SqliteStateStore
+from tests.unit.scenarios import CRASH
 from tests.unit.scenarios import STORIES
 from tests.unit.scenarios import UP
 from tests.unit.scenarios import Story
@@ -60,7 +62,8 @@ class Replay:
             report_never_answered=story.report_never_answered,
             pair=(story.heartbeat_event, 'STOPPED_FAILED'))
         self.journal = Journal(self.store, 'compute-1', DomainMachine(
-            policy, duplicate_window=story.duplicate_window))
+            policy, duplicate_window=story.duplicate_window,
+            migration_wait=story.migration_wait))
         # As the agent's: what a restart finds waits for the first scan.
         self.outbox = Outbox(self.store, monotonic=lambda: self.now,
                              utcnow=self._utcnow,
@@ -100,6 +103,10 @@ class Replay:
                 self.domain_id = domain_id
         elif what == 'REBOOT':
             kind = EventKind.REBOOT
+        elif what.startswith('MIGRATION_'):
+            kind, source, domain_id = EventKind.MIGRATION_SOURCE, 'migration-watch', -1
+            event = MigrationSource[what.removeprefix('MIGRATION_')
+                                    .removeprefix('SOURCE_')]
         elif what in _AGENT:
             kind, event = EventKind.AGENT_LIFECYCLE, _AGENT[what]
         elif what.startswith('PING_'):
@@ -120,12 +127,12 @@ class Replay:
     def step(self, line: str) -> None:
         seconds, what, *args = line.split()
         self.now = float(seconds)
-        if what in ('RESTART', 'API_DOWN', 'API_UP'):
+        if what in ('RESTART', 'API_DOWN', 'API_UP', 'TICK'):
             self.seqs.append(10 * (len(self.seqs) + 1))
             if what == 'RESTART':
                 self.store.close()
                 self._open()
-            else:
+            elif what != 'TICK':
                 self.api_down = what == 'API_DOWN'
         elif event := self.event(what, args):
             self.pipeline(event)
@@ -215,3 +222,35 @@ def test_a_held_second_crash_is_withdrawn_if_the_vm_is_started_again(tmp_path):
                   UP_AND_CRASH + '20 STARTED_BOOTED\n40 STOPPED_FAILED\n'
                   '60 STARTED_BOOTED', ())
     assert [p[1:] for p in _pending(story, tmp_path)] == [(5.0, 5.0)]
+
+
+DEATH_IN_MIGRATION = UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n'
+
+
+@pytest.mark.parametrize('outcome, sent_at', [
+    ('6.1 MIGRATION_SOURCE_DEFINED\n6.3 MIGRATION_JOB_ENDED\n', 6.3),
+    ('6.1 MIGRATION_SOURCE_GONE\n', 6.1),       # transient: gone either way
+    ('6.1 MIGRATION_SOURCE_DEFINED\n', 36.0),   # no outcome: after the wait
+    ('', 36.0)],                                # the watch never saw it
+    ids=['job ended', 'transient', 'no outcome', 'not looked up'])
+def test_a_death_in_a_migration_is_sent_once_it_is_known_lost(
+        tmp_path, outcome, sent_at):
+    story = Story('death in a migration',
+                  DEATH_IN_MIGRATION + outcome + '36 TICK\n60 TICK', ())
+    # generated when detected, sent (or due) when known lost.
+    assert _pending(story, tmp_path) == [(CRASH, 6.0, sent_at)]
+
+
+def test_a_death_in_a_migration_that_went_through_leaves_nothing(tmp_path):
+    story = Story('death in a migration that went through', DEATH_IN_MIGRATION +
+                  '6.1 MIGRATION_SOURCE_DEFINED\n8 MIGRATION_SOURCE_GONE\n', ())
+    assert _pending(story, tmp_path) == []
+
+
+def test_a_crash_after_a_failed_migration_whose_resume_was_missed_goes_at_once(
+        tmp_path):
+    # A scan found the source running again: its migration is over, and a
+    # crash is no longer held for a migration's outcome.
+    story = Story('resume missed', UP + '5 SUSPENDED_MIGRATED\n10 SCAN running\n'
+                  '30 STOPPED_FAILED\n31 TICK', ())
+    assert _pending(story, tmp_path) == [(CRASH, 30.0, 30.0)]
