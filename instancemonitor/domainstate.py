@@ -197,6 +197,10 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (Phase.STOPPED_MIGRATING, Input.SCAN_FAILED): (None, Action.NONE),
     (Phase.STOPPED_MIGRATING_DEFINED, Input.SCAN_FAILED): (None, Action.NONE),
     (Phase.MIGRATING_IN, Input.SCAN_FAILED): (Phase.FAILED, Action.SUPPRESS),
+    # Shut off where the machine last saw an outgoing migration's last
+    # phase (the agent was away when QEMU died): as the event would be.
+    (Phase.MIGRATING_OUT, Input.SCAN_FAILED):
+        (Phase.STOPPED_MIGRATING, Action.RECOVER_AFTER_MIGRATION),
     (ANY, Input.SCAN_FAILED): (Phase.FAILED, Action.RECOVER),
     (ANY, Input.SCAN_SHUTOFF): (Phase.SHUTOFF, Action.NONE),
     (ANY, Input.STALE_SCAN): (None, Action.NONE),

@@ -465,6 +465,14 @@ STORIES = [
           'migration failed meanwhile: one',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
           '7 RESTART\n9 SCAN shutoff-crashed\n9.1 MIGRATION_JOB_ENDED', (CRASH,)),
+    Story('source: the agent restarts as QEMU dies in the last phase; its scan '
+          'finds it shut off, the migration goes through: none',
+          UP + '5 SUSPENDED_MIGRATED\n6 RESTART\n6 SCAN shutoff-crashed\n'
+          '6.1 MIGRATION_SOURCE_DEFINED\n8 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: the agent restarts as QEMU dies in the last phase; its scan '
+          'finds it shut off, the migration fails: one',
+          UP + '5 SUSPENDED_MIGRATED\n6 RESTART\n6 SCAN shutoff-crashed\n'
+          '6.1 MIGRATION_SOURCE_DEFINED\n6.3 MIGRATION_JOB_ENDED\n60 TICK', (CRASH,)),
     Story('source: QEMU dies in the last phase, the event twice, the migration '
           'goes through: none',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6 STOPPED_FAILED\n'
