@@ -51,8 +51,8 @@ def run(count: int) -> tuple[float, float, int, float]:
             peaks['rss'] = max(peaks['rss'], rss_mib())
     sampler = threading.Thread(target=sample)
     try:
-        doms = agent.connection.connection.listAllDomains(
-            libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        with agent.connection.borrowed() as conn:
+            doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         sampler.start()
         cpu, started = cpu_seconds(), time.monotonic()
         for dom in doms:

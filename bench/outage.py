@@ -38,8 +38,8 @@ def main() -> None:
                         introspectiveinstancemonitor={'enabled': False})
     api = RecoveryAPI(port=port)
     try:
-        doms = agent.connection.connection.listAllDomains(
-            libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        with agent.connection.borrowed() as conn:
+            doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         gap = outage / len(doms)
         for dom in doms:  # failures spread over the outage
             dom.destroy()

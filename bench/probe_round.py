@@ -13,6 +13,7 @@ outcome was published.
 """
 
 import concurrent.futures
+import contextlib
 import json
 import threading
 import time
@@ -79,8 +80,10 @@ def round_time(domains: int, hung: int, timeout: float, workers: int) -> float:
                      period=3600, timeout=timeout, initial_delay=0,
                      match_name=('instance-*',))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        prober = Prober(publish, lambda: StandInConnection(guests), {'app': spec},
-                        pool, runner=GuestAgentProbe(agent_command=agent_command))
+        stand_in = StandInConnection(guests)
+        prober = Prober(publish, lambda: contextlib.nullcontext(stand_in),
+                        {'app': spec}, pool,
+                        runner=GuestAgentProbe(agent_command=agent_command))
         started = time.monotonic()
         prober.round()
         done.wait(timeout * 10)

@@ -172,8 +172,15 @@ class AgentService:
         self.bus = EventBus()
         self.state_lock = statelock.acquire(conf.state_path)
         self.store = store.open_state(conf.state_path)
+        self.connection = LibvirtConnection(
+            conf.libvirt.connection_uri,
+            keepalive_interval=conf.libvirt.keepalive_interval,
+            keepalive_count=conf.libvirt.keepalive_count,
+            reconnect_interval=conf.libvirt.reconnect_interval,
+            reconnect_interval_max=conf.libvirt.reconnect_interval_max,
+            progress=lambda: self.liveness.mark(CONNECTION_THREAD))
         self.migration_watch = MigrationWatch(
-            self.bus.publish, lambda: self.connection.connection,
+            self.bus.publish, self.connection.borrowed,
             conf.events.migration_outcome_wait)
         self.journal = Journal(
             self.store or MemoryJournalStore(), self.hostname,
@@ -252,16 +259,9 @@ class AgentService:
             for subscriber, _ in subscribers]
         self._subscribers: list[EventSink] = [
             subscriber for subscriber, _ in subscribers]
-        self.connection = LibvirtConnection(
-            conf.libvirt.connection_uri,
-            keepalive_interval=conf.libvirt.keepalive_interval,
-            keepalive_count=conf.libvirt.keepalive_count,
-            reconnect_interval=conf.libvirt.reconnect_interval,
-            reconnect_interval_max=conf.libvirt.reconnect_interval_max,
-            progress=lambda: self.liveness.mark(CONNECTION_THREAD))
         self.connection.on_connect(LibvirtEventSource(self.bus.publish).register)
         self.reconciler = Reconciler(
-            self.bus.publish, lambda: self.connection.connection,
+            self.bus.publish, self.connection.borrowed,
             conf.libvirt.reconcile_interval, scanned=self._scanned,
             progress=lambda: self.liveness.mark(RECONCILE_THREAD))
         self._forget_gone_after = conf.libvirt.forget_gone_after
@@ -306,7 +306,7 @@ class AgentService:
     def _heartbeat(self, opts: cfg.ConfigOpts.GroupAttr) -> Heartbeat | None:
         if not opts.enabled:
             return None
-        self._agents = agents = LibvirtAgents(lambda: self.connection.connection,
+        self._agents = agents = LibvirtAgents(self.connection.borrowed,
                                               opts.guest_monitoring_timeout)
         heartbeat = Heartbeat(
             self.bus.publish, agents.targets, agents.ping,
@@ -318,7 +318,7 @@ class AgentService:
     def _prober(self) -> Prober | None:
         if not self.probes:
             return None
-        prober = Prober(self.bus.publish, lambda: self.connection.connection,
+        prober = Prober(self.bus.publish, self.connection.borrowed,
                         self.probes, self._agent_pool,
                         progress=lambda: self.liveness.mark(PROBES_THREAD),
                         resumed=self.journal.probe_resumed)

@@ -32,6 +32,7 @@ from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.virt.connection import Borrow
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
@@ -67,19 +68,20 @@ def has_agent_channel(domain_xml: str) -> bool:
 class LibvirtAgents:
     """Targets and pings through libvirt: what the heartbeat runs on."""
 
-    def __init__(self, current: Callable[[], libvirt.virConnect | None],
-                 timeout: int) -> None:
-        self._current = current
+    def __init__(self, borrow: Borrow, timeout: int) -> None:
+        self._borrow = borrow
         self.timeout = timeout
         # (uuid, domain id) → has the channel; a new run re-reads the XML.
         self._channel: dict[tuple[str, int], bool] = {}
 
     def targets(self) -> list[Target]:
-        conn = self._current()
-        if conn is None:
-            return []
+        with self._borrow() as conn:
+            if conn is None:
+                return []
+            running = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
         found, channel = [], {}
-        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
+        # A domain holds its connection: safe to use once the lost one closes.
+        for dom in running:
             key = (dom.UUIDString(), dom.ID())
             if key in self._channel:
                 channel[key] = self._channel[key]

@@ -30,6 +30,7 @@ from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import MigrationSource
+from instancemonitor.virt.connection import Borrow
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
@@ -51,12 +52,11 @@ class _Followed:
 
 class MigrationWatch(Worker):
     def __init__(self, publish: Callable[[DomainEvent], None],
-                 current: Callable[[], libvirt.virConnect | None],
-                 wait: float) -> None:
-        """``current`` gives the open connection, if any; ``wait``: seconds
+                 borrow: Borrow, wait: float) -> None:
+        """``borrow`` lends the open connection, if any; ``wait``: seconds
         a domain is followed (the hold of its recovery)."""
         self._publish = publish
-        self._current = current
+        self._borrow = borrow
         self.wait = wait
         self._lock = threading.Lock()
         self._followed: dict[str, _Followed] = {}
@@ -80,15 +80,15 @@ class MigrationWatch(Worker):
                 self._wakeup.wait()
                 self._wakeup.clear()
                 continue
-            conn = self._current()
-            for domain in followed:
-                if clock.monotonic() >= domain.until:
-                    LOG.info('Domain %s (%s): no outcome of its migration within '
-                             '%g s; its recovery goes as held', domain.name,
-                             domain.uuid, self.wait)
-                    self._drop(domain)
-                elif conn is not None and self._look(conn, domain):
-                    self._drop(domain)
+            with self._borrow() as conn:
+                for domain in followed:
+                    if clock.monotonic() >= domain.until:
+                        LOG.info('Domain %s (%s): no outcome of its migration '
+                                 'within %g s; its recovery goes as held',
+                                 domain.name, domain.uuid, self.wait)
+                        self._drop(domain)
+                    elif conn is not None and self._look(conn, domain):
+                        self._drop(domain)
             self._stop.wait(POLL_INTERVAL)
 
     def _drop(self, domain: _Followed) -> None:

@@ -41,6 +41,7 @@ from instancemonitor.events import ProbeCheck
 from instancemonitor.events import ProbeOutcome
 from instancemonitor.sources.heartbeat import GUEST_PING
 from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.virt.connection import Borrow
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
@@ -309,7 +310,7 @@ class Prober(Worker):
     heartbeat; publishes each run's outcome."""
 
     def __init__(self, publish: Callable[[DomainEvent], None],
-                 current: Callable[[], libvirt.virConnect | None],
+                 borrow: Borrow,
                  configured: dict[str, ProbeSpec],
                  pool: concurrent.futures.Executor,
                  runner: GuestAgentProbe | None = None,
@@ -321,7 +322,7 @@ class Prober(Worker):
         super().__init__(THREAD_NAME)
         self._resumed = resumed
         self._publish = publish
-        self._current = current
+        self._borrow = borrow
         self.configured = configured
         self._pool = pool
         self._runner = runner or GuestAgentProbe()
@@ -355,15 +356,16 @@ class Prober(Worker):
 
     def round(self) -> float:
         """Start every probe that is due; return the seconds until the next."""
-        conn = self._current()
-        if conn is None:
-            return SCAN_INTERVAL
+        with self._borrow() as conn:
+            if conn is None:
+                return SCAN_INTERVAL
+            running = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING)
         now = clock.monotonic()
         # Swapped, not cleared: the bus thread may add to them meanwhile.
         reread, self._reread = self._reread, set()
         restart, self._restart = self._restart, set()
         watched = {}
-        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING):
+        for dom in running:
             key = (dom.UUIDString(), dom.ID())
             known = self._watched.get(key)
             if known is None or key[0] in reread:

@@ -23,6 +23,7 @@ from instancemonitor.events import EventKind
 from instancemonitor.events import next_seq
 from instancemonitor.filter import RECONCILIATION
 from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.virt.connection import Borrow
 from instancemonitor.worker import Worker
 
 LOG = logging.getLogger(__name__)
@@ -93,28 +94,26 @@ class Reconciler(Worker):
     FAILURE_SETTLE = 0.5
 
     def __init__(self, publish: Callable[[DomainEvent], None],
-                 current: Callable[[], libvirt.virConnect | None],
+                 borrow: Borrow,
                  interval: float,
                  scanned: Callable[[set[str], int], None] = lambda uuids, seq: None,
                  progress: Callable[[], None] = lambda: None) -> None:
-        """``current`` gives the open connection, if any, for periodic scans;
+        """``borrow`` lends the open connection, if any, for each scan;
         ``scanned`` is told the uuids of every domain a complete scan listed,
         and the sequence number it took before reading."""
         self._publish = publish
-        self._current = current
+        self._borrow = borrow
         self._scanned = scanned
         self._progress = progress
         self.interval = interval
         # A new connection, for the worker to scan before anything else.
         self._connected = threading.Event()
-        self._new_connection: libvirt.virConnect | None = None
         super().__init__(THREAD_NAME)
 
-    def register(self, conn: libvirt.virConnect) -> list[int]:
+    def register(self, _conn: libvirt.virConnect) -> list[int]:
         """Have a new connection scanned (its event callbacks are registered
         by then) on the worker's thread, so that the connection is taken
         for open at once, even while a scan waits ``FAILURE_SETTLE``."""
-        self._new_connection = conn
         self._connected.set()
         self.wake()
         return []
@@ -166,16 +165,14 @@ class Reconciler(Worker):
             if self._stop.is_set():
                 return
             if self._connected.is_set():
-                # Cleared before the read: a connection registered meanwhile
+                # Cleared before the scan: a connection registered meanwhile
                 # is scanned (again) on the next turn, never skipped.
                 self._connected.clear()
-                conn = self._new_connection
             elif woken:
                 continue  # the interval changed
-            else:
-                conn = self._current()
-            if conn is not None:
-                self.scan(conn)
+            with self._borrow() as conn:
+                if conn is not None:
+                    self.scan(conn)
 
     def _sleep(self) -> bool:
         """Wait one interval (0: until woken), showing progress; True if

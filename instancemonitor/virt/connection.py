@@ -8,11 +8,17 @@ Each transition is logged once, not every retry.
 
 The close callback runs on libvirt's event-loop thread, so it only records
 the reason and sets an event.
+
+Other threads query the connection only inside ``borrowed()``: a lost
+connection is closed once no thread is inside a call on it (closing it
+under a call in flight frees it under that call: a crash).
 """
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from collections.abc import Iterator
 
 import libvirt
 
@@ -26,6 +32,14 @@ THREAD_NAME = 'libvirt-connection'
 # Registers a party's callbacks on a fresh connection; returns the callback
 # ids to deregister when the connection is closed on purpose.
 Registrar = Callable[[libvirt.virConnect], list[int]]
+
+# Lends the open connection (or None) for the duration of a with block.
+Borrow = Callable[[], contextlib.AbstractContextManager[libvirt.virConnect | None]]
+
+# Seconds a lost connection waits for the threads inside calls on it to
+# return before it is closed (calls on a lost connection fail at once); past
+# that it is left open, never closed under a call.
+RELEASE_WAIT = 10.0
 
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: 'I/O error',
@@ -51,6 +65,9 @@ class LibvirtConnection:
         self._closed = threading.Event()
         self._close_reason: int | None = None
         self._conn: libvirt.virConnect | None = None
+        # Threads inside borrowed(); notified when one leaves.
+        self._users = 0
+        self._users_changed = threading.Condition()
         self._connected = threading.Event()
         self.connects = 0
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
@@ -72,10 +89,21 @@ class LibvirtConnection:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    @property
-    def connection(self) -> libvirt.virConnect | None:
-        """The open connection, if any (for callers that need to query)."""
-        return self._conn
+    @contextlib.contextmanager
+    def borrowed(self) -> Iterator[libvirt.virConnect | None]:
+        """The open connection, if any, kept from being closed until the
+        with block ends (keep it short: a lost connection waits for it)."""
+        with self._users_changed:
+            conn = self._conn
+            if conn is not None:
+                self._users += 1
+        try:
+            yield conn
+        finally:
+            if conn is not None:
+                with self._users_changed:
+                    self._users -= 1
+                    self._users_changed.notify_all()
 
     def wait_connected(self, timeout: float | None = None) -> bool:
         return self._connected.wait(timeout)
@@ -120,15 +148,14 @@ class LibvirtConnection:
             failures, delay = 0, self._backoff[0]
             self._wait_closed(conn)
             self._connected.clear()
-            self._conn = None
             if self._stop.is_set():
-                self._close(conn, callback_ids)
+                self._release(conn, callback_ids)
                 return
             lost_at = clock.monotonic()
             LOG.warning('Lost the libvirt connection to %s (%s); reconnecting',
                         self.uri, _CLOSE_REASONS.get(self._close_reason,
                                                      'connection not alive'))
-            self._close(conn, [])
+            self._release(conn, [])
 
     def _open(self) -> tuple[libvirt.virConnect, list[int]]:
         self._closed.clear()
@@ -143,14 +170,16 @@ class LibvirtConnection:
                 conn.close()
                 raise
             LOG.debug('Keepalive is not supported by %s', self.uri)
+        # Lent from here on: a registrar may hand the work of a new
+        # connection (its scan) to a thread that borrows it.
+        self._conn = conn
         try:
             conn.registerCloseCallback(self._on_close, None)
             callback_ids = [cid for registrar in self._registrars
                             for cid in registrar(conn)]
         except libvirt.libvirtError:
-            self._close(conn, [])
+            self._release(conn, [])
             raise
-        self._conn = conn
         self.connects += 1
         self._connected.set()
         return conn, callback_ids
@@ -171,6 +200,22 @@ class LibvirtConnection:
             self._progress()
             if self._stop.wait(min(left, PROGRESS_TICK)):
                 return
+
+    def _release(self, conn: libvirt.virConnect, callback_ids: list[int]) -> None:
+        """Lend ``conn`` no more, and close it once no thread uses it."""
+        deadline = clock.monotonic() + RELEASE_WAIT
+        with self._users_changed:
+            self._conn = None
+            while self._users:
+                self._progress()
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    LOG.warning('A libvirt call on the lost connection has not '
+                                'returned in %g s; the connection is left open',
+                                RELEASE_WAIT)
+                    return
+                self._users_changed.wait(min(left, PROGRESS_TICK))
+        self._close(conn, callback_ids)
 
     @staticmethod
     def _close(conn: libvirt.virConnect, callback_ids: list[int]) -> None:

@@ -5,6 +5,7 @@ The test driver keeps no migration jobs (virDomainGetJobStats is not
 supported): the end of a failed migration's job is shown on real QEMU
 (tests/e2e/test_migration.py) and with a domain that reports one here."""
 
+import contextlib
 import queue
 import uuid
 
@@ -36,8 +37,10 @@ def watch(conn):
     found: queue.Queue = queue.Queue()
     watches = []
 
-    def start(wait: float = 30.0, current=lambda: conn) -> MigrationWatch:
-        watcher = MigrationWatch(found.put, current, wait)
+    def start(wait: float = 30.0, lent=None) -> MigrationWatch:
+        """``lent``: what the watch borrows each time (``conn`` if None)."""
+        borrow = lent or (lambda: contextlib.nullcontext(conn))
+        watcher = MigrationWatch(found.put, borrow, wait)
         watcher.start()
         watches.append(watcher)
         return watcher
@@ -121,11 +124,11 @@ def test_it_waits_for_a_connection(conn, watch):
     dom = domain(conn, persistent=False)
     name, domain_uuid = dom.name(), dom.UUIDString()
     dom.destroy()
-    current: list = [None]
-    watcher = start(current=lambda: current[0])
+    lent: list = [None]
+    watcher = start(lent=lambda: contextlib.nullcontext(lent[0]))
     watcher.follow(domain_uuid, name)
     assert told(found, timeout=0.5) == []
-    current[0] = conn
+    lent[0] = conn
     assert told(found) == [MigrationSource.GONE]
     assert watcher.following() == []
 
@@ -157,7 +160,7 @@ def test_an_ended_job_is_told_and_read_without_clearing_it(watch, monkeypatch):
         def lookupByUUIDString(self, _uuid: str) -> _EndedJobDomain:
             return dom
     monkeypatch.setattr(migration, 'POLL_INTERVAL', 0.01)
-    start(current=Conn).follow('8c4b5f0e-0000-4000-8000-000000000001', 'vm-ended')
+    start(lent=lambda: contextlib.nullcontext(Conn())).follow('8c4b5f0e-0000-4000-8000-000000000001', 'vm-ended')
     assert told(found) == [MigrationSource.DEFINED, MigrationSource.JOB_ENDED]
     # Observe, never reconfigure: the statistics stay for Nova.
     assert dom.flags and all(f & libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED

@@ -93,8 +93,8 @@ def test_a_storm_of_5000_stops_is_5000_notifications_each_once(
     node.write_text(f'<node>{domains}</node>')
     agent = start_agent(f'test://{node}', events={'forward': 'all', 'reboot_window': 0},
                         DEFAULT={'state_path': str(tmp_path / 'state')})
-    conn = agent.connection.connection
-    doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    with agent.connection.borrowed() as conn:
+        doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
     assert len(doms) == count
     threads_before, rss_before = agent_threads(), _rss_kib()
     peak_threads, peak_queue, done = [threads_before], [0], threading.Event()

@@ -130,8 +130,8 @@ def test_a_burst_of_hundreds_arrives_exactly_once(start_agent, node_xml, recover
     count = 300
     agent = start_agent(node_xml(count), events={'forward': 'all', 'reboot_window': 0})
     # A node.xml gives each connection its own copy: act through the agent's.
-    conn = agent.connection.connection
-    domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+    with agent.connection.borrowed() as conn:
+        domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
     assert len(domains) == count
     for dom in domains:
         dom.destroy()
@@ -147,7 +147,8 @@ def test_a_burst_of_hundreds_arrives_exactly_once(start_agent, node_xml, recover
 def test_a_domain_started_again_is_watched_afresh(start_agent, node_xml,
                                                   recovery_api):
     agent = start_agent(node_xml(1), events={'forward': 'all', 'reboot_window': 0})
-    (dom,) = agent.connection.connection.listAllDomains()
+    with agent.connection.borrowed() as conn:
+        (dom,) = conn.listAllDomains()
     dom.destroy()
     dom.create()
     dom.destroy()

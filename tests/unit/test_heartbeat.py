@@ -4,6 +4,7 @@ What a run of pings means (discovery, failing, reported, reboots) is the
 state machine's, replayed in ``test_scenarios.py``.
 """
 
+import contextlib
 import threading
 import time
 
@@ -94,7 +95,7 @@ def test_a_ping_error_is_a_miss_only_when_it_is_the_agents(monkeypatch, code,
         error.err = (code, 0, 'failed', 2, '', '', '', -1, -1)
         raise error
     monkeypatch.setattr(heartbeat.libvirt_qemu, 'qemuAgentCommand', command)
-    agents = LibvirtAgents(lambda: None, timeout=2)
+    agents = LibvirtAgents(contextlib.nullcontext, timeout=2)
     assert agents.ping(Target('a', 'a', object(), 1)) is outcome
 
 
@@ -128,7 +129,7 @@ def test_targets_read_each_domain_run_once_and_forget_ended_runs():
     class Conn:
         def listAllDomains(self, flags):
             return list(running.values())
-    agents = LibvirtAgents(lambda: Conn(), 1)
+    agents = LibvirtAgents(lambda: contextlib.nullcontext(Conn()), 1)
     for _ in range(3):
         assert [t.uuid for t in agents.targets()] == ['a']
     assert running['a'].xml_reads == running['b'].xml_reads == 1

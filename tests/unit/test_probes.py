@@ -2,6 +2,7 @@
 their definitions, and what a run's answer means."""
 
 import base64
+import contextlib
 import datetime
 
 import pytest
@@ -298,7 +299,8 @@ class Runner:
 
 def prober_with(domain: StandInDomain, resumed=lambda *_: False):
     published, runner = [], Runner()
-    prober = probes.Prober(published.append, lambda: StandInConnection(domain),
+    prober = probes.Prober(published.append,
+                           lambda: contextlib.nullcontext(StandInConnection(domain)),
                            {'app': spec('app', match_name=('app-*',),
                                         initial_delay=30.0)},
                            AtOnce(), runner=runner, resumed=resumed)

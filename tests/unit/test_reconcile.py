@@ -1,3 +1,4 @@
+import contextlib
 import threading
 import time
 
@@ -47,7 +48,7 @@ def test_every_state_becomes_the_event_it_stands_for():
         Domain('u8', 'moving', libvirt.VIR_DOMAIN_PAUSED,
                libvirt.VIR_DOMAIN_PAUSED_MIGRATION),
     ]
-    reconciler = Reconciler(published.append, lambda: None, 0)
+    reconciler = Reconciler(published.append, contextlib.nullcontext, 0)
     reconciler.FAILURE_SETTLE = 0.0
     failures = reconciler.scan(Conn(domains))
     assert failures == 2  # shut off on a failure
@@ -76,7 +77,7 @@ def test_every_state_becomes_the_event_it_stands_for():
 
 def test_a_connection_that_cannot_answer_reports_nothing(caplog):
     published = []
-    assert Reconciler(published.append, lambda: None, 0).scan(
+    assert Reconciler(published.append, contextlib.nullcontext, 0).scan(
         Conn([], fail=True)) == 0
     assert published == [] and 'nothing is taken for a failure' in caplog.text
 
@@ -91,7 +92,7 @@ def test_what_a_scan_finds_shut_off_on_a_failure_waits_for_libvirts_events():
                libvirt.VIR_DOMAIN_SHUTOFF_CRASHED),
         Domain('u2', 'up', libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED),
     ]
-    reconciler = Reconciler(published.append, lambda: None, 0)
+    reconciler = Reconciler(published.append, contextlib.nullcontext, 0)
     reconciler.FAILURE_SETTLE = 0.3
     events = threading.Timer(0.05, published.append, ['libvirt: STOPPED_CRASHED'])
     events.start()
@@ -122,10 +123,10 @@ def test_a_new_connection_is_scanned_on_the_workers_thread_not_the_callers():
     # scan (with its FAILURE_SETTLE wait for a crashed domain) must not hold
     # it, or the agent is not taken for connected for half a second.
     published = []
-    reconciler = Reconciler(published.append, lambda: None, 0)
-    reconciler.FAILURE_SETTLE = 0.2
     conn = WatchedConn([Domain('u1', 'killed', libvirt.VIR_DOMAIN_SHUTOFF,
                                libvirt.VIR_DOMAIN_SHUTOFF_CRASHED)])
+    reconciler = Reconciler(published.append, lambda: contextlib.nullcontext(conn), 0)
+    reconciler.FAILURE_SETTLE = 0.2
     # Registered before the worker runs (the service starts the connection
     # first): the scan is done once it does.
     assert reconciler.register(conn) == []
@@ -143,20 +144,24 @@ def test_a_new_connection_is_scanned_on_the_workers_thread_not_the_callers():
         ('u1', libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)]
 
 
-def test_each_connection_is_scanned_once_and_periodic_scans_use_the_current_one():
-    periodic = WatchedConn([])
+def test_each_connection_is_scanned_once_and_every_scan_borrows_the_current_one():
+    first, second = WatchedConn([Domain('a', 'a', 1, 1)]), WatchedConn(
+        [Domain('b', 'b', 1, 1)])
+    lent = [first]
     scanned = []
-    reconciler = Reconciler(lambda event: None, lambda: periodic, 3600,
+    reconciler = Reconciler(lambda event: None,
+                            lambda: contextlib.nullcontext(lent[0]), 3600,
                             scanned=lambda uuids, seq: scanned.append(uuids))
     reconciler.start()
     try:
-        first, second = WatchedConn([Domain('a', 'a', 1, 1)]), WatchedConn(
-            [Domain('b', 'b', 1, 1)])
         reconciler.register(first)
         assert first.read.wait(5)
+        lent[0] = second
         reconciler.register(second)
         assert second.read.wait(5)
         # A changed interval wakes the worker but is no scan of its own...
+        periodic = WatchedConn([])
+        lent[0] = periodic
         reconciler.set_interval(0.05)
         # ...the interval's scans read the connection open now.
         assert periodic.read.wait(5)
