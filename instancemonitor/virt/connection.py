@@ -12,6 +12,13 @@ the reason and sets an event.
 Other threads query the connection only inside ``borrowed()``: a lost
 connection is closed once no thread is inside a call on it (closing it
 under a call in flight frees it under that call: a crash).
+
+libvirt's client (9.0) can leave a call waiting for ever when keepalive
+closes a connection with two or more calls in flight, and crash in that
+call when libvirtd answers again. Such a call is waited for
+``RELEASE_WAIT`` seconds; then the connection thread ends, which stops the
+agent (exit status 70) so that systemd restarts it: the state is on disk,
+and the scan at start finds what happened meanwhile.
 """
 
 import contextlib
@@ -37,9 +44,8 @@ Registrar = Callable[[libvirt.virConnect], list[int]]
 Borrow = Callable[[], contextlib.AbstractContextManager[libvirt.virConnect | None]]
 
 # Seconds a lost connection waits for the threads inside calls on it to
-# return before it is closed (calls on a lost connection fail at once); past
-# that it is left open, never closed under a call.
-RELEASE_WAIT = 10.0
+# return before it is closed (calls on a lost connection fail at once).
+RELEASE_WAIT = 2.0
 
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: 'I/O error',
@@ -155,7 +161,14 @@ class LibvirtConnection:
             LOG.warning('Lost the libvirt connection to %s (%s); reconnecting',
                         self.uri, _CLOSE_REASONS.get(self._close_reason,
                                                      'connection not alive'))
-            self._release(conn, [])
+            if not self._release(conn, []):
+                LOG.critical(
+                    'A libvirt call has not returned %g s after the connection '
+                    'to %s was lost: libvirt\'s client leaves such a call '
+                    'waiting, and crashes in it once libvirtd answers again. '
+                    'The connection thread ends, so that the agent is '
+                    'restarted', RELEASE_WAIT, self.uri)
+                return
 
     def _open(self) -> tuple[libvirt.virConnect, list[int]]:
         self._closed.clear()
@@ -201,8 +214,9 @@ class LibvirtConnection:
             if self._stop.wait(min(left, PROGRESS_TICK)):
                 return
 
-    def _release(self, conn: libvirt.virConnect, callback_ids: list[int]) -> None:
-        """Lend ``conn`` no more, and close it once no thread uses it."""
+    def _release(self, conn: libvirt.virConnect, callback_ids: list[int]) -> bool:
+        """Lend ``conn`` no more, and close it once no thread uses it; False
+        if a thread still does after ``RELEASE_WAIT`` (left open)."""
         deadline = clock.monotonic() + RELEASE_WAIT
         with self._users_changed:
             self._conn = None
@@ -210,12 +224,10 @@ class LibvirtConnection:
                 self._progress()
                 left = deadline - clock.monotonic()
                 if left <= 0:
-                    LOG.warning('A libvirt call on the lost connection has not '
-                                'returned in %g s; the connection is left open',
-                                RELEASE_WAIT)
-                    return
+                    return False
                 self._users_changed.wait(min(left, PROGRESS_TICK))
         self._close(conn, callback_ids)
+        return True
 
     @staticmethod
     def _close(conn: libvirt.virConnect, callback_ids: list[int]) -> None:
