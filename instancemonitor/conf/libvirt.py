@@ -31,10 +31,13 @@ Possible values:
         default=5,
         min=1,
         help="""
-Seconds between keepalive probes on the libvirt connection.
+Seconds between keepalive probes to libvirtd.
 
-A libvirtd that stops answering is declared dead after
-``keepalive_interval`` x ``keepalive_count`` seconds and the agent reconnects.
+Keepalive runs on a second connection that carries no calls. A libvirtd
+that stops answering for about ``keepalive_interval`` x ``keepalive_count``
+seconds is reported (the log, ``instancemonitor_libvirt_connected`` 0) and
+waited for: the calls and events on the agent's connection go on once it
+answers again. A libvirtd that exits is reconnected to at once.
 
 Related options:
 
@@ -45,7 +48,7 @@ Related options:
         default=3,
         min=1,
         help="""
-Unanswered keepalive probes after which the connection is closed.
+Unanswered keepalive probes after which libvirtd is reported not answering.
 
 Related options:
 

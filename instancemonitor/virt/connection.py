@@ -1,24 +1,25 @@
 """A libvirt connection that is kept open for ever.
 
-A supervisor thread opens the connection, turns on keepalive, lets each
-registered party add its callbacks, then waits for the connection to close
-(close callback: libvirtd exited or keepalive expired). It then reconnects
-with capped exponential backoff, for ever, and registers everything again.
-Each transition is logged once, not every retry.
+A supervisor thread opens the connection, lets each registered party add
+its callbacks, then waits for the connection to close (close callback:
+libvirtd exited or the socket failed). It then reconnects with capped
+exponential backoff, for ever, and registers everything again. Each
+transition is logged once, not every retry.
 
-The close callback runs on libvirt's event-loop thread, so it only records
-the reason and sets an event.
+Keepalive runs on a second connection, the sentinel, on which no call is
+ever made: libvirt 9.0's client, when keepalive closes a connection with
+two or more calls in flight, fails one and leaves the others waiting, then
+crashes in them once libvirtd answers again. So a libvirtd that stops
+answering (hung, or stopped) is reported, and the connection kept: the
+calls waiting on it, and the events, go on once it answers again, and
+nothing is missed meanwhile.
 
 Other threads query the connection only inside ``borrowed()``: a lost
 connection is closed once no thread is inside a call on it (closing it
 under a call in flight frees it under that call: a crash).
 
-libvirt's client (9.0) can leave a call waiting for ever when keepalive
-closes a connection with two or more calls in flight, and crash in that
-call when libvirtd answers again. Such a call is waited for
-``RELEASE_WAIT`` seconds; then the connection thread ends, which stops the
-agent (exit status 70) so that systemd restarts it: the state is on disk,
-and the scan at start finds what happened meanwhile.
+The close callbacks run on libvirt's event-loop thread, so they only
+record the reason and set an event.
 """
 
 import contextlib
@@ -44,8 +45,9 @@ Registrar = Callable[[libvirt.virConnect], list[int]]
 Borrow = Callable[[], contextlib.AbstractContextManager[libvirt.virConnect | None]]
 
 # Seconds a lost connection waits for the threads inside calls on it to
-# return before it is closed (calls on a lost connection fail at once).
-RELEASE_WAIT = 2.0
+# return before it is closed (calls on a lost connection fail at once);
+# past that, the connection thread ends and the agent is restarted.
+RELEASE_WAIT = 10.0
 
 _CLOSE_REASONS = {
     libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: 'I/O error',
@@ -70,6 +72,10 @@ class LibvirtConnection:
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._close_reason: int | None = None
+        # The sentinel: keepalive only (None where the driver has none).
+        self._sentinel: libvirt.virConnect | None = None
+        self._sentinel_closed = threading.Event()
+        self._sentinel_reason: int | None = None
         self._conn: libvirt.virConnect | None = None
         # Threads inside borrowed(); notified when one leaves.
         self._users = 0
@@ -128,6 +134,13 @@ class LibvirtConnection:
         self._close_reason = reason
         self._closed.set()
 
+    def _on_sentinel_close(self, _conn: libvirt.virConnect, reason: int,
+                           _opaque: object) -> None:
+        # NOTE: runs on libvirt's event-loop thread: record and signal only.
+        self._sentinel_reason = reason
+        self._sentinel_closed.set()
+        self._closed.set()
+
     def _run(self) -> None:
         failures = 0
         lost_at: float | None = None
@@ -154,6 +167,7 @@ class LibvirtConnection:
             failures, delay = 0, self._backoff[0]
             self._wait_closed(conn)
             self._connected.clear()
+            self._drop_sentinel()
             if self._stop.is_set():
                 self._release(conn, callback_ids)
                 return
@@ -162,12 +176,10 @@ class LibvirtConnection:
                         self.uri, _CLOSE_REASONS.get(self._close_reason,
                                                      'connection not alive'))
             if not self._release(conn, []):
-                LOG.critical(
-                    'A libvirt call has not returned %g s after the connection '
-                    'to %s was lost: libvirt\'s client leaves such a call '
-                    'waiting, and crashes in it once libvirtd answers again. '
-                    'The connection thread ends, so that the agent is '
-                    'restarted', RELEASE_WAIT, self.uri)
+                LOG.critical('A libvirt call has not returned %g s after the '
+                             'connection to %s was lost; the connection thread '
+                             'ends, so that the agent is restarted',
+                             RELEASE_WAIT, self.uri)
                 return
 
     def _open(self) -> tuple[libvirt.virConnect, list[int]]:
@@ -177,12 +189,20 @@ class LibvirtConnection:
         # heartbeat) are refused on a read-only connection.
         conn = libvirt.open(self.uri)
         try:
-            conn.setKeepAlive(*self._keepalive)
+            # Off where calls are made (libvirt's default, said so that a
+            # driver without keepalive is known): it runs on the sentinel.
+            conn.setKeepAlive(0, 0)
         except libvirt.libvirtError as error:
             if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                 conn.close()
                 raise
             LOG.debug('Keepalive is not supported by %s', self.uri)
+        else:
+            try:
+                self._open_sentinel()
+            except libvirt.libvirtError:
+                conn.close()
+                raise
         # Lent from here on: a registrar may hand the work of a new
         # connection (its scan) to a thread that borrows it.
         self._conn = conn
@@ -191,20 +211,78 @@ class LibvirtConnection:
             callback_ids = [cid for registrar in self._registrars
                             for cid in registrar(conn)]
         except libvirt.libvirtError:
+            self._drop_sentinel()
             self._release(conn, [])
             raise
         self.connects += 1
         self._connected.set()
         return conn, callback_ids
 
+    def _open_sentinel(self) -> None:
+        """Open the connection that only runs keepalive."""
+        self._sentinel_closed.clear()
+        self._sentinel_reason = None
+        sentinel = libvirt.open(self.uri)
+        try:
+            sentinel.setKeepAlive(*self._keepalive)
+            sentinel.registerCloseCallback(self._on_sentinel_close, None)
+        except libvirt.libvirtError:
+            sentinel.close()
+            raise
+        self._sentinel = sentinel
+
+    def _drop_sentinel(self) -> None:
+        # No call is ever in flight on the sentinel: safe to close.
+        sentinel, self._sentinel = self._sentinel, None
+        if sentinel is not None:
+            self._close(sentinel, [])
+
     def _wait_closed(self, conn: libvirt.virConnect) -> None:
-        # The close callback is the signal; isAlive() (a local check) covers
-        # a driver without one.
+        """Return once ``conn`` is lost (or on stop); a libvirtd that stops
+        answering keepalive meanwhile is waited for, ``conn`` kept."""
+        # The close callbacks are the signal; isAlive() (a local check)
+        # covers a driver without one.
         poll = min(float(self._keepalive[0]), PROGRESS_TICK)
-        while not (self._stop.is_set() or self._closed.wait(poll)):
+        while not self._stop.is_set():
+            if self._closed.wait(poll):
+                if self._stop.is_set() or not self._sentinel_closed.is_set():
+                    return  # conn itself is closed
+                if self._sentinel_reason != libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE:
+                    self._close_reason = self._sentinel_reason
+                    return  # libvirtd exited: conn's own close follows
+                if not self._wait_answering(conn):
+                    return
             self._progress()
             if not conn.isAlive():
                 return
+
+    def _wait_answering(self, conn: libvirt.virConnect) -> bool:
+        """libvirtd does not answer keepalive: keep ``conn`` (the calls on
+        it wait) until the sentinel connects again; False if ``conn`` is
+        lost meanwhile (or on stop)."""
+        LOG.warning('libvirtd at %s does not answer (keepalive timed out); '
+                    'waiting for it, on the same connection', self.uri)
+        self._connected.clear()
+        since = clock.monotonic()
+        self._drop_sentinel()
+        self._closed.clear()
+        delay = self._backoff[0]
+        while not self._stop.is_set() and conn.isAlive():
+            self._progress()
+            try:
+                # Blocks while libvirtd is stopped, as any call would.
+                self._open_sentinel()
+            except libvirt.libvirtError:
+                self._wait(delay)
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            if self._closed.is_set() and not self._sentinel_closed.is_set():
+                return False  # conn closed while the sentinel connected
+            LOG.info('libvirtd at %s answers again after %.1f s', self.uri,
+                     clock.monotonic() - since)
+            self._connected.set()
+            return True
+        return False
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` (or until stopped), showing progress."""
