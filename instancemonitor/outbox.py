@@ -115,6 +115,12 @@ class _Entry:
     started: object | None = None
 
 
+def _reports(entry: _Entry, instance_uuid: str, pairs: tuple[str, ...]) -> bool:
+    """Whether ``entry`` is this instance's, of one of ``pairs`` ('*': any)."""
+    n = entry.notification
+    return n.instance_uuid == instance_uuid and ('*' in pairs or n.pair in pairs)
+
+
 class Outbox:
     """The notifications of one sink: each sink has its own, over a shared
     store, so a slow sink never holds up another."""
@@ -329,18 +335,15 @@ class Outbox:
         them. One in flight goes on with its attempt, but is not retried
         (:meth:`wanted`); one due now is being sent."""
         now = self._monotonic()
-
-        def matches(entry: _Entry) -> bool:
-            n = entry.notification
-            return (n.instance_uuid == instance_uuid and
-                    ('*' in pairs or n.pair in pairs))
         with self._cond:
-            mine = [(nid, e) for nid, e in self._entries.items() if matches(e)]
+            mine = [(nid, e) for nid, e in self._entries.items()
+                    if _reports(e, instance_uuid, pairs)]
             for _, entry in mine:
                 if entry.in_flight:
                     entry.withdrawn = True
             # Added in this group of events, not scheduled yet.
-            held = [e for e in self._held if matches(e) and e.due > now]
+            held = [e for e in self._held
+                    if _reports(e, instance_uuid, pairs) and e.due > now]
             self._held = [e for e in self._held if e not in held]
             gone = [self._entries.pop(nid).notification for nid, e in mine
                     if not e.in_flight and (e.due > now or e.unconfirmed)] + [
@@ -355,8 +358,7 @@ class Outbox:
         or between retry rounds) due now; return them. What a restart
         recovered still waits for the first scan (:meth:`release_recovered`)."""
         def waiting(entry: _Entry) -> bool:
-            n = entry.notification
-            return (n.instance_uuid == instance_uuid and n.pair in pairs and
+            return (_reports(entry, instance_uuid, pairs) and
                     not entry.in_flight and entry.due > self._monotonic())
         with self._cond:
             candidates = [e for e in [*self._held, *self._entries.values()]
