@@ -37,6 +37,10 @@ class Phase(enum.StrEnum):
     ERROR_PAUSED = 'error-paused'    # paused by QEMU on an I/O error or watchdog
     MIGRATING_IN = 'migrating-in'    # the incoming side of a migration, not yet resumed
     MIGRATING_OUT = 'migrating-out'  # paused for the last phase of an outgoing one
+    # The same, the domain seen persistent by the migration watch then: if
+    # QEMU dies and the domain is gone, the migration undefined it, even
+    # if it was gone before the watch could look again.
+    MIGRATING_OUT_DEFINED = 'migrating-out-defined'
     # QEMU died in that last phase: a failure unless the migration went
     # through (the VM runs at the destination). Its recovery is held for
     # the outcome, which the migration watch looks up.
@@ -62,8 +66,9 @@ class Input(enum.StrEnum):
     STOP_MIGRATED = 'stop-migrated'          # STOPPED_MIGRATED: now runs elsewhere
     STOP = 'stop'                            # STOPPED_SHUTDOWN, _DESTROYED, _SAVED, ...
     UNDEFINED = 'undefined'
-    # the migration watch, after a QEMU died in an outgoing migration
-    SOURCE_DEFINED = 'source-defined'        # the stopped domain is persistent
+    # the migration watch, on an outgoing migration's last phase and after
+    # a QEMU died in it
+    SOURCE_DEFINED = 'source-defined'        # the domain is persistent
     SOURCE_GONE = 'source-gone'              # the domain is no longer defined
     MIGRATION_ENDED = 'migration-ended'      # its job ended, the domain still here
     # other libvirt events
@@ -104,13 +109,17 @@ class Action(enum.StrEnum):
     # RECOVER, held for the outcome of the outgoing migration it died in,
     # which the migration watch is asked to follow.
     RECOVER_AFTER_MIGRATION = 'recover-after-migration'
+    # An outgoing migration's last phase: the watch is asked whether the
+    # domain is persistent, while it is still there to tell.
+    WATCH_MIGRATION = 'watch-migration'
     RELEASE = 'release'        # the failure stands: send its held recovery now
     MIGRATED_AWAY = 'migrated-away'  # it runs elsewhere: withdraw all, forget
 
 
 ANY = '*'
 ALL_PAIRS = (ANY,)
-_ACTIVE = (Phase.RUNNING, Phase.PAUSED, Phase.ERROR_PAUSED, Phase.MIGRATING_OUT)
+_ACTIVE = (Phase.RUNNING, Phase.PAUSED, Phase.ERROR_PAUSED, Phase.MIGRATING_OUT,
+           Phase.MIGRATING_OUT_DEFINED)
 # Phases whose held recovery waits for the outcome of a migration.
 AWAITING_MIGRATION = (Phase.STOPPED_MIGRATING, Phase.STOPPED_MIGRATING_DEFINED)
 
@@ -132,7 +141,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # cancelled: the source runs on in the same run.
     (ANY, Input.RESUME_MIGRATED): (Phase.RUNNING, Action.NONE),
     (ANY, Input.PAUSE): (Phase.PAUSED, Action.NONE),
-    (ANY, Input.PAUSE_MIGRATION): (Phase.MIGRATING_OUT, Action.NONE),
+    (ANY, Input.PAUSE_MIGRATION): (Phase.MIGRATING_OUT, Action.WATCH_MIGRATION),
+    (Phase.MIGRATING_OUT_DEFINED, Input.PAUSE_MIGRATION): (None, Action.NONE),
     (ANY, Input.PAUSE_ERROR): (Phase.ERROR_PAUSED, Action.FORWARD),
     # The destination's QEMU of a migration that failed stops with FAILED,
     # exactly like a crash, while the VM runs on at the source.
@@ -142,6 +152,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # until the migration watch finds the outcome (or the hold runs out).
     (Phase.MIGRATING_OUT, Input.STOP_FAILED):
         (Phase.STOPPED_MIGRATING, Action.RECOVER_AFTER_MIGRATION),
+    (Phase.MIGRATING_OUT_DEFINED, Input.STOP_FAILED):
+        (Phase.STOPPED_MIGRATING_DEFINED, Action.RECOVER_AFTER_MIGRATION),
     (Phase.STOPPED_MIGRATING, Input.STOP_FAILED): (None, Action.NONE),
     (Phase.STOPPED_MIGRATING_DEFINED, Input.STOP_FAILED): (None, Action.NONE),
     (ANY, Input.STOP_FAILED): (Phase.FAILED, Action.RECOVER),
@@ -152,6 +164,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # A failed migration leaves a persistent source domain defined: gone,
     # it was undefined by the migration that took the VM away.
     (Phase.STOPPED_MIGRATING_DEFINED, Input.UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (Phase.MIGRATING_OUT, Input.SOURCE_DEFINED):
+        (Phase.MIGRATING_OUT_DEFINED, Action.NONE),
     (Phase.STOPPED_MIGRATING, Input.SOURCE_DEFINED):
         (Phase.STOPPED_MIGRATING_DEFINED, Action.NONE),
     (ANY, Input.SOURCE_DEFINED): (None, Action.NONE),
@@ -178,6 +192,7 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # the destination, a crash from now on is a crash.
     (Phase.MIGRATING_IN, Input.SCAN_RUNNING): (Phase.RUNNING, Action.NONE),
     (Phase.MIGRATING_OUT, Input.SCAN_RUNNING): (Phase.RUNNING, Action.NONE),
+    (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_RUNNING): (Phase.RUNNING, Action.NONE),
     (ANY, Input.SCAN_RUNNING_NEW_RUN): (Phase.RUNNING, Action.NEW_RUN),
     (ANY, Input.SCAN_PAUSED): (Phase.PAUSED, Action.NONE),
     (ANY, Input.SCAN_PAUSED_NEW_RUN): (Phase.PAUSED, Action.NEW_RUN),
@@ -187,7 +202,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # Paused for a migration: the incoming side if the machine saw it come
     # in (its STOPPED_FAILED is then the failed migration), else going out.
     (Phase.MIGRATING_IN, Input.SCAN_MIGRATING): (None, Action.NONE),
-    (ANY, Input.SCAN_MIGRATING): (Phase.MIGRATING_OUT, Action.NONE),
+    (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_MIGRATING): (None, Action.NONE),
+    (ANY, Input.SCAN_MIGRATING): (Phase.MIGRATING_OUT, Action.WATCH_MIGRATION),
     (ANY, Input.SCAN_MIGRATING_NEW_RUN): (Phase.MIGRATING_IN, Action.NEW_RUN),
     # Shut off on a failure: already accounted for if the machine saw it
     # stop that way (a notified crash, a guest crash, a failed incoming
@@ -201,6 +217,8 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # phase (the agent was away when QEMU died): as the event would be.
     (Phase.MIGRATING_OUT, Input.SCAN_FAILED):
         (Phase.STOPPED_MIGRATING, Action.RECOVER_AFTER_MIGRATION),
+    (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_FAILED):
+        (Phase.STOPPED_MIGRATING_DEFINED, Action.RECOVER_AFTER_MIGRATION),
     (ANY, Input.SCAN_FAILED): (Phase.FAILED, Action.RECOVER),
     (ANY, Input.SCAN_SHUTOFF): (Phase.SHUTOFF, Action.NONE),
     (ANY, Input.STALE_SCAN): (None, Action.NONE),
@@ -406,8 +424,9 @@ class Outcome:
     withdraw: tuple[str, ...] = ()
     # Send the domain's notifications of these pairs that are held, now.
     release: tuple[str, ...] = ()
-    # Have the migration watch follow the outcome of the migration the
-    # domain's QEMU died in.
+    # Have the migration watch follow the domain's outgoing migration: the
+    # outcome of the one its QEMU died in (the record's phase is then one
+    # of AWAITING_MIGRATION), or whether the domain is persistent.
     follow_migration: bool = False
     # The heartbeat's new (state, failures), when it changed.
     heartbeat: tuple[Agent, int] | None = None
@@ -514,8 +533,11 @@ class DomainMachine:
         if not obs.from_scan and obs.seq > record.last_seq:
             record.last_seq = obs.seq
         phase, action = _lookup(LIFECYCLE_TABLE, record.phase, given)
-        if action is Action.RECOVER_AFTER_MIGRATION and not self.migration_wait:
-            phase, action = Phase.FAILED, Action.RECOVER  # as any other death
+        if not self.migration_wait:  # a death in a migration is any other death
+            if action is Action.RECOVER_AFTER_MIGRATION:
+                phase, action = Phase.FAILED, Action.RECOVER
+            elif action is Action.WATCH_MIGRATION:
+                action = Action.NONE
         before = record.phase
         if action in (Action.NEW_RUN, Action.NEW_RUN_AND_FORWARD):
             self._new_run(record, obs, out)
@@ -534,6 +556,8 @@ class DomainMachine:
                                  'runs at the destination; not a failure here')
             case Action.RECOVER:
                 self._recover(record, obs.pair, obs.at, out, given)
+            case Action.WATCH_MIGRATION:
+                out.follow_migration = True
             case Action.RECOVER_AFTER_MIGRATION:
                 out.follow_migration = True
                 self._recover(record, obs.pair, obs.at, out, given,

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from instancemonitor.domainstate import AWAITING_MIGRATION
 from instancemonitor.domainstate import Agent
 from instancemonitor.domainstate import DomainMachine
 from instancemonitor.domainstate import DomainRecord
@@ -103,11 +104,12 @@ class Journal:
 
     def __init__(self, store: JournalStore, hostname: str,
                  machine: DomainMachine | None = None,
-                 follow_migration: Callable[[str, str], None] = (
-                     lambda uuid, name: None)) -> None:
-        """``follow_migration(uuid, name)``: have the outcome of the
-        outgoing migration a domain's QEMU died in looked up (the migration
-        watch's)."""
+                 follow_migration: Callable[[str, str, bool], None] = (
+                     lambda uuid, name, held: None)) -> None:
+        """``follow_migration(uuid, name, held)``: have a domain's outgoing
+        migration looked up (the migration watch's): the outcome of the one
+        its QEMU died in, its recovery ``held`` for it, or else whether the
+        domain is persistent."""
         self._store = store
         self._hostname = hostname
         self.machine = machine or DomainMachine()
@@ -178,7 +180,8 @@ class Journal:
                                      and _only_seen_again(before, record)):
             self._store.put(record)
         if outcome.follow_migration:
-            self.follow_migration(record.uuid, record.name)
+            self.follow_migration(record.uuid, record.name,
+                                  record.phase in AWAITING_MIGRATION)
         derived = []
         if outcome.heartbeat is not None and outcome.heartbeat[0] in _HEALTH:
             agent, failures = outcome.heartbeat

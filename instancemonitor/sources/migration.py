@@ -8,7 +8,9 @@ there. No event tells which; the source domain does:
 * it is no longer defined: the migration undefined it
   (``VIR_MIGRATE_UNDEFINE_SOURCE``, as Nova's do), so the VM runs at the
   destination. Only a persistent domain tells that way; a transient one is
-  gone either way, so the watch says first whether it found it defined;
+  gone either way, so the watch says whether it found it defined, and is
+  asked already when the last phase begins: the undefine may come before
+  it could look after the death;
 * it is still defined once libvirt ended the migration's job (its completed
   job statistics appear): the migration failed and the VM is lost.
 
@@ -47,6 +49,7 @@ class _Followed:
     uuid: str
     name: str
     until: float              # monotonic: the hold's end; given up then
+    held: bool                # its recovery waits for the outcome
     told_defined: bool = False
 
 
@@ -62,10 +65,13 @@ class MigrationWatch(Worker):
         self._followed: dict[str, _Followed] = {}
         super().__init__(THREAD_NAME)
 
-    def follow(self, uuid: str, name: str) -> None:
-        """Follow a domain (from any thread; never blocks)."""
+    def follow(self, uuid: str, name: str, held: bool = True) -> None:
+        """Follow a domain (from any thread; never blocks): one paused for
+        its migration's last phase until it is seen once, one shut off
+        (``held``: its recovery waits) until the outcome is known."""
         with self._lock:
-            self._followed[uuid] = _Followed(uuid, name, clock.monotonic() + self.wait)
+            self._followed[uuid] = _Followed(uuid, name,
+                                             clock.monotonic() + self.wait, held)
         self.wake()
 
     def following(self) -> list[str]:
@@ -83,9 +89,11 @@ class MigrationWatch(Worker):
             with self._borrow() as conn:
                 for domain in followed:
                     if clock.monotonic() >= domain.until:
-                        LOG.info('Domain %s (%s): no outcome of its migration '
-                                 'within %g s; its recovery goes as held',
-                                 domain.name, domain.uuid, self.wait)
+                        LOG.log(logging.INFO if domain.held else logging.DEBUG,
+                                'Domain %s (%s): no outcome of its migration '
+                                'within %g s%s', domain.name, domain.uuid,
+                                self.wait, '; its recovery goes as held'
+                                if domain.held else '')
                         self._drop(domain)
                     elif conn is not None and self._look(conn, domain):
                         self._drop(domain)
@@ -98,15 +106,17 @@ class MigrationWatch(Worker):
 
     def _look(self, conn: libvirt.virConnect, domain: _Followed) -> bool:
         """Look the domain up once, publishing what is news; True once the
-        outcome is known (or the domain is no longer stopped)."""
+        outcome is known, or the domain is not stopped (paused for the last
+        phase: whether it is persistent was all to learn; running: started
+        again, its events tell the rest)."""
         try:
             dom = conn.lookupByUUIDString(domain.uuid)
             state, _ = dom.state()
-            if state != libvirt.VIR_DOMAIN_SHUTOFF:
-                return True  # started again: its events tell the rest
             if not domain.told_defined and dom.isPersistent():
                 self._tell(domain, MigrationSource.DEFINED)
                 domain.told_defined = True
+            if state != libvirt.VIR_DOMAIN_SHUTOFF:
+                return True
             ended = dom.jobStats(_COMPLETED).get('type', libvirt.VIR_DOMAIN_JOB_NONE)
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:

@@ -244,11 +244,12 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
 
 
 def _die_in_the_last_phase(hypervisor, destination, conn, name: str,
-                           after: float, meanwhile=lambda: None) -> Migration:
+                           after: float, meanwhile=lambda: None,
+                           paused=lambda: None) -> Migration:
     """Migrate ``name`` slowly; once the source is paused for the last phase,
-    hold the destination's libvirtd (SIGSTOP), SIGKILL the source QEMU
-    ``after`` seconds later, call ``meanwhile``, and let the destination go
-    on 2 s after that."""
+    hold the destination's libvirtd (SIGSTOP), call ``paused``, SIGKILL the
+    source QEMU ``after`` seconds later, call ``meanwhile``, and let the
+    destination go on 2 s after that."""
     migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
     migration.start()
     dom = conn.lookupByName(name)
@@ -257,6 +258,7 @@ def _die_in_the_last_phase(hypervisor, destination, conn, name: str,
              60, f'{name} paused for the last phase', 0.005)
     os.kill(destination.process.pid, signal.SIGSTOP)
     try:
+        paused()
         time.sleep(after)
         os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
         meanwhile()
@@ -296,7 +298,7 @@ def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
     agents = {'source': source}
 
     def restart_source() -> None:
-        source.wait_log('): source-defined')
+        source.wait_log('held for its outcome')
         agents['source'] = restart(source, host_agent, 'source')
     # Its last pages cross in at most 0.3 s at 2 MiB/s.
     migration = _die_in_the_last_phase(
@@ -318,6 +320,41 @@ def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
     wait_for(lambda: 'resume-migrated' in inputs(target, name), 20,
              'the destination running', 0.2)
     assert 'Lost the libvirt connection' not in target.output()
+    crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
+
+
+def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_names_nothing(
+        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+    """The same death, with the source's agent held (SIGSTOP) from the start
+    of the last phase until the migration is over, as a busy agent would be
+    late: when it applies the STOPPED_FAILED, the migration has already
+    undefined the domain, so the watch never finds it defined after the
+    death. It found the domain persistent when the last phase began, so
+    gone means migrated away: nothing is sent."""
+    source, target = two_hosts
+    name = 'mig-agent-late'
+    uuid = migratable_guest(name, slow=True).UUIDString()
+
+    def hold_the_source_agent() -> None:
+        source.wait_log(f'Domain {name} ({uuid}): source-defined: migrating-out '
+                        '=> migrating-out-defined', timeout=5)
+        os.kill(source.process.pid, signal.SIGSTOP)
+    try:
+        migration = _die_in_the_last_phase(hypervisor, destination, conn, name,
+                                           1.5, paused=hold_the_source_agent)
+        if migration.error is not None:
+            pytest.fail(f'the migration failed: {migration.error}')
+        if not runs_at(destination, name):
+            pytest.fail('the VM does not run at the destination')
+        with pytest.raises(libvirt.libvirtError):
+            conn.lookupByName(name)  # undefined before the agent goes on
+    finally:
+        os.kill(source.process.pid, signal.SIGCONT)
+    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+                               'stop-failed'])
+    source.wait_log('the migration went through and the VM runs at the destination')
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
     crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
 
 

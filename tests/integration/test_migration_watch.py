@@ -110,13 +110,31 @@ def test_nothing_is_told_after_the_wait(conn, watch):
 
 def test_a_domain_started_again_is_no_longer_followed(conn, watch):
     start, found = watch
-    dom = domain(conn, persistent=True)
+    dom = domain(conn, persistent=False)
     watcher = start()
     watcher.follow(dom.UUIDString(), dom.name())  # running: no migration outcome
     assert told(found, timeout=1.0) == []
     assert watcher.following() == []
     dom.destroy()
-    dom.undefine()
+
+
+@pytest.mark.parametrize('persistent', [True, False])
+def test_a_domain_paused_for_the_last_phase_is_told_defined_if_it_is(
+        conn, watch, persistent):
+    """Asked as the last phase begins, while the domain is surely there: one
+    look, which tells DEFINED of a persistent domain only, and no more."""
+    start, found = watch
+    dom = domain(conn, persistent=persistent)
+    dom.suspend()
+    watcher = start()
+    watcher.follow(dom.UUIDString(), dom.name(), held=False)
+    assert told(found, timeout=1.0) == ([MigrationSource.DEFINED] if persistent
+                                        else [])
+    assert watcher.following() == []
+    dom.destroy()
+    if persistent:
+        dom.undefine()
+    assert told(found, timeout=1.0) == []
 
 
 def test_it_waits_for_a_connection(conn, watch):

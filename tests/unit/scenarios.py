@@ -486,6 +486,38 @@ STORIES = [
           'at once, whatever follows',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
           '8 MIGRATION_SOURCE_GONE', (CRASH,), migration_wait=0.0),
+    Story('source: the watch finds the domain persistent as the last phase '
+          'begins; QEMU dies, the migration goes through and the domain is gone '
+          'at the watch\'s first look after: none',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n6 STOPPED_FAILED\n'
+          '6.01 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: the watch finds the domain persistent as the last phase '
+          'begins; QEMU dies, the migration fails: one',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n6 STOPPED_FAILED\n'
+          '6.3 MIGRATION_JOB_ENDED\n60 TICK', (CRASH,)),
+    Story('source: the last phase seen by a scan, the domain persistent; QEMU '
+          'dies, gone at the first look after: none',
+          UP + '5 SCAN paused-migration\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: the domain persistent in the last phase, the agent restarts, '
+          'QEMU dies, gone at the first look after: none',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n5.5 RESTART\n'
+          '5.5 SCAN paused-migration\n6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE\n'
+          '60 TICK', NONE),
+    Story('source: persistent in a migration that fails in Finish; the next '
+          'migration of the domain, then transient, loses it: one',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '7 RESUMED_MIGRATED\n20 SUSPENDED_MIGRATED\n21 STOPPED_FAILED\n'
+          '21.01 MIGRATION_SOURCE_GONE\n60 TICK', (CRASH,)),
+    Story('source: the domain persistent in the last phase, the migration '
+          'succeeds: none',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '6 STOPPED_MIGRATED\n6.01 MIGRATION_SOURCE_GONE', NONE),
+    Story('source: the domain persistent in the last phase, QEMU dies, '
+          'migration_outcome_wait 0: one at once',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE', (CRASH,),
+          migration_wait=0.0),
     Story('source: a hang reported, then the VM migrates away: one',
           UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 SUSPENDED_MIGRATED\n'
           '36 STOPPED_MIGRATED', (HANG,)),

@@ -217,3 +217,19 @@ def test_a_scan_read_before_an_undefine_brings_no_record_back():
                      libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED, seconds=2))
     assert h.feed(stale) == []
     assert h.journal.records() == [] and h.queued == []
+
+
+def test_the_migration_watch_is_asked_as_the_last_phase_begins_and_after_a_death():
+    """On the last phase, whether the domain is persistent (nothing held);
+    after QEMU died in it, the outcome its held recovery waits for."""
+    h = Harness()
+    followed = []
+    h.journal = Journal(h.store, 'compute-1', DomainMachine(migration_wait=30.0),
+                        lambda uuid, name, held: followed.append((uuid, held)))
+    h.feed(lifecycle(*STARTED))
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED, seconds=5))
+    assert followed == [(UUID, False)]
+    h.feed(lifecycle(*STOPPED_FAILED, seconds=6))
+    assert followed == [(UUID, False), (UUID, True)]
+    assert h.journal.records()[0].phase is Phase.STOPPED_MIGRATING
