@@ -36,7 +36,9 @@ class Phase(enum.StrEnum):
     PAUSED = 'paused'                # paused by a client (suspend, snapshot)
     ERROR_PAUSED = 'error-paused'    # paused by QEMU on an I/O error or watchdog
     MIGRATING_IN = 'migrating-in'    # the incoming side of a migration, not yet resumed
-    MIGRATING_OUT = 'migrating-out'  # paused for the last phase of an outgoing one
+    # Paused for the last phase of an outgoing migration (or for its
+    # post-copy phase, the VM running at the destination)
+    MIGRATING_OUT = 'migrating-out'
     # The same, the domain seen persistent by the migration watch then: if
     # QEMU dies and the domain is gone, the migration undefined it, even
     # if it was gone before the watch could look again.
@@ -86,6 +88,8 @@ class Input(enum.StrEnum):
     SCAN_ERROR_PAUSED_NEW_RUN = 'scan-error-paused-new-run'
     SCAN_MIGRATING = 'scan-migrating'        # same run: ours, going out
     SCAN_MIGRATING_NEW_RUN = 'scan-migrating-new-run'  # a run we never saw: coming in
+    SCAN_POSTCOPY = 'scan-postcopy'          # paused in post-copy: going out
+    SCAN_POSTCOPY_NEW_RUN = 'scan-postcopy-new-run'
     SCAN_FAILED = 'scan-failed'              # shut off, reason crashed or failed
     SCAN_SHUTOFF = 'scan-shutoff'            # shut off, any other reason
     STALE_SCAN = 'stale-scan'                # read before an event already applied
@@ -101,6 +105,7 @@ class Action(enum.StrEnum):
     NONE = 'none'
     NEW_RUN = 'new-run'        # end the episode, the run's facts and the heartbeat's
     NEW_RUN_AND_FORWARD = 'new-run+forward'
+    NEW_RUN_AND_WATCH = 'new-run+watch-migration'
     RECOVER = 'recover'        # notify the recovery pair unless an episode is open
     FORWARD = 'forward'        # notify a pair the engine does not act on
     FORWARD_ONCE = 'forward-once'  # the same, unless already notified this run
@@ -205,6 +210,10 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_MIGRATING): (None, Action.NONE),
     (ANY, Input.SCAN_MIGRATING): (Phase.MIGRATING_OUT, Action.WATCH_MIGRATION),
     (ANY, Input.SCAN_MIGRATING_NEW_RUN): (Phase.MIGRATING_IN, Action.NEW_RUN),
+    # Paused in post-copy: only ever the source.
+    (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_POSTCOPY): (None, Action.NONE),
+    (ANY, Input.SCAN_POSTCOPY): (Phase.MIGRATING_OUT, Action.WATCH_MIGRATION),
+    (ANY, Input.SCAN_POSTCOPY_NEW_RUN): (Phase.MIGRATING_OUT, Action.NEW_RUN_AND_WATCH),
     # Shut off on a failure: already accounted for if the machine saw it
     # stop that way (a notified crash, a guest crash, a failed incoming
     # migration); news otherwise, including after a clean stop, since a run
@@ -452,6 +461,7 @@ _NEW_RUN_VARIANT = {
     Input.SCAN_PAUSED: Input.SCAN_PAUSED_NEW_RUN,
     Input.SCAN_ERROR_PAUSED: Input.SCAN_ERROR_PAUSED_NEW_RUN,
     Input.SCAN_MIGRATING: Input.SCAN_MIGRATING_NEW_RUN,
+    Input.SCAN_POSTCOPY: Input.SCAN_POSTCOPY_NEW_RUN,
 }
 
 
@@ -538,8 +548,11 @@ class DomainMachine:
                 phase, action = Phase.FAILED, Action.RECOVER
             elif action is Action.WATCH_MIGRATION:
                 action = Action.NONE
+            elif action is Action.NEW_RUN_AND_WATCH:
+                action = Action.NEW_RUN
         before = record.phase
-        if action in (Action.NEW_RUN, Action.NEW_RUN_AND_FORWARD):
+        if action in (Action.NEW_RUN, Action.NEW_RUN_AND_FORWARD,
+                      Action.NEW_RUN_AND_WATCH):
             self._new_run(record, obs, out)
         if phase is not None:
             record.phase = phase
@@ -556,7 +569,7 @@ class DomainMachine:
                                  'runs at the destination; not a failure here')
             case Action.RECOVER:
                 self._recover(record, obs.pair, obs.at, out, given)
-            case Action.WATCH_MIGRATION:
+            case Action.WATCH_MIGRATION | Action.NEW_RUN_AND_WATCH:
                 out.follow_migration = True
             case Action.RECOVER_AFTER_MIGRATION:
                 out.follow_migration = True

@@ -518,6 +518,35 @@ STORIES = [
           UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
           '6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE', (CRASH,),
           migration_wait=0.0),
+    Story('source: post-copy, QEMU dies once the data is across, the migration '
+          'undefines the source: none',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '6 SUSPENDED_POSTCOPY\n8 STOPPED_FAILED\n8.01 MIGRATION_SOURCE_GONE\n'
+          '60 TICK', NONE),
+    Story('source: post-copy, QEMU dies, the migration fails: one',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '6 SUSPENDED_POSTCOPY\n8 STOPPED_FAILED\n8.3 MIGRATION_JOB_ENDED\n'
+          '60 TICK', (CRASH,)),
+    Story('source: post-copy fails, then QEMU dies: one at once',
+          UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
+          '6 SUSPENDED_POSTCOPY\n8 SUSPENDED_POSTCOPY_FAILED\n8 STOPPED_FAILED',
+          (CRASH,)),
+    Story('source: the agent restarts in post-copy, its scan finds it so; QEMU '
+          'dies once the data is across: none',
+          UP + '5 SUSPENDED_MIGRATED\n6 SUSPENDED_POSTCOPY\n7 RESTART\n'
+          '7 SCAN paused-postcopy\n7.01 MIGRATION_SOURCE_DEFINED\n8 STOPPED_FAILED\n'
+          '8.01 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: a run first seen paused in post-copy, QEMU dies, the '
+          'migration fails: one',
+          '0 SCAN paused-postcopy id=4\n0.01 MIGRATION_SOURCE_DEFINED\n'
+          '3 STOPPED_FAILED\n3.3 MIGRATION_JOB_ENDED\n60 TICK', (CRASH,)),
+    Story('source: a run first seen paused in post-copy, QEMU dies, the '
+          'migration goes through: none',
+          '0 SCAN paused-postcopy id=4\n0.01 MIGRATION_SOURCE_DEFINED\n'
+          '3 STOPPED_FAILED\n3.01 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('destination: post-copy, then its QEMU dies: one',
+          '0 STARTED_MIGRATED\n2 RESUMED_POSTCOPY\n3 SCAN running-postcopy\n'
+          '5 STOPPED_FAILED', (CRASH,)),
     Story('source: a hang reported, then the VM migrates away: one',
           UP + '11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n35 SUSPENDED_MIGRATED\n'
           '36 STOPPED_MIGRATED', (HANG,)),
