@@ -244,6 +244,17 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
     assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
 
 
+def migrated_away(source, destination, name: str, uuid: str, api,
+                  seen: list[str]) -> None:
+    """The source's agent applied ``seen``, then found that the migration
+    took the VM away: nothing is sent, and the VM is watched where it runs."""
+    wait_inputs(source, name, seen)
+    source.wait_log('the migration went through and the VM runs at the destination')
+    time.sleep(QUIET)
+    assert sent(api) == []
+    crash_where_it_runs(destination, name, 'compute-2', uuid, api)
+
+
 def _die_in_the_last_phase(hypervisor, destination, conn, name: str,
                            after: float, meanwhile=lambda: None,
                            paused=lambda: None) -> Migration:
@@ -351,12 +362,8 @@ def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_nam
             conn.lookupByName(name)  # undefined before the agent goes on
     finally:
         os.kill(source.process.pid, signal.SIGCONT)
-    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
-                               'stop-failed'])
-    source.wait_log('the migration went through and the VM runs at the destination')
-    time.sleep(QUIET)
-    assert sent(recovery_api) == []
-    crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
+    migrated_away(source, destination, name, uuid, recovery_api,
+                  ['event', 'resume', 'start', 'pause-migration', 'stop-failed'])
 
 
 def test_the_source_qemu_dying_before_the_data_is_across_is_one_crash(
@@ -427,12 +434,9 @@ def test_the_source_qemu_dying_once_post_copy_has_the_data_across_names_nothing(
     if not runs_at(destination, name):
         pytest.fail('the VM does not run at the destination')
     # SUSPENDED_MIGRATED, then SUSPENDED_POSTCOPY.
-    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
-                               'pause-migration', 'stop-failed'])
-    source.wait_log('the migration went through and the VM runs at the destination')
-    time.sleep(QUIET)
-    assert sent(recovery_api) == []
-    crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
+    migrated_away(source, destination, name, uuid, recovery_api,
+                  ['event', 'resume', 'start', 'pause-migration', 'pause-migration',
+                   'stop-failed'])
 
 
 def test_the_source_qemu_dying_while_post_copy_still_needs_it_is_one_crash(
