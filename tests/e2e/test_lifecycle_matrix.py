@@ -369,6 +369,27 @@ def test_qemu_killed_while_the_agent_is_stopped(hypervisor, start_guest,
     quiet_then(recovery_api, [(dom.UUIDString(), *CRASH)])
 
 
+def test_qemu_killed_while_the_agent_is_stopped_then_libvirtd_restarted(
+        hypervisor, start_guest, start_agent, recovery_api):
+    """libvirt keeps why a domain stopped only while it runs: restarted, it
+    says 'shut off, reason unknown', as after a destroy. Nothing is sent
+    (naming a VM stopped on purpose would be a false recovery)."""
+    dom, again = stopped_agent_then(start_agent, recovery_api, start_guest,
+                                    'mx-down-kill-restart')
+    os.kill(hypervisor.qemu_pid('mx-down-kill-restart'), signal.SIGKILL)
+    wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
+    hypervisor.stop()
+    hypervisor.start()
+    conn = libvirt.open(hypervisor.uri)
+    try:
+        assert conn.lookupByName('mx-down-kill-restart').state() == [
+            libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN]
+    finally:
+        conn.close()
+    again().wait_log('scan-shutoff: running => shutoff', own=True)
+    quiet_then(recovery_api, [])
+
+
 def test_destroyed_while_the_agent_is_stopped(start_guest, start_agent,
                                               recovery_api):
     dom, again = stopped_agent_then(start_agent, recovery_api, start_guest,

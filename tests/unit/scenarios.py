@@ -194,6 +194,9 @@ STORIES = [
           UP + '5 STOPPED_FAILED\n6 RESTART\n60 SCAN shutoff-crashed', (CRASH,)),
     Story('QEMU killed while the agent was stopped: found by its scan at start',
           UP + '5 RESTART\n6 SCAN shutoff-crashed\n7 SCAN shutoff-crashed', (CRASH,)),
+    Story('QEMU killed while the agent was stopped, then libvirtd restarted: '
+          'the reason is lost, nothing',
+          UP + '5 RESTART\n6 SCAN shutoff-unknown\n7 SCAN shutoff-unknown', NONE),
     Story('destroyed while the agent was stopped',
           UP + '5 RESTART\n6 SCAN shutoff-destroyed\n7 SCAN shutoff-destroyed', NONE),
     Story('killed and started again while the agent was stopped',
