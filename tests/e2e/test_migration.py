@@ -461,6 +461,46 @@ def test_the_source_qemu_dying_while_post_copy_still_needs_it_is_one_crash(
         hypervisor.kill()
 
 
+# --- the heartbeat during a migration -------------------------------------------
+
+def test_a_live_migration_with_the_heartbeat_on_names_nothing(
+        hypervisor, destination, conn, two_hosts, recovery_api, tmp_path):
+    """A guest whose agent answers, migrated slowly (about 40 s): the source
+    pings it all along (libvirt serves the agent on other connections while
+    the migration runs) and neither host names it."""
+    from tests.e2e.conftest import AGENT_CHANNEL
+    from tests.e2e.guest import agent_guest_image
+
+    source, target = two_hosts
+    name = 'mig-pinged'
+    kernel, initrd = agent_guest_image()
+    blob = tmp_path / f'{name}.ram'
+    blob.write_bytes(os.urandom(48 << 20))
+    dom = conn.defineXML(guest_xml(
+        name, AGENT_CHANNEL, memory_mib=192,
+        os_extra=f'<kernel>{kernel}</kernel><initrd>{initrd}</initrd>'
+                 '<cmdline>console=ttyS0 quiet panic=-1</cmdline>',
+        qemu_args=('-device', f'loader,file={blob},addr=0x5000000,force-raw=on')))
+    dom.create()
+    source.wait_log('heartbeat healthy', 90)
+    answered_before = source.output().count(f'Event PING of {name} (')
+    migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
+    started = time.monotonic()
+    migration.start()
+    migration.finish(180)
+    assert migration.error is None
+    assert time.monotonic() - started > 30
+    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+                               'stop-migrated'])
+    log = source.output()
+    during = log[:log.index('pause-migration: running')]
+    assert during.count(f'Event PING of {name} (') - answered_before >= 2
+    assert 'ping-miss' not in during.split('heartbeat healthy', 1)[1]
+    time.sleep(QUIET)
+    assert sent(recovery_api) == []
+    assert 'resume-migrated' in inputs(target, name)
+
+
 # --- the agents restarted during a migration ---------------------------------
 
 def test_both_agents_restarted_during_a_live_migration_that_succeeds_name_nothing(
