@@ -67,8 +67,9 @@ Related options:
         min=0.0,
         help="""
 Seconds at most that a QEMU death in the last phase of an outgoing live
-migration (the source paused, its last pages on their way) waits for the
-migration's outcome before its LIFECYCLE/STOPPED_FAILED is sent.
+migration (the source paused, its last pages on their way, or post-copy)
+waits for the migration's outcome before its LIFECYCLE/STOPPED_FAILED is
+sent.
 
 Such a death sends the event of a crash even when the destination got every
 page and libvirt resumes the VM there. Meanwhile the agent looks the source
