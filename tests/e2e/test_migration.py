@@ -465,7 +465,7 @@ def test_the_source_qemu_dying_while_post_copy_still_needs_it_is_one_crash(
 
 def test_a_live_migration_with_the_heartbeat_on_names_nothing(
         hypervisor, destination, conn, two_hosts, recovery_api, tmp_path):
-    """A guest whose agent answers, migrated slowly (about 40 s): the source
+    """A guest whose agent answers, migrated slowly (about 50 s): the source
     pings it all along (libvirt serves the agent on other connections while
     the migration runs) and neither host names it."""
     from tests.e2e.conftest import AGENT_CHANNEL
@@ -475,7 +475,7 @@ def test_a_live_migration_with_the_heartbeat_on_names_nothing(
     name = 'mig-pinged'
     kernel, initrd = agent_guest_image()
     blob = tmp_path / f'{name}.ram'
-    blob.write_bytes(os.urandom(48 << 20))
+    blob.write_bytes(os.urandom(64 << 20))
     dom = conn.defineXML(guest_xml(
         name, AGENT_CHANNEL, memory_mib=192,
         os_extra=f'<kernel>{kernel}</kernel><initrd>{initrd}</initrd>'
