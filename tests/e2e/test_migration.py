@@ -21,7 +21,9 @@ import time
 import libvirt
 import pytest
 
+from tests.e2e.conftest import AGENT_CHANNEL
 from tests.e2e.conftest import guest_xml
+from tests.e2e.guest import agent_guest_image
 from tests.processes import free_port
 from tests.processes import wait_for
 
@@ -468,9 +470,6 @@ def test_a_live_migration_with_the_heartbeat_on_names_nothing(
     """A guest whose agent answers, migrated slowly (about 50 s): the source
     pings it all along (libvirt serves the agent on other connections while
     the migration runs) and neither host names it."""
-    from tests.e2e.conftest import AGENT_CHANNEL
-    from tests.e2e.guest import agent_guest_image
-
     source, target = two_hosts
     name = 'mig-pinged'
     kernel, initrd = agent_guest_image()
