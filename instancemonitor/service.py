@@ -54,6 +54,7 @@ from instancemonitor.sender import RetryPolicy
 from instancemonitor.sender import Sender
 from instancemonitor.sinks import Sink
 from instancemonitor.sinks import masakari
+from instancemonitor.sources.heartbeat import THREAD_NAME as HEARTBEAT_THREAD
 from instancemonitor.sources.heartbeat import Heartbeat
 from instancemonitor.sources.heartbeat import LibvirtAgents
 from instancemonitor.sources.lifecycle import LibvirtEventSource
@@ -78,6 +79,10 @@ DEAD_LETTER_PRUNE_INTERVAL = 600.0
 # domains, at most: with libvirtd unreachable for longer it is sent
 # unconfirmed (nothing starts a VM without libvirtd meanwhile).
 RECOVERED_CONFIRM_WAIT = 30.0
+# The watched threads that make calls to libvirtd (and wait in them, or in
+# the heartbeat's pings, for as long as it does not answer).
+LIBVIRT_CALLERS = frozenset({CONNECTION_THREAD, RECONCILE_THREAD,
+                             HEARTBEAT_THREAD, PROBES_THREAD})
 
 
 class EventSink(Sink, Protocol):
@@ -129,16 +134,28 @@ def heartbeat_policy(opts: cfg.ConfigOpts.GroupAttr) -> HeartbeatPolicy:
 
 def check_fits_watchdog(conf: cfg.ConfigOpts) -> None:
     """A send must end well within systemd's watchdog interval, or a slow
-    control plane would get a healthy agent restarted."""
+    control plane would get a healthy agent restarted; and keepalive must
+    tell a libvirtd that does not answer within half of it, or the threads
+    waiting on that libvirtd would be taken for wedged first."""
     watchdog = watchdog_interval()
+    if watchdog is None:
+        return
     timeout = conf.api.timeout
     per_send = api_conf.REQUESTS_PER_SEND
-    if watchdog is not None and (timeout is None or per_send * timeout >= watchdog):
+    if timeout is None or per_send * timeout >= watchdog:
         raise ConfigurationError(
             f'[api] timeout: {timeout} s does not fit the systemd watchdog '
             f'({watchdog:g} s, WatchdogSec): one send may make {per_send} requests '
             '(endpoint discovery, a token, the POST), each up to the timeout; '
             f'set it below {watchdog / per_send:g} s')
+    interval, count = conf.libvirt.keepalive_interval, conf.libvirt.keepalive_count
+    if interval * (count + 1) >= watchdog / 2:
+        raise ConfigurationError(
+            f'[libvirt] keepalive_interval: {interval} s x (keepalive_count '
+            f'{count} + 1) does not fit the systemd watchdog ({watchdog:g} s, '
+            'WatchdogSec): a libvirtd that does not answer must be known within '
+            'half of it, or the threads waiting on it are taken for wedged; '
+            f'keep the product below {watchdog / 2:g} s')
 
 
 def max_delay(conf: cfg.ConfigOpts) -> float:
@@ -311,7 +328,8 @@ class AgentService:
         heartbeat = Heartbeat(
             self.bus.publish, agents.targets, agents.ping,
             interval=opts.guest_monitoring_interval, workers=opts.ping_workers,
-            progress=lambda: self.liveness.mark('heartbeat'), pool=self._agent_pool)
+            progress=lambda: self.liveness.mark(HEARTBEAT_THREAD),
+            pool=self._agent_pool)
         self.bus.subscribe(EventKind.AGENT_LIFECYCLE, heartbeat.on_agent_lifecycle)
         return heartbeat
 
@@ -356,6 +374,14 @@ class AgentService:
             threads.append(self.prober.thread)
         return threads
 
+    def waiting_for_libvirtd(self) -> list[str]:
+        """The watched threads that call libvirtd, while it does not answer
+        (none while it does): any of them may be waiting on it."""
+        if self.connection.answering:
+            return []
+        return [thread.name for thread in self._watched_threads()
+                if thread.name in LIBVIRT_CALLERS]
+
     def threads(self) -> list[threading.Thread]:
         """The threads that run for as long as the agent does."""
         return [eventloop.start(), *self._watched_threads(),
@@ -368,6 +394,8 @@ class AgentService:
 
     def status(self) -> str:
         """One line for systemd's STATUS=."""
+        if not self.connection.answering:
+            return f'libvirtd does not answer ({self.connection.uri}), waiting'
         if not self.connection.connected:
             return f'libvirt disconnected ({self.connection.uri}), retrying'
         dead = sum(box.dead_lettered for box in self.outboxes.values())

@@ -4,7 +4,10 @@
 shown progress recently, so that a wedged daemon is restarted by systemd
 rather than left to miss failures. Each such thread marks its progress at
 least every ``PROGRESS_TICK`` seconds, busy or idle; the libvirt event loop
-through a libvirt timer whose callback only records the time.
+through a libvirt timer whose callback only records the time. A thread
+that waits on a libvirtd that does not answer is not wedged: a restart
+would not make libvirtd answer, and would lose the events it still owes
+the connection kept for them.
 """
 
 import logging
@@ -98,13 +101,18 @@ class Supervisor:
     """Speaks sd_notify for the agent (a no-op outside systemd)."""
 
     def __init__(self, liveness: Liveness, status: Callable[[], str],
-                 notify: Callable[[str], bool] = daemon.notify) -> None:
+                 notify: Callable[[str], bool] = daemon.notify,
+                 waiting: Callable[[], list[str]] = list) -> None:
+        """``waiting``: the names of the threads that may be waiting on
+        libvirtd now that it does not answer (none while it does)."""
         self._liveness = liveness
         self._status = status
         self._send = notify
+        self._waiting = waiting
         self._watchdog = watchdog_interval()
         self._last_status = ''
         self._reported_stale: list[str] = []
+        self._reported_waiting: list[str] = []
 
     def _notify(self, message: str) -> None:
         # sd_notify is C: a signal during its sendmsg() is EINTR, not retried.
@@ -138,6 +146,7 @@ class Supervisor:
             self._last_status = status
         if self._watchdog is None:
             return
+        self._excuse_waiting()
         stale = self._liveness.stale(self._watchdog)
         if not stale:
             self._notify('WATCHDOG=1')
@@ -146,3 +155,18 @@ class Supervisor:
                       'systemd watchdog, so that the agent is restarted',
                       ', '.join(stale), self._watchdog)
         self._reported_stale = stale
+
+    def _excuse_waiting(self) -> None:
+        """Waiting on a libvirtd that does not answer counts as progress,
+        so each such thread has ``WatchdogSec`` from its answer on."""
+        waiting = self._waiting()
+        for name in waiting:
+            self._liveness.mark(name)
+        if waiting and waiting != self._reported_waiting:
+            LOG.warning('libvirtd does not answer: the watchdog excuses %s, '
+                        'which may be waiting on it, until it answers',
+                        ', '.join(waiting))
+        elif self._reported_waiting and not waiting:
+            LOG.info('libvirtd answers again: %s must show progress within '
+                     '%.0f s', ', '.join(self._reported_waiting), self._watchdog)
+        self._reported_waiting = waiting

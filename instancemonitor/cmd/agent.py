@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     deaths = ThreadDeaths(wakeup.set)
     deaths.install()
     service.start()
-    supervisor = Supervisor(service.liveness, service.status)
+    supervisor = Supervisor(service.liveness, service.status,
+                            waiting=service.waiting_for_libvirtd)
     supervisor.ready()
     service.tick()
     status = 0

@@ -34,10 +34,14 @@ Possible values:
 Seconds between keepalive probes to libvirtd.
 
 Keepalive runs on a second connection that carries no calls. A libvirtd
-that stops answering for about ``keepalive_interval`` x ``keepalive_count``
-seconds is reported (the log, ``instancemonitor_libvirt_connected`` 0) and
-waited for: the calls and events on the agent's connection go on once it
-answers again. A libvirtd that exits is reconnected to at once.
+that stops answering for about ``keepalive_interval`` x (``keepalive_count``
++ 1) seconds is reported (the log, ``instancemonitor_libvirt_connected`` 0)
+and waited for, for as long as it takes: the calls and events on the
+agent's connection go on once it answers again, and the systemd watchdog
+does not take the threads waiting on it for wedged. A libvirtd that exits
+is reconnected to at once. Under systemd's watchdog that product must be
+below half of ``WatchdogSec`` (30 s with the unit's 60), or the agent
+stops at start naming this option.
 
 Related options:
 

@@ -12,7 +12,9 @@ two or more calls in flight, fails one and leaves the others waiting, then
 crashes in them once libvirtd answers again. So a libvirtd that stops
 answering (hung, or stopped) is reported, and the connection kept: the
 calls waiting on it, and the events, go on once it answers again, and
-nothing is missed meanwhile.
+nothing is missed meanwhile. :attr:`LibvirtConnection.answering` says
+whether libvirtd answers, so that threads waiting on it are not taken for
+wedged.
 
 Other threads query the connection only inside ``borrowed()``: a lost
 connection is closed once no thread is inside a call on it (closing it
@@ -81,6 +83,10 @@ class LibvirtConnection:
         self._users = 0
         self._users_changed = threading.Condition()
         self._connected = threading.Event()
+        # Since when libvirtd has not answered: keepalive timed out, or a
+        # connection being opened (monotonic times; None: it answers).
+        self._silent_since: float | None = None
+        self._opening_since: float | None = None
         self.connects = 0
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
                                         daemon=True)
@@ -100,6 +106,20 @@ class LibvirtConnection:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def answering(self) -> bool:
+        """False while libvirtd is known not to answer: its keepalive timed
+        out and it has not answered since, or a connection has been opening
+        for longer than keepalive would wait (an open has no timeout). A
+        libvirtd that is down (refusing connections) answers, in this sense:
+        nothing waits on it."""
+        if self._silent_since is not None:
+            return False
+        opening = self._opening_since
+        interval, count = self._keepalive
+        return opening is None or (
+            clock.monotonic() - opening <= interval * (count + 1))
 
     @contextlib.contextmanager
     def borrowed(self) -> Iterator[libvirt.virConnect | None]:
@@ -187,7 +207,7 @@ class LibvirtConnection:
         self._close_reason = None
         # NOTE: read-write, because guest-agent commands (the in-guest
         # heartbeat) are refused on a read-only connection.
-        conn = libvirt.open(self.uri)
+        conn = self._connect()
         try:
             # Off where calls are made (libvirt's default, said so that a
             # driver without keepalive is known): it runs on the sentinel.
@@ -218,11 +238,20 @@ class LibvirtConnection:
         self._connected.set()
         return conn, callback_ids
 
+    def _connect(self) -> libvirt.virConnect:
+        """``libvirt.open``, which waits for as long as libvirtd does not
+        answer (the time it began is kept for :attr:`answering`)."""
+        self._opening_since = clock.monotonic()
+        try:
+            return libvirt.open(self.uri)
+        finally:
+            self._opening_since = None
+
     def _open_sentinel(self) -> None:
         """Open the connection that only runs keepalive."""
         self._sentinel_closed.clear()
         self._sentinel_reason = None
-        sentinel = libvirt.open(self.uri)
+        sentinel = self._connect()
         try:
             sentinel.setKeepAlive(*self._keepalive)
             sentinel.registerCloseCallback(self._on_sentinel_close, None)
@@ -263,26 +292,29 @@ class LibvirtConnection:
         LOG.warning('libvirtd at %s does not answer (keepalive timed out); '
                     'waiting for it, on the same connection', self.uri)
         self._connected.clear()
-        since = clock.monotonic()
+        since = self._silent_since = clock.monotonic()
         self._drop_sentinel()
         self._closed.clear()
         delay = self._backoff[0]
-        while not self._stop.is_set() and conn.isAlive():
-            self._progress()
-            try:
-                # Blocks while libvirtd is stopped, as any call would.
-                self._open_sentinel()
-            except libvirt.libvirtError:
-                self._wait(delay)
-                delay = min(delay * 2, self._backoff[1])
-                continue
-            if self._closed.is_set() and not self._sentinel_closed.is_set():
-                return False  # conn closed while the sentinel connected
-            LOG.info('libvirtd at %s answers again after %.1f s', self.uri,
-                     clock.monotonic() - since)
-            self._connected.set()
-            return True
-        return False
+        try:
+            while not self._stop.is_set() and conn.isAlive():
+                self._progress()
+                try:
+                    # Blocks while libvirtd is stopped, as any call would.
+                    self._open_sentinel()
+                except libvirt.libvirtError:
+                    self._wait(delay)
+                    delay = min(delay * 2, self._backoff[1])
+                    continue
+                if self._closed.is_set() and not self._sentinel_closed.is_set():
+                    return False  # conn closed while the sentinel connected
+                LOG.info('libvirtd at %s answers again after %.1f s', self.uri,
+                         clock.monotonic() - since)
+                self._connected.set()
+                return True
+            return False
+        finally:
+            self._silent_since = None
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` (or until stopped), showing progress."""

@@ -75,10 +75,13 @@ def wait_active(host: SystemdHost, timeout: float = 30) -> dict[str, str]:
     return wait_for(active, timeout, f'{UNIT} active (running)', interval=0.2)
 
 
-def wait_journal(host: SystemdHost, text: str, timeout: float = 20) -> str:
-    wait_for(lambda: text in host.journal(UNIT), timeout, f'{text!r} in the journal',
-             interval=0.2)
-    return host.journal(UNIT)
+def wait_journal(host: SystemdHost, text: str, timeout: float = 20,
+                 since: int = 0) -> str:
+    """The unit's journal once ``text`` is in it; ``since``: from that offset
+    on (the length of the journal read before), in both."""
+    wait_for(lambda: text in host.journal(UNIT)[since:], timeout,
+             f'{text!r} in the journal', interval=0.2)
+    return host.journal(UNIT)[since:]
 
 
 def writable(host: SystemdHost, pid: str, path: str) -> bool:
@@ -176,6 +179,42 @@ def test_a_wedged_agent_is_restarted_by_the_watchdog_and_loses_nothing(
     recovery_api.wait_stored(1, timeout=20)
     time.sleep(QUIET)
     assert recovery_api.payloads() == [(lost.UUIDString(), 'LIFECYCLE', 'STOPPED_FAILED')]
+    assert kept.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_a_libvirtd_silent_for_longer_than_the_watchdog_is_waited_for(
+        systemd_host, unit, hypervisor, start_guest, recovery_api):
+    """WatchdogSec=60 as shipped: libvirtd stopped (SIGSTOP) for 75 s, with
+    a guest's QEMU killed meanwhile. The agent is not restarted, and gets
+    the crash on the connection it kept, once libvirtd answers."""
+    crashed = start_guest('sd-silent-crashed', persistent=True)
+    kept = start_guest('sd-silent-kept', persistent=True)
+    earlier = len(systemd_host.journal(UNIT))  # of the tests before this one
+    systemd_host.run('systemctl', 'start', UNIT)
+    before = wait_active(systemd_host)
+    wait_journal(systemd_host, 'Domain sd-silent-kept', since=earlier)
+    stopped_at = time.monotonic()
+    hypervisor.signal(signal.SIGSTOP)
+    try:
+        wait_journal(systemd_host, 'does not answer (keepalive timed out)', 40,
+                     since=earlier)
+        kill_qemu(hypervisor, 'sd-silent-crashed')
+        time.sleep(max(0.0, 75 - (time.monotonic() - stopped_at)))
+        silent = state(systemd_host)
+    finally:
+        hypervisor.signal(signal.SIGCONT)
+    assert silent['StatusText'].startswith('libvirtd does not answer')
+    wait_journal(systemd_host, 'answers again after', 30, since=earlier)
+    recovery_api.wait_stored(1, timeout=20)
+    time.sleep(QUIET)
+    assert recovery_api.payloads() == [
+        (crashed.UUIDString(), 'LIFECYCLE', 'STOPPED_FAILED')]
+    after = state(systemd_host)
+    assert (after['MainPID'], after['NRestarts']) == (before['MainPID'], '0')
+    journal = systemd_host.journal(UNIT)[earlier:]
+    assert 'the watchdog excuses' in journal
+    assert 'not petting' not in journal and 'Watchdog timeout' not in journal
+    assert 'Lost the libvirt connection' not in journal
     assert kept.state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
