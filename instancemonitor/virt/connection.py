@@ -110,11 +110,14 @@ class LibvirtConnection:
     @property
     def answering(self) -> bool:
         """False while libvirtd is known not to answer: its keepalive timed
-        out and it has not answered since, or a connection has been opening
-        for longer than keepalive would wait (an open has no timeout). A
+        out and it has not answered since (told at once, whatever this
+        connection's thread is doing), or a connection has been opening for
+        longer than keepalive would wait (an open has no timeout). A
         libvirtd that is down (refusing connections) answers, in this sense:
         nothing waits on it."""
-        if self._silent_since is not None:
+        if self._silent_since is not None or (
+                self._sentinel_closed.is_set() and
+                self._sentinel_reason == libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE):
             return False
         opening = self._opening_since
         interval, count = self._keepalive

@@ -1,12 +1,15 @@
 """When the supervisor pets systemd's watchdog: threads that wait on a
-libvirtd that does not answer are not wedged; every other one still is."""
+libvirtd that does not answer are not wedged; every other one still is.
+And when the connection says libvirtd does not answer."""
 
 import logging
 
+import libvirt
 import pytest
 
 from instancemonitor.supervision import Liveness
 from instancemonitor.supervision import Supervisor
+from instancemonitor.virt.connection import LibvirtConnection
 
 
 class Clock:
@@ -70,3 +73,16 @@ def test_once_libvirtd_answers_the_thread_has_a_whole_interval_then_is_wedged(
     liveness.mark('event-dispatch')
     assert not _petted(supervisor, sent)
     assert 'No progress from reconcile for over 60 s' in caplog.text
+
+
+@pytest.mark.parametrize('reason, answering', [
+    (libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE, False),
+    (libvirt.VIR_CONNECT_CLOSE_REASON_EOF, True),  # down, not silent
+])
+def test_the_sentinel_closing_on_keepalive_is_told_at_once(reason, answering):
+    # Whatever the connection's thread is doing (say, still registering
+    # callbacks on the connection it just opened), not only once it notices.
+    connection = LibvirtConnection('test:///default')
+    assert connection.answering
+    connection._on_sentinel_close(None, reason, None)  # libvirt's event loop
+    assert connection.answering is answering
