@@ -110,7 +110,8 @@ class Action(enum.StrEnum):
     FORWARD = 'forward'        # notify a pair the engine does not act on
     FORWARD_ONCE = 'forward-once'  # the same, unless already notified this run
     SUPPRESS = 'suppress'      # a recovery pair that is no failure here
-    FORGET = 'forget'          # the domain is gone: drop its record
+    # Undefined: it lives here no more; withdraw what waits to be sent, forget.
+    FORGET = 'forget'
     # RECOVER, held for the outcome of the outgoing migration it died in,
     # which the migration watch is asked to follow.
     RECOVER_AFTER_MIGRATION = 'recover-after-migration'
@@ -119,6 +120,7 @@ class Action(enum.StrEnum):
     WATCH_MIGRATION = 'watch-migration'
     RELEASE = 'release'        # the failure stands: send its held recovery now
     MIGRATED_AWAY = 'migrated-away'  # it runs elsewhere: withdraw all, forget
+    TRANSIENT = 'transient'    # undefined while active: it runs on, the same run
 
 
 ANY = '*'
@@ -165,7 +167,18 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (ANY, Input.STOP_CRASHED): (Phase.FAILED, Action.FORWARD),
     (ANY, Input.STOP_MIGRATED): (Phase.SHUTOFF, Action.NONE),
     (ANY, Input.STOP): (Phase.SHUTOFF, Action.FORWARD),
+    # Undefined once stopped, the domain lives here no more (deleted, moved
+    # to another host, shelved): what still waits to be sent for it is
+    # withdrawn. Undefined while active, it runs on as a transient domain
+    # (Nova does that for a volume swap) and its run goes on; seen
+    # persistent in a migration's last phase, it is so no more.
     (ANY, Input.UNDEFINED): (None, Action.FORGET),
+    (Phase.RUNNING, Input.UNDEFINED): (None, Action.TRANSIENT),
+    (Phase.PAUSED, Input.UNDEFINED): (None, Action.TRANSIENT),
+    (Phase.ERROR_PAUSED, Input.UNDEFINED): (None, Action.TRANSIENT),
+    (Phase.MIGRATING_OUT, Input.UNDEFINED): (None, Action.TRANSIENT),
+    (Phase.MIGRATING_OUT_DEFINED, Input.UNDEFINED):
+        (Phase.MIGRATING_OUT, Action.TRANSIENT),
     # A failed migration leaves a persistent source domain defined: gone,
     # it was undefined by the migration that took the VM away.
     (Phase.STOPPED_MIGRATING_DEFINED, Input.UNDEFINED): (None, Action.MIGRATED_AWAY),
@@ -561,7 +574,11 @@ class DomainMachine:
         match action:
             case Action.FORGET:
                 out.record = None
+                out.withdraw = ALL_PAIRS
                 out.trace.append(f'{given}: forgotten')
+            case Action.TRANSIENT:
+                out.trace.append(f'{given}: runs on as a transient domain, the '
+                                 'same run')
             case Action.MIGRATED_AWAY:
                 out.record = None
                 out.withdraw = ALL_PAIRS

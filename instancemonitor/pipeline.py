@@ -92,5 +92,6 @@ class NotificationPipeline:
         for withdrawn in self._outbox.withdraw_waiting(uuid, pairs):
             LOG.info('Domain %s: %s/%s withdrawn before it was sent: what it '
                      'reports is over (the domain runs again, here or at the '
-                     'destination of its migration, or its guest answers '
-                     'again)', uuid, withdrawn.event, withdrawn.vir_domain_event)
+                     'destination of its migration; its guest answers again; '
+                     'or it was undefined and lives here no more)', uuid,
+                     withdrawn.event, withdrawn.vir_domain_event)

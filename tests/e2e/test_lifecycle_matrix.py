@@ -333,6 +333,51 @@ def test_the_same_with_the_api_back_before_the_agent(
     assert len(recovery_api.requests) == tried and recovery_api.stored == []
 
 
+def test_a_crash_the_api_refused_is_withdrawn_when_the_domain_is_undefined(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # Deleted, moved to another host or shelved meanwhile: the VM lives here
+    # no more, and Masakari would stop and start it wherever it is now.
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-undefine')
+    dom.undefine()
+    agent.wait_log('withdrawn')
+    _api_back_and_quiet(recovery_api)
+
+
+def test_a_running_vm_made_transient_and_defined_again_is_the_same_run(
+        start_guest, start_agent, recovery_api, failing_disk):
+    # As Nova's volume swap does to a running VM. Its failing disk's I/O
+    # errors, before the undefine and after the define, are one
+    # notification: the one the API refused meanwhile, sent once it is back.
+    disk, flag = failing_disk
+    recovery_api.answer(*[(503, 'Service Unavailable')] * 10_000)
+    agent = start_agent(recovery_api.url, reconcile_interval=0.5)
+    flag.touch()
+    dom = start_guest('mx-swap', disk('report'), persistent=True)
+    agent.wait_log('IO_ERROR/IO_ERROR_REPORT detected', timeout=30)
+    recovery_api.wait_requests(2, timeout=20)  # refused, and retried
+    xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    dom.undefine()
+    assert dom.isActive() and not dom.isPersistent()
+    time.sleep(1)  # the event, and a scan
+    dom.connect().defineXML(xml)
+    assert dom.isPersistent()
+    dom.reset()  # SeaBIOS reads the failing disk again: more I/O errors
+    time.sleep(QUIET)
+    with recovery_api._changed:
+        recovery_api.script.clear()
+    recovery_api.wait_stored(1, timeout=20)
+    time.sleep(QUIET)
+    assert [(n['payload']['instance_uuid'], n['payload']['event'],
+             n['payload']['vir_domain_event']) for n in recovery_api.stored] == [
+        (dom.UUIDString(), 'IO_ERROR', 'IO_ERROR_REPORT')]
+    log = agent.output()
+    # Not a second one held for Masakari's duplicate window either.
+    assert log.count('IO_ERROR/IO_ERROR_REPORT detected') == 1
+    assert 'undefined: runs on as a transient domain' in log
+    assert 'withdrawn' not in log
+
+
 def test_sigkill_of_qemu(hypervisor, start_guest, start_agent, recovery_api):
     start_agent(recovery_api.url)
     dom = start_guest('mx-kill')

@@ -96,6 +96,17 @@ STORIES = [
     Story('undefined after a crash, defined and crashed again: two',
           UP + '5 STOPPED_FAILED\n6 UNDEFINED_REMOVED\n10 DEFINED_ADDED\n'
           '11 STARTED_BOOTED\n30 STOPPED_FAILED', (CRASH, CRASH)),
+    Story('running, made transient and defined again (a volume swap), then a '
+          'crash: one',
+          UP + '10 UNDEFINED_REMOVED\n12 DEFINED_ADDED\n20 STOPPED_FAILED', (CRASH,)),
+    Story('an I/O error, the VM made transient and defined again, more I/O '
+          'errors: the same run, one',
+          UP + '5 IO_ERROR_REPORT\n10 UNDEFINED_REMOVED\n12 DEFINED_ADDED\n'
+          '20 IO_ERROR_REPORT', (IO,)),
+    Story('a second crash held for the duplicate window, the domain then '
+          'undefined: the first only',
+          UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n40 STOPPED_FAILED\n'
+          '60 UNDEFINED_REMOVED\n300 TICK', (CRASH,)),
 
     # --- I/O errors --------------------------------------------------------
     Story('failing disk, report policy: errors keep coming',
@@ -346,6 +357,22 @@ STORIES = [
           '41 PING_MISS\n50 API_UP', (HANG,)),
     Story('API down: an I/O error is sent though the guest agent answers',
           UP + '4 API_DOWN\n5 IO_ERROR_REPORT\n11 PING_OK\n20 API_UP', (IO,)),
+    Story('API down: a crash, then the domain undefined (deleted, or moved to '
+          'another host): withdrawn',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 UNDEFINED_REMOVED\n'
+          '30 API_UP', NONE),
+    Story('API down: a crash, the domain undefined and defined again, still shut '
+          'off: withdrawn',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 UNDEFINED_REMOVED\n'
+          '21 DEFINED_ADDED\n30 API_UP\n35 SCAN shutoff', NONE),
+    Story('API down: an I/O error, the VM made transient and defined again while '
+          'it runs: sent once the API is back',
+          UP + '4 API_DOWN\n5 IO_ERROR_REPORT\n15 TICK\n20 UNDEFINED_REMOVED\n'
+          '21 DEFINED_ADDED\n30 API_UP', (IO,)),
+    Story('API down: a hang, the VM made transient while it goes on: sent once '
+          'the API is back',
+          UP + '4 API_DOWN\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n'
+          '35 UNDEFINED_REMOVED\n41 PING_MISS\n50 API_UP', (HANG,)),
     Story('API down: a crash held past the duplicate window, started again: withdrawn',
           UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n25 API_DOWN\n'
           '40 STOPPED_FAILED\n60 STARTED_BOOTED\n70 API_UP', (CRASH,)),
@@ -441,6 +468,15 @@ STORIES = [
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED', (CRASH,)),
     Story('source: the migration pause seen only by a scan, then QEMU dies',
           UP + '5 SCAN paused-migration\n6 STOPPED_FAILED', (CRASH,)),
+    Story('source: the domain seen persistent in the last phase, undefined by a '
+          'client then, QEMU dies and the domain is gone: one',
+          UP + '5 SUSPENDED_MIGRATED\n5.1 MIGRATION_SOURCE_DEFINED\n'
+          '6 UNDEFINED_REMOVED\n7 STOPPED_FAILED\n7.5 MIGRATION_SOURCE_GONE\n'
+          '60 TICK', (CRASH,)),
+    Story('source: QEMU dies in the last phase, the domain undefined with an '
+          'event, never seen persistent: none',
+          UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n7 UNDEFINED_REMOVED\n'
+          '60 TICK', NONE),
     Story('source: QEMU dies in the last phase, the migration goes through '
           'and undefines the source: none',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'

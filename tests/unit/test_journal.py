@@ -76,12 +76,24 @@ def test_a_start_or_a_scan_that_finds_a_new_run_withdraws_what_waits():
     assert h.journal.records()[0].run == 2  # a run it had not seen
 
 
+SHUT_DOWN = (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN)
+UNDEFINED = (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED)
+
+
 def test_an_undefined_domain_is_forgotten():
     h = Harness()
     h.feed(lifecycle(*STARTED))
-    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
-                     libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED))
+    h.feed(lifecycle(*SHUT_DOWN, seconds=1))
+    h.feed(lifecycle(*UNDEFINED, seconds=2))
     assert h.journal.records() == []
+
+
+def test_a_running_domain_undefined_runs_on_as_a_transient_one():
+    h = Harness()
+    h.feed(lifecycle(*STARTED))
+    h.feed(lifecycle(*UNDEFINED, seconds=1))
+    (record,) = h.journal.records()
+    assert (record.phase, record.run) == (Phase.RUNNING, 1)
 
 
 def test_heartbeat_changes_come_back_as_events_for_subscribers():
@@ -213,8 +225,8 @@ def test_a_scan_read_before_an_undefine_brings_no_record_back():
     h = Harness()
     h.feed(lifecycle(*STARTED))
     stale = scan_found(*STARTED, seconds=1)
-    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_UNDEFINED,
-                     libvirt.VIR_DOMAIN_EVENT_UNDEFINED_REMOVED, seconds=2))
+    h.feed(lifecycle(*SHUT_DOWN, seconds=2))
+    h.feed(lifecycle(*UNDEFINED, seconds=3))
     assert h.feed(stale) == []
     assert h.journal.records() == [] and h.queued == []
 
