@@ -13,6 +13,7 @@ import time
 
 import libvirt
 import libvirt_qemu
+import pytest
 
 from tests.e2e.conftest import AGENT_CHANNEL
 from tests.e2e.test_agent_guest import guest_exec
@@ -294,12 +295,18 @@ def _api_back_and_quiet(recovery_api) -> None:
     assert len(recovery_api.requests) == tried and recovery_api.stored == []
 
 
-def test_a_crash_the_api_refused_is_withdrawn_when_the_vm_is_started_again(
-        hypervisor, start_guest, start_agent, recovery_api):
-    # Recovering it now would have Masakari stop a running VM.
+@pytest.mark.parametrize('name, over', [
+    # Started again: recovering it now would have Masakari stop a running VM.
+    ('mx-refused-start', libvirt.virDomain.create),
+    # Undefined: deleted, moved to another host or shelved meanwhile, the VM
+    # lives here no more, and Masakari would stop and start it wherever it is.
+    ('mx-refused-undefine', libvirt.virDomain.undefine),
+], ids=['started again', 'undefined'])
+def test_a_crash_the_api_refused_is_withdrawn_once_it_is_over(
+        hypervisor, start_guest, start_agent, recovery_api, name, over):
     agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
-                                'mx-refused-start')
-    dom.create()
+                                name)
+    over(dom)
     agent.wait_log('withdrawn')
     _api_back_and_quiet(recovery_api)
 
@@ -331,17 +338,6 @@ def test_the_same_with_the_api_back_before_the_agent(
     again.wait_log('withdrawn')
     time.sleep(QUIET)
     assert len(recovery_api.requests) == tried and recovery_api.stored == []
-
-
-def test_a_crash_the_api_refused_is_withdrawn_when_the_domain_is_undefined(
-        hypervisor, start_guest, start_agent, recovery_api):
-    # Deleted, moved to another host or shelved meanwhile: the VM lives here
-    # no more, and Masakari would stop and start it wherever it is now.
-    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
-                                'mx-refused-undefine')
-    dom.undefine()
-    agent.wait_log('withdrawn')
-    _api_back_and_quiet(recovery_api)
 
 
 def test_a_running_vm_made_transient_and_defined_again_is_the_same_run(
