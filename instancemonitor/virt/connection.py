@@ -83,9 +83,9 @@ class LibvirtConnection:
         self._users = 0
         self._users_changed = threading.Condition()
         self._connected = threading.Event()
-        # Since when libvirtd has not answered: keepalive timed out, or a
-        # connection being opened (monotonic times; None: it answers).
-        self._silent_since: float | None = None
+        # While waiting for libvirtd to answer again once keepalive timed
+        # out; and since when a connection is being opened (monotonic).
+        self._silent = False
         self._opening_since: float | None = None
         self.connects = 0
         self._thread = threading.Thread(target=self._run, name=THREAD_NAME,
@@ -115,7 +115,7 @@ class LibvirtConnection:
         longer than keepalive would wait (an open has no timeout). A
         libvirtd that is down (refusing connections) answers, in this sense:
         nothing waits on it."""
-        if self._silent_since is not None or (
+        if self._silent or (
                 self._sentinel_closed.is_set() and
                 self._sentinel_reason == libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE):
             return False
@@ -295,7 +295,7 @@ class LibvirtConnection:
         LOG.warning('libvirtd at %s does not answer (keepalive timed out); '
                     'waiting for it, on the same connection', self.uri)
         self._connected.clear()
-        since = self._silent_since = clock.monotonic()
+        since, self._silent = clock.monotonic(), True
         self._drop_sentinel()
         self._closed.clear()
         delay = self._backoff[0]
@@ -317,7 +317,7 @@ class LibvirtConnection:
                 return True
             return False
         finally:
-            self._silent_since = None
+            self._silent = False
 
     def _wait(self, seconds: float) -> None:
         """Sleep ``seconds`` (or until stopped), showing progress."""
