@@ -18,8 +18,8 @@ Three tables decide everything: :data:`LIFECYCLE_TABLE` (phase, input) →
 state, action) and :data:`PROBE_TABLE` (a probe's state, its outcome) →
 (state, action), one probe state per application probe. :func:`refine`
 turns what an input cannot say by itself (is this scan stale? is this domain
-id a new run? has the startup grace passed?) into the input the tables are
-keyed on.
+id a new run? was the domain a scan no longer lists persistent? has the
+startup grace passed?) into the input the tables are keyed on.
 """
 
 import dataclasses
@@ -68,6 +68,7 @@ class Input(enum.StrEnum):
     STOP_MIGRATED = 'stop-migrated'          # STOPPED_MIGRATED: now runs elsewhere
     STOP = 'stop'                            # STOPPED_SHUTDOWN, _DESTROYED, _SAVED, ...
     UNDEFINED = 'undefined'
+    DEFINED = 'defined'                      # DEFINED_*: persistent (again)
     # the migration watch, on an outgoing migration's last phase and after
     # a QEMU died in it
     SOURCE_DEFINED = 'source-defined'        # the domain is persistent
@@ -93,6 +94,9 @@ class Input(enum.StrEnum):
     SCAN_FAILED = 'scan-failed'              # shut off, reason crashed or failed
     SCAN_SHUTOFF = 'scan-shutoff'            # shut off, any other reason
     STALE_SCAN = 'stale-scan'                # read before an event already applied
+    # a complete scan did not list the domain (refined: was it persistent?)
+    SCAN_NOT_LISTED = 'scan-not-listed'      # transient, or not known: gone
+    SCAN_UNDEFINED = 'scan-undefined'        # persistent: undefined unseen
     # the heartbeat
     PING_OK = 'ping-ok'
     PING_MISS = 'ping-miss'
@@ -182,6 +186,22 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     # A failed migration leaves a persistent source domain defined: gone,
     # it was undefined by the migration that took the VM away.
     (Phase.STOPPED_MIGRATING_DEFINED, Input.UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (ANY, Input.DEFINED): (None, Action.NONE),
+    # A persistent domain a scan does not list was undefined while nobody
+    # watched (the agent stopped, libvirtd away), and is stopped (an active
+    # domain is always listed): as UNDEFINED on a stopped domain. The source of
+    # a migration's last phase was undefined by the migration, or by a
+    # client after it: either way the VM lives here no more. A transient
+    # domain is not listed once it stops, whatever stopped it: what it
+    # still has to send stands (never lost), and its record is dropped
+    # after forget_gone_after.
+    (ANY, Input.SCAN_UNDEFINED): (None, Action.FORGET),
+    (Phase.MIGRATING_OUT, Input.SCAN_UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (Phase.STOPPED_MIGRATING, Input.SCAN_UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.SCAN_UNDEFINED):
+        (None, Action.MIGRATED_AWAY),
+    (ANY, Input.SCAN_NOT_LISTED): (None, Action.NONE),
     (Phase.MIGRATING_OUT, Input.SOURCE_DEFINED):
         (Phase.MIGRATING_OUT_DEFINED, Action.NONE),
     (Phase.STOPPED_MIGRATING, Input.SOURCE_DEFINED):
@@ -382,6 +402,9 @@ class DomainRecord:
     last_event: str = ''
     last_seen: datetime.datetime | None = None
     notified: int = 0
+    # Whether the domain is persistent (defined), as the last scan or
+    # (un)define event told; None: not known (a record of version 5).
+    persistent: bool | None = None
     # Each application probe's state in this run, by probe name (a new dict
     # on every change: records are copied shallowly).
     probes: dict[str, ProbeStatus] = dataclasses.field(default_factory=dict)
@@ -422,6 +445,8 @@ class Observation:
     hold: float = 0.0
     # Input.PROBE: the probe's run.
     probe: ProbeCheck | None = None
+    # Scans: whether the domain is persistent (None: not known).
+    persistent: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -493,6 +518,8 @@ def refine(record: DomainRecord, obs: Observation,
     if obs.from_scan:
         if is_stale_scan(record, obs):
             return Input.STALE_SCAN
+        if given is Input.SCAN_NOT_LISTED and record.persistent:
+            return Input.SCAN_UNDEFINED
         if given in _NEW_RUN_VARIANT and _is_new_run(record, obs.domain_id):
             return _NEW_RUN_VARIANT[given]
         return given
@@ -555,6 +582,10 @@ class DomainMachine:
             return out
         if not obs.from_scan and obs.seq > record.last_seq:
             record.last_seq = obs.seq
+        if obs.persistent is not None and given is not Input.STALE_SCAN:
+            record.persistent = obs.persistent  # a fresh scan's
+        elif given is Input.DEFINED:
+            record.persistent = True
         phase, action = _lookup(LIFECYCLE_TABLE, record.phase, given)
         if not self.migration_wait:  # a death in a migration is any other death
             if action is Action.RECOVER_AFTER_MIGRATION:
@@ -575,10 +606,21 @@ class DomainMachine:
             case Action.FORGET:
                 out.record = None
                 out.withdraw = ALL_PAIRS
-                out.trace.append(f'{given}: forgotten')
+                out.trace.append(
+                    f'{given}: forgotten' if given is Input.UNDEFINED else
+                    f'{given}: not listed by a scan, and persistent when last '
+                    'seen: undefined unseen, it lives here no more; forgotten')
             case Action.TRANSIENT:
+                record.persistent = False
                 out.trace.append(f'{given}: runs on as a transient domain, the '
                                  'same run')
+            case Action.MIGRATED_AWAY if given is Input.SCAN_UNDEFINED:
+                out.record = None
+                out.withdraw = ALL_PAIRS
+                out.trace.append(f'{given}: not listed by a scan, in or after '
+                                 'the last phase of an outgoing migration: '
+                                 'undefined by it or after it, the VM lives here '
+                                 'no more; not a failure here')
             case Action.MIGRATED_AWAY:
                 out.record = None
                 out.withdraw = ALL_PAIRS

@@ -37,11 +37,17 @@ class EventKind(enum.StrEnum):
     # What the migration watch found of a domain whose QEMU died in an
     # outgoing migration: event is a MigrationSource.
     MIGRATION_SOURCE = 'MIGRATION_SOURCE'
+    # A complete state scan did not list the domain (its ``seq`` is the
+    # scan's): it stopped and vanished, or it was undefined.
+    NOT_LISTED = 'NOT_LISTED'
 
 
-# One run of a check (a guest-ping, a probe): the journal counts them, and
-# only the state changes they cause (HEARTBEAT, PROBE) are news for anyone.
-CHECK_RUNS = frozenset({EventKind.PING, EventKind.PROBE_RESULT})
+# Kinds that tell the journal something without being news of the domain:
+# one run of a check (a guest-ping, a probe; only the state changes it
+# causes, HEARTBEAT and PROBE, are news) and a domain a scan did not list.
+# They mark no record as seen, and neither subscribers nor metrics get them.
+SILENT_KINDS = frozenset({EventKind.PING, EventKind.PROBE_RESULT,
+                          EventKind.NOT_LISTED})
 
 # ``event`` / ``detail`` of a kind that carries no such code (REBOOT, ...).
 NO_CODE = -1
@@ -127,6 +133,8 @@ class DomainEvent:
     # PROBE and PROBE_RESULT: the probe's name; PROBE_RESULT: its run.
     probe: str = ''
     check: ProbeCheck | None = None
+    # State scans: whether the domain is persistent (None: not known).
+    persistent: bool | None = None
 
 
 # Notification.sink of the recovery API's notifications.

@@ -21,7 +21,7 @@ import libvirt
 
 from instancemonitor.eventnames import EventPatterns
 from instancemonitor.eventnames import event_name
-from instancemonitor.events import CHECK_RUNS
+from instancemonitor.events import SILENT_KINDS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Notification
@@ -52,9 +52,9 @@ class Subscription:
     outbox: Outbox
 
 
-# What the agent tells itself: check runs, metadata changes and what the
-# migration watch found.
-_INTERNAL = CHECK_RUNS | {EventKind.METADATA_CHANGE, EventKind.MIGRATION_SOURCE}
+# What the agent tells itself: check runs, domains a scan did not list,
+# metadata changes and what the migration watch found.
+_INTERNAL = SILENT_KINDS | {EventKind.METADATA_CHANGE, EventKind.MIGRATION_SOURCE}
 
 
 class EventFanout:

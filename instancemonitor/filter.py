@@ -112,6 +112,7 @@ _LIFECYCLE_INPUTS: dict[tuple[int, int], Input] = {
     (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED): Input.STOP_MIGRATED,
     (_STOPPED, NO_CODE): Input.STOP,
     (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, NO_CODE): Input.UNDEFINED,
+    (libvirt.VIR_DOMAIN_EVENT_DEFINED, NO_CODE): Input.DEFINED,
 }
 # A state scan publishes the lifecycle event each state stands for
 # (sources/reconcile.py); as a scan it means this.
@@ -182,6 +183,8 @@ def _input(event: DomainEvent) -> Input | None:
             return None  # the probes' business, not the journal's
         case EventKind.MIGRATION_SOURCE:
             return _MIGRATION_SOURCE_INPUTS[MigrationSource(event.event)]
+        case EventKind.NOT_LISTED:
+            return Input.SCAN_NOT_LISTED
     return Input.EVENT
 
 
@@ -208,4 +211,5 @@ class EventFilter:
         return Observation(
             input=given, at=event.detected_at, domain_id=event.domain_id,
             seq=event.seq, from_scan=event.source == RECONCILIATION, pair=pair,
-            hold=self.reboot_window if held else 0.0, probe=event.check)
+            hold=self.reboot_window if held else 0.0, probe=event.check,
+            persistent=event.persistent)

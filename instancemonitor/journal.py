@@ -20,7 +20,7 @@ from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Observation
 from instancemonitor.domainstate import Probe
 from instancemonitor.domainstate import is_stale_scan
-from instancemonitor.events import CHECK_RUNS
+from instancemonitor.events import SILENT_KINDS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
@@ -148,7 +148,7 @@ class Journal:
             self._remember_forgotten(event.domain_uuid, observation.seq,
                                      event.detected_at)
             return []
-        if event.kind not in CHECK_RUNS and not is_stale_scan(before, observation):
+        if event.kind not in SILENT_KINDS and not is_stale_scan(before, observation):
             record.name = event.domain_name
             record.last_event, record.last_seen = describe(event), event.detected_at
         queued = []

@@ -16,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from instancemonitor import clock
-from instancemonitor.events import CHECK_RUNS
+from instancemonitor.events import SILENT_KINDS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import Notification
 from instancemonitor.sinks import Answer
@@ -131,8 +131,8 @@ class AgentMetrics:
         self._delivery_metrics: dict[str, tuple] = {}
 
     def observe_event(self, event: DomainEvent) -> None:
-        """A bus subscriber (for every kind but pings and probe runs)."""
-        if event.kind in CHECK_RUNS:
+        """A bus subscriber (for every kind but the silent ones)."""
+        if event.kind in SILENT_KINDS:
             return
         self._events.labels(event.kind.value, event.source).inc()
 

@@ -280,7 +280,8 @@ class AgentService:
         self.reconciler = Reconciler(
             self.bus.publish, self.connection.borrowed,
             conf.libvirt.reconcile_interval, scanned=self._scanned,
-            progress=lambda: self.liveness.mark(RECONCILE_THREAD))
+            progress=lambda: self.liveness.mark(RECONCILE_THREAD),
+            known=lambda: [(r.uuid, r.name) for r in self.journal.records()])
         self._forget_gone_after = conf.libvirt.forget_gone_after
         self._dead_letter_bounds = (conf.callback.dead_letter_max_age,
                                     conf.callback.dead_letter_max_count)

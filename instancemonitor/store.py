@@ -37,7 +37,7 @@ FILENAME = 'instancemonitor.sqlite'
 # The event subscribers' outboxes: a database of their own, so the recovery
 # API's writes never queue behind theirs (each change is an fsync).
 SUBSCRIBERS_FILENAME = 'subscribers.sqlite'
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -70,7 +70,7 @@ _OUTBOX_COLUMNS_V2 = (
 )
 
 
-# Columns of the domains table added in versions 3 and 4 (the state machine's run
+# Columns of the domains table added since version 3 (the state machine's run
 # and the heartbeat's state); ``state`` holds the phase since then.
 _DOMAINS_COLUMNS_V3 = (
     ('run', 'INTEGER NOT NULL DEFAULT -1'),
@@ -84,10 +84,13 @@ _DOMAINS_COLUMNS_V3 = (
     # (JSON: name → [state, failures, successes]).
     ('episode_by', "TEXT NOT NULL DEFAULT ''"),
     ('probes', "TEXT NOT NULL DEFAULT ''"),
+    # Version 6: whether the domain is persistent (1, 0; NULL: not known).
+    ('persistent', 'INTEGER'),
 )
 _DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at, '
                    'notified, reported, heartbeat, run, agent, agent_failures, '
-                   'agent_since, agent_answered, recovery_times, episode_by, probes')
+                   'agent_since, agent_answered, recovery_times, episode_by, probes, '
+                   'persistent')
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -505,7 +508,7 @@ class SqliteStateStore:
     def _record(row: tuple) -> DomainRecord:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
             reported, _heartbeat, run, agent, agent_failures, agent_since, \
-            agent_answered, recovery_times, episode_by, probes = row
+            agent_answered, recovery_times, episode_by, probes, persistent = row
         return DomainRecord(uuid=uuid, name=name, phase=Phase(state),
                             run=run, episode=failure, failed_at=_time(failed_at),
                             reported=frozenset(filter(None, reported.split(','))),
@@ -515,7 +518,8 @@ class SqliteStateStore:
                             last_event=last_event, last_seen=_time(last_seen),
                             notified=notified,
                             recovery_times=_times(recovery_times),
-                            episode_by=episode_by, probes=probe_states(probes))
+                            episode_by=episode_by, probes=probe_states(probes),
+                            persistent=None if persistent is None else bool(persistent))
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
@@ -523,14 +527,15 @@ class SqliteStateStore:
         r = record
         self._write(
             f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) '
-            'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+            f'VALUES ({", ".join("?" * 19)})',
             (r.uuid, r.name, r.phase.value, r.last_event, _stamp(r.last_seen),
              r.episode, _stamp(r.failed_at), r.notified,
              ','.join(sorted(r.reported)), r.heartbeat, r.run, r.agent.value,
              r.agent_failures, _stamp(r.agent_since), int(r.agent_answered),
              ','.join(f'{pair}={at.isoformat()}'
                       for pair, at in sorted(r.recovery_times.items())),
-             r.episode_by, _probes_text(r.probes)))
+             r.episode_by, _probes_text(r.probes),
+             None if r.persistent is None else int(r.persistent)))
 
     def forget(self, uuid: str) -> None:
         with self._lock:

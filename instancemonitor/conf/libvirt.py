@@ -82,11 +82,13 @@ Possible values:
         help="""
 Seconds after which the journal record of a domain that no longer exists is
 dropped: one that no state scan has listed and no event has named for this
-long (transient domains that stopped, domains undefined or migrated away,
-also while the agent was down). Keeps the state database from growing for
-ever on a host whose instances come and go. A scan that finds nothing new
-of a domain writes when it saw it at most every 10 minutes, so a domain can
-go up to 10 minutes sooner.
+long (transient domains that stopped, and domains nothing told persistent
+or not). A domain last seen persistent that a scan no longer lists was
+undefined while nobody watched: its record goes at once, with what it still
+had to send, as on libvirt's undefine event. Keeps the state database from
+growing for ever on a host whose instances come and go. A scan that finds
+nothing new of a domain writes when it saw it at most every 10 minutes, so a
+domain can go up to 10 minutes sooner.
 
 Possible values:
 

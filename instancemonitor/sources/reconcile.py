@@ -7,13 +7,16 @@ state as the lifecycle event it stands for, with the domain's id, marked as
 coming from reconciliation. The state machine (``domainstate``) decides what
 is news: a failure nobody reported, or a run it has not seen. A scan takes
 its sequence number before it reads, so the machine can tell a state read
-before an event it already applied. A domain that is gone is not listed, and
-a scan that fails reports nothing.
+before an event it already applied. Each domain the journal knows that a
+complete scan does not list is published as NOT_LISTED, with whether each
+listed domain is persistent: a persistent domain missing was undefined
+while nobody watched. A scan that fails reports nothing.
 """
 
 import logging
 import threading
 from collections.abc import Callable
+from collections.abc import Iterable
 
 import libvirt
 
@@ -100,13 +103,17 @@ class Reconciler(Worker):
                  borrow: Borrow,
                  interval: float,
                  scanned: Callable[[set[str], int], None] = lambda uuids, seq: None,
-                 progress: Callable[[], None] = lambda: None) -> None:
+                 progress: Callable[[], None] = lambda: None,
+                 known: Callable[[], Iterable[tuple[str, str]]] = lambda: ()
+                 ) -> None:
         """``borrow`` lends the open connection, if any, for each scan;
         ``scanned`` is told the uuids of every domain a complete scan listed,
-        and the sequence number it took before reading."""
+        and the sequence number it took before reading; ``known`` gives the
+        (uuid, name) of each domain the journal holds."""
         self._publish = publish
         self._borrow = borrow
         self._scanned = scanned
+        self._known = known
         self._progress = progress
         self.interval = interval
         # A new connection, for the worker to scan before anything else.
@@ -127,6 +134,8 @@ class Reconciler(Worker):
         seq = next_seq()
         try:
             states = _states(conn)
+            persistent = {dom.UUIDString() for dom in conn.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)}
         except libvirt.libvirtError as error:
             LOG.warning('Domain state scan failed (%s); nothing is taken for a '
                         'failure', error.get_error_message())
@@ -136,11 +145,12 @@ class Reconciler(Worker):
             found = lifecycle_of(state, reason)
             if found is None:
                 continue  # starting up, pmsuspended, crashed and preserved
+            uuid = dom.UUIDString()
             event = DomainEvent(
-                kind=EventKind.LIFECYCLE, domain_uuid=dom.UUIDString(),
+                kind=EventKind.LIFECYCLE, domain_uuid=uuid,
                 domain_name=dom.name(), event=found[0], detail=found[1],
                 detected_at=now, source=RECONCILIATION, domain_id=dom.ID(),
-                seq=seq)
+                seq=seq, persistent=uuid in persistent)
             if found == _FAILED:
                 failed.append(event)
             else:
@@ -153,9 +163,15 @@ class Reconciler(Worker):
             self._stop.wait(self.FAILURE_SETTLE)
             for event in failed:
                 self._publish(event)
+        listed = {dom.UUIDString() for dom, _, _ in states}
+        for uuid, name in self._known():
+            if uuid not in listed:
+                self._publish(DomainEvent(
+                    kind=EventKind.NOT_LISTED, domain_uuid=uuid, domain_name=name,
+                    detected_at=now, source=RECONCILIATION, seq=seq))
         LOG.debug('Domain state scan: %d domains, %d failed', len(states),
                   len(failed))
-        self._scanned({dom.UUIDString() for dom, _, _ in states}, seq)
+        self._scanned(listed, seq)
         return len(failed)
 
     def set_interval(self, interval: float) -> None:

@@ -6,7 +6,11 @@ WHAT is a libvirt lifecycle event by its constant's name (``STOPPED_FAILED``,
 ``IO_ERROR_REPORT``, ``IO_ERROR_PAUSE``, ``IO_ERROR_REASON``,
 ``AGENT_CONNECTED``, ``AGENT_DISCONNECTED``, ``PING_OK``, ``PING_MISS``,
 ``SCAN STATE-REASON`` (a state scan finding the domain in that libvirt state,
-e.g. ``SCAN running``, ``SCAN shutoff-crashed``, ``SCAN paused-migration``),
+e.g. ``SCAN running``, ``SCAN shutoff-crashed``, ``SCAN paused-migration``;
+``transient`` or ``persistent`` after it says what the domain is from then
+on, which is otherwise what the story's (UN)DEFINED events left, persistent
+unless the story is ``transient``), ``SCAN absent`` (a complete scan that
+does not list the domain),
 ``MIGRATION_SOURCE_DEFINED``, ``MIGRATION_SOURCE_GONE``,
 ``MIGRATION_JOB_ENDED`` (what the migration watch finds of a domain whose
 QEMU died in an outgoing migration), ``RESTART`` (the agent process restarts
@@ -40,12 +44,17 @@ class Story:
     reboot_window: float = 1.0
     duplicate_window: float = 180.0
     migration_wait: float = 30.0
+    # Created transient (createXML), not defined as Nova's domains are.
+    transient: bool = False
 
 
 CRASH = 'LIFECYCLE/STOPPED_FAILED'
 IO = 'IO_ERROR/IO_ERROR_REPORT'
 HANG = 'QEMU_GUEST_AGENT_ERROR/STOPPED_FAILED'
 NONE: tuple[str, ...] = ()
+
+# Defined, then started: a Nova guest (persistent).
+DEFINED = '0 DEFINED_ADDED\n'
 
 # A guest that is running, its agent answering (the usual start).
 UP = """
@@ -376,6 +385,54 @@ STORIES = [
     Story('API down: a crash held past the duplicate window, started again: withdrawn',
           UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n25 API_DOWN\n'
           '40 STOPPED_FAILED\n60 STARTED_BOOTED\n70 API_UP', (CRASH,)),
+
+    # --- Undefined while nobody watched (the agent stopped, libvirtd away) ---
+    # A scan that does not list a persistent domain: it was undefined.
+    Story('API down: a crash, the agent restarted, the domain undefined '
+          'meanwhile: withdrawn',
+          DEFINED + UP + '4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 RESTART\n'
+          '20 SCAN absent\n30 API_UP', NONE),
+    Story('API down: a crash, libvirtd away while the domain is undefined: '
+          'withdrawn',
+          DEFINED + UP + '4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 SCAN absent\n'
+          '40 API_UP', NONE),
+    Story('API down: an I/O error, the VM migrated away (undefined at the '
+          'source) while libvirtd was away: withdrawn',
+          DEFINED + UP + '4 API_DOWN\n5 IO_ERROR_REPORT\n15 TICK\n20 SCAN absent\n'
+          '40 API_UP', NONE),
+    Story('API down: a hang, the agent restarted, the VM deleted meanwhile: '
+          'withdrawn',
+          DEFINED + UP + '4 API_DOWN\n11 PING_MISS\n21 PING_MISS\n31 PING_MISS\n'
+          '35 RESTART\n35 SCAN absent\n50 API_UP', NONE),
+    Story('persistence seen by a scan, not by an event: a crash, the agent '
+          'restarted, undefined meanwhile: withdrawn',
+          UP + '2 SCAN running\n4 API_DOWN\n5 STOPPED_FAILED\n20 RESTART\n'
+          '20 SCAN absent\n30 API_UP', NONE),
+    Story('a crash sent, the agent restarted, undefined meanwhile; defined, '
+          'started and crashed again: two',
+          DEFINED + UP + '5 STOPPED_FAILED\n10 RESTART\n10 SCAN absent\n'
+          '300 DEFINED_ADDED\n301 RESUMED_UNPAUSED\n301 STARTED_BOOTED\n'
+          '400 STOPPED_FAILED', (CRASH, CRASH)),
+    Story('a scan read before the domain was defined and started, applied after '
+          'its I/O error: nothing withdrawn',
+          DEFINED + UP + '4 API_DOWN\n5 IO_ERROR_REPORT\n6 SCAN absent read@1\n'
+          '20 API_UP', (IO,)),
+    Story('transient: a crash the API refused, the agent restarted, the domain '
+          'not listed (gone as it stopped): sent once the API is back',
+          UP + '2 SCAN running\n4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 RESTART\n'
+          '20 SCAN absent\n30 API_UP', (CRASH,), transient=True),
+    Story('made transient while it runs, then a crash the API refused, not '
+          'listed after: sent once the API is back',
+          DEFINED + UP + '3 UNDEFINED_REMOVED\n4 API_DOWN\n5 STOPPED_FAILED\n'
+          '15 TICK\n20 SCAN absent\n30 API_UP', (CRASH,)),
+    Story('source: QEMU dies in the last phase, the agent restarted, the domain '
+          'not listed: undefined by the migration or after it, none',
+          DEFINED + UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n7 RESTART\n'
+          '7 SCAN absent\n60 TICK', NONE),
+    Story('source: a transient domain\'s QEMU dies in the last phase, the agent '
+          'restarted, not listed: one, after the wait',
+          UP + '2 SCAN running\n5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n'
+          '7 RESTART\n7 SCAN absent\n60 TICK', (CRASH,), transient=True),
 
     # --- Migration -----------------------------------------------------------
     Story('source: live migration succeeds',

@@ -68,7 +68,10 @@ def test_forward_all_sends_the_masakari_monitors_set():
      Input.STOP_MIGRATED),
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SAVED,
      Input.STOP),
-    (libvirt.VIR_DOMAIN_EVENT_DEFINED, 0, Input.EVENT),
+    (libvirt.VIR_DOMAIN_EVENT_DEFINED, 0, Input.DEFINED),
+    (libvirt.VIR_DOMAIN_EVENT_DEFINED, libvirt.VIR_DOMAIN_EVENT_DEFINED_UPDATED,
+     Input.DEFINED),
+    (libvirt.VIR_DOMAIN_EVENT_SHUTDOWN, 0, Input.EVENT),
     (libvirt.VIR_DOMAIN_EVENT_STOPPED, 99, Input.STOP),  # a detail libvirt adds later
 ])
 def test_lifecycle_events_are_the_machines_inputs(event, detail, expected):

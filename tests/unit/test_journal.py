@@ -96,6 +96,62 @@ def test_a_running_domain_undefined_runs_on_as_a_transient_one():
     assert (record.phase, record.run) == (Phase.RUNNING, 1)
 
 
+def not_listed(seconds, seq=None):
+    event = DomainEvent(EventKind.NOT_LISTED, UUID, 'instance-0001',
+                        detected_at=T0 + datetime.timedelta(seconds=seconds),
+                        source='reconciliation')
+    return event if seq is None else dataclasses.replace(event, seq=seq)
+
+
+def test_a_persistent_domain_a_scan_does_not_list_is_forgotten_with_what_waits():
+    h = Harness()
+    h.feed(lifecycle(*STARTED))
+    scan = DomainEvent(EventKind.LIFECYCLE, UUID, 'instance-0001', *STARTED,
+                       source='reconciliation', domain_id=1, persistent=True)
+    h.feed(scan)
+    h.feed(lifecycle(*STOPPED_FAILED, seconds=5))
+    assert h.journal.records()[0].persistent is True
+    h.withdrawn.clear()
+    h.feed(not_listed(10))
+    assert h.journal.records() == [] and h.withdrawn == [UUID]
+
+
+def test_a_transient_domain_a_scan_does_not_list_keeps_its_record_as_it_was():
+    h = Harness()
+    h.feed(lifecycle(*STARTED))
+    h.feed(DomainEvent(EventKind.LIFECYCLE, UUID, 'instance-0001', *STARTED,
+                       source='reconciliation', domain_id=1, persistent=False))
+    h.feed(lifecycle(*STOPPED_FAILED, seconds=5))
+    (before,) = h.journal.records()
+    h.withdrawn.clear()
+    h.feed(not_listed(3600))
+    # Not even seen: the record is dropped after forget_gone_after.
+    assert h.journal.records() == [before] and h.withdrawn == []
+
+
+def test_defined_and_undefined_say_whether_a_domain_is_persistent():
+    h = Harness()
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_DEFINED,
+                     libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED, domain_id=-1))
+    assert h.journal.records()[0].persistent is True
+    h.feed(lifecycle(*STARTED, seconds=1))
+    h.feed(lifecycle(*UNDEFINED, seconds=2))
+    assert h.journal.records()[0].persistent is False
+    h.withdrawn.clear()
+    h.feed(not_listed(3))  # a transient domain that stopped: how, nobody knows
+    assert len(h.journal.records()) == 1 and h.withdrawn == []
+
+
+def test_a_scan_read_before_a_define_does_not_forget_the_domain():
+    h = Harness()
+    read = not_listed(0)  # the scan's sequence number, taken before it read
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_DEFINED,
+                     libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED, domain_id=-1))
+    h.feed(lifecycle(*STARTED, seconds=1))
+    h.feed(read)
+    assert h.journal.records()[0].phase is Phase.RUNNING
+
+
 def test_heartbeat_changes_come_back_as_events_for_subscribers():
     h = Harness()
     h.feed(lifecycle(*STARTED))

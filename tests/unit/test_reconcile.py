@@ -10,8 +10,9 @@ from instancemonitor.sources.reconcile import Reconciler
 
 
 class Domain:
-    def __init__(self, uuid, name, state, reason):
+    def __init__(self, uuid, name, state, reason, persistent=True):
         self.uuid, self._name, self.state_ = uuid, name, (state, reason)
+        self.persistent = persistent
 
     def UUIDString(self):
         return self.uuid
@@ -34,6 +35,10 @@ class Conn:
         return [(d, {'state.state': d.state_[0], 'state.reason': d.state_[1]})
                 for d in self.domains]
 
+    def listAllDomains(self, flags):
+        assert flags == libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT
+        return [d for d in self.domains if d.persistent]
+
 
 def test_every_state_becomes_the_event_it_stands_for():
     published = []
@@ -44,7 +49,8 @@ def test_every_state_becomes_the_event_it_stands_for():
         Domain('u4', 'wd', libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_WATCHDOG),
         Domain('u5', 'off', libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED),
         Domain('u6', 'paused', libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER),
-        Domain('u7', 'up', libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED),
+        Domain('u7', 'up', libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_RUNNING_BOOTED,
+               persistent=False),
         Domain('u8', 'moving', libvirt.VIR_DOMAIN_PAUSED,
                libvirt.VIR_DOMAIN_PAUSED_MIGRATION),
     ]
@@ -73,6 +79,34 @@ def test_every_state_becomes_the_event_it_stands_for():
     # Active domains carry their id; one sequence number, taken before the read.
     assert [e.domain_id for e in published] == [3, 3, -1, 3, 3, 3, -1, -1]
     assert len({e.seq for e in published}) == 1 and published[0].seq < next_seq()
+    # Whether each is persistent: all but the one created transient.
+    assert [e.persistent for e in published] == [
+        True, True, True, True, False, True, True, True]
+
+
+def test_each_domain_the_journal_knows_and_the_scan_does_not_list_is_told():
+    told = []
+    reconciler = Reconciler(
+        told.append, contextlib.nullcontext, 0,
+        scanned=lambda uuids, seq: told.append((uuids, seq)),
+        known=lambda: [('u1', 'up'), ('gone', 'vm-gone')])
+    reconciler.scan(Conn([Domain('u1', 'up', libvirt.VIR_DOMAIN_RUNNING,
+                                 libvirt.VIR_DOMAIN_RUNNING_BOOTED)]))
+    listed, missing, scanned = told
+    assert (listed.kind, listed.domain_uuid) == (EventKind.LIFECYCLE, 'u1')
+    assert (missing.kind, missing.domain_uuid, missing.domain_name, missing.source,
+            missing.persistent) == (EventKind.NOT_LISTED, 'gone', 'vm-gone',
+                                    'reconciliation', None)
+    # Before what is told after the scan (which releases what a restart
+    # recovered), with the scan's own sequence number.
+    assert scanned == ({'u1'}, listed.seq) and missing.seq == listed.seq
+
+
+def test_a_scan_that_fails_tells_no_domain_missing():
+    published = []
+    Reconciler(published.append, contextlib.nullcontext, 0,
+               known=lambda: [('gone', 'vm-gone')]).scan(Conn([], fail=True))
+    assert published == []
 
 
 def test_a_connection_that_cannot_answer_reports_nothing(caplog):

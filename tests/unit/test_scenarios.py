@@ -48,6 +48,8 @@ class Replay:
         self.directory = directory
         self.now = 0.0
         self.domain_id = 0
+        # Whether libvirt has the domain persistent (defined), as its scans say.
+        self.persistent = not story.transient
         self.seqs: list[int] = []
         # What reached the API, and when; while it is down, every POST fails.
         self.sent: list[tuple[Notification, float]] = []
@@ -86,8 +88,15 @@ class Replay:
             self.domain_id = int(options.get('id', self.domain_id + 1))
         domain_id = int(options.get('id', self.domain_id))
         kind, event, detail = EventKind.LIFECYCLE, NO_CODE, NO_CODE
-        source = 'libvirt'
-        if what == 'SCAN':
+        source, persistent = 'libvirt', None
+        if what.startswith(('DEFINED_', 'UNDEFINED_')):
+            self.persistent = what.startswith('DEFINED_')
+        if what == 'SCAN' and args[0] == 'absent':
+            kind, source, domain_id = EventKind.NOT_LISTED, RECONCILIATION, -1
+        elif what == 'SCAN':
+            if {'transient', 'persistent'} & set(args):
+                self.persistent = 'persistent' in args
+            persistent = self.persistent
             state_reason = args[0].upper().split('-')
             state = getattr(libvirt, f'VIR_DOMAIN_{state_reason[0]}')
             reason = (getattr(libvirt, f'VIR_DOMAIN_{"_".join(state_reason)}')
@@ -122,7 +131,8 @@ class Replay:
             detail = getattr(libvirt, f'VIR_DOMAIN_EVENT_{what}')
         return DomainEvent(kind=kind, domain_uuid=UUID, domain_name='vm-1',
                            event=event, detail=detail, detected_at=self._utcnow(),
-                           source=source, domain_id=domain_id, seq=seq)
+                           source=source, domain_id=domain_id, seq=seq,
+                           persistent=persistent)
 
     def step(self, line: str) -> None:
         seconds, what, *args = line.split()
@@ -254,3 +264,13 @@ def test_a_crash_after_a_failed_migration_whose_resume_was_missed_goes_at_once(
     story = Story('resume missed', UP + '5 SUSPENDED_MIGRATED\n10 SCAN running\n'
                   '30 STOPPED_FAILED\n31 TICK', ())
     assert _pending(story, tmp_path) == [(CRASH, 30.0, 30.0)]
+
+
+def test_a_domain_never_told_persistent_keeps_its_failure_when_not_listed(tmp_path):
+    # Started and crashed between two scans, no define event seen: whether
+    # it was undefined or was transient and vanished as it stopped, nothing
+    # tells. Its crash stands: never lost. (Not a story: a truthful scan
+    # added before the crash would tell that it is persistent.)
+    story = Story('never told persistent', UP + '4 API_DOWN\n5 STOPPED_FAILED\n'
+                  '15 TICK\n20 RESTART\n20 SCAN absent\n30 API_UP', ())
+    assert replay(story, tmp_path) == (CRASH,)

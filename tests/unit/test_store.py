@@ -114,6 +114,8 @@ def test_a_version_2_journal_is_upgraded_in_place(tmp_path):
         ('a', Phase.FAILED, 'LIFECYCLE/STOPPED_FAILED', -1),
         ('b', Phase.RUNNING, 'IO_ERROR/IO_ERROR_REPORT', -1),
         ('c', Phase.RUNNING, '', -1)]
+    # Whether each is persistent, nobody told yet.
+    assert {r.persistent for r in s.records()} == {None}
     s.close()
 
 
@@ -130,6 +132,17 @@ def test_every_phase_reads_back_as_stored_whatever_the_episode(tmp_path):
     assert {(r.uuid, r.phase) for r in s.records()} == {
         (f'{phase}-{episode}', phase) for phase in Phase
         for episode in ('', 'LIFECYCLE/STOPPED_FAILED', 'IO_ERROR/IO_ERROR_REPORT')}
+    s.close()
+
+
+def test_whether_a_domain_is_persistent_reads_back_as_stored(tmp_path):
+    s = store.SqliteStateStore(str(tmp_path))
+    for uuid, persistent in (('a', True), ('b', False), ('c', None)):
+        s.put(DomainRecord(uuid=uuid, name='vm', persistent=persistent))
+    s.close()
+    s = store.SqliteStateStore(str(tmp_path))
+    assert sorted((r.uuid, r.persistent) for r in s.records()) == [
+        ('a', True), ('b', False), ('c', None)]
     s.close()
 
 

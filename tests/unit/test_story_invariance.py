@@ -32,8 +32,9 @@ from tests.unit.test_scenarios import replay
 STALE_DEPTH = 3
 
 # The state libvirt reports after each lifecycle event, as a story's SCAN
-# names it; None: no scan says anything of it then (the domain is gone,
-# shutting down, or its crash is preserved), so none is added.
+# names it; None: no scan says anything of it then (shutting down, its crash
+# preserved, or gone by the migration watch's look), so none is added. An
+# undefine and a define change the state they find (see states).
 _STATE_AFTER = {
     'STARTED_MIGRATED': 'paused-migration',
     'SUSPENDED_PAUSED': 'paused',
@@ -47,7 +48,6 @@ _STATE_AFTER = {
     'STOPPED_SHUTDOWN': 'shutoff-shutdown',
     'STOPPED_SAVED': 'shutoff-saved',
     'STOPPED_MIGRATED': 'shutoff-migrated',
-    'UNDEFINED_REMOVED': None,
     'MIGRATION_SOURCE_GONE': None,
     'CRASHED_PANICKED': None,
     'SHUTDOWN_GUEST': None,
@@ -75,6 +75,12 @@ def states(steps: list[str]) -> list[str | None]:
             state = None if stopped else 'running'
         elif what.startswith('STARTED_'):
             state = _STATE_AFTER.get(what, 'running')
+        elif what.startswith('UNDEFINED_'):
+            # A stopped domain is then gone; an active one runs on, transient.
+            stopped = state is not None and state.startswith('shutoff')
+            state = 'absent' if stopped else state
+        elif what.startswith('DEFINED_'):
+            state = 'shutoff' if state == 'absent' else state
         elif what in _STATE_AFTER:
             state = _STATE_AFTER[what]
         elif what == 'SCAN' and not _READ.search(step):
@@ -129,8 +135,11 @@ def scratch() -> Iterator[pathlib.Path]:
 
 def test_the_states_follow_the_events():
     assert states(['0 RESUMED_UNPAUSED', '0 STARTED_BOOTED', '5 SUSPENDED_MIGRATED',
-                   '6 STOPPED_MIGRATED', '7 UNDEFINED_REMOVED']) == [
-        None, 'running', 'paused-migration', 'shutoff-migrated', None]
+                   '6 STOPPED_MIGRATED', '7 UNDEFINED_REMOVED', '8 DEFINED_ADDED']) == [
+        None, 'running', 'paused-migration', 'shutoff-migrated', 'absent', 'shutoff']
+    # Undefined while it runs: it runs on, transient.
+    assert states(['0 STARTED_BOOTED', '5 UNDEFINED_REMOVED', '6 DEFINED_ADDED']) == [
+        'running', 'running', 'running']
     assert states(['0 SCAN paused-migration id=3', '1 SCAN running read@1',
                    '5 STOPPED_FAILED']) == [
         'paused-migration', 'paused-migration', 'shutoff-crashed']
