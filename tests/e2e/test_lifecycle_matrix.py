@@ -274,12 +274,16 @@ def test_agent_restarted_during_a_hang(start_agent_guest, start_agent, recovery_
     assert again.process.poll() is None
 
 
-def _refused_crash(hypervisor, start_guest, start_agent, recovery_api, name):
-    """A persistent guest's QEMU killed while the API answers 503."""
+def _refused_crash(hypervisor, start_guest, start_agent, recovery_api, name,
+                   persistent=True):
+    """A guest's QEMU killed while the API answers 503 (a persistent guest,
+    as Nova's are, unless told otherwise), once a scan has seen it."""
     recovery_api.answer(*[(503, 'Service Unavailable')] * 10_000)
     agent = start_agent(recovery_api.url, reconcile_interval=0.5)
-    dom = start_guest(name, persistent=True)
+    dom = start_guest(name, persistent=persistent)
     agent.wait_log(f'Domain {name} (')
+    scans = agent.output().count('Domain state scan:')
+    agent.wait_log('Domain state scan:', count=scans + 1)
     os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
     recovery_api.wait_requests(2, timeout=20)  # refused, and retried
     return agent, dom
@@ -311,16 +315,43 @@ def test_a_crash_the_api_refused_is_withdrawn_once_it_is_over(
     _api_back_and_quiet(recovery_api)
 
 
-def test_the_same_with_the_start_seen_only_by_a_restarted_agents_scan(
-        hypervisor, start_guest, start_agent, recovery_api):
+@pytest.mark.parametrize('name, over, why', [
+    ('mx-refused-restart', libvirt.virDomain.create, 'scan-running-new-run'),
+    # The restarted agent's scan no longer lists a domain it saw persistent.
+    ('mx-refused-gone', libvirt.virDomain.undefine, 'not listed by a scan'),
+], ids=['started again', 'undefined'])
+def test_the_same_seen_only_by_a_restarted_agents_scan(
+        hypervisor, start_guest, start_agent, recovery_api, name, over, why):
     agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
-                                'mx-refused-restart')
+                                name)
     assert agent.stop() == 0
-    dom.create()  # no agent sees the event
+    over(dom)  # no agent sees the event
     again = start_agent(recovery_api.url, reconcile_interval=0.5)
     again.wait_log('withdrawn')
+    assert why in again.output(own=True)
     _api_back_and_quiet(recovery_api)
     assert again.process.poll() is None
+
+
+def test_a_transient_guests_crash_the_api_refused_stands_across_a_restart(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # Gone as soon as QEMU died, however it died: the restarted agent's scan
+    # does not list it either, and the crash is sent once the API is back.
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-transient', persistent=False)
+    assert agent.stop() == 0
+    again = start_agent(recovery_api.url, reconcile_interval=0.5)
+    again.wait_log('Domain state scan:', count=2, own=True)
+    with recovery_api._changed:
+        recovery_api.script.clear()
+    recovery_api.wait_stored(1, timeout=20)
+    tried = len(recovery_api.requests)
+    time.sleep(QUIET)
+    assert [(n['payload']['instance_uuid'], n['payload']['event'],
+             n['payload']['vir_domain_event']) for n in recovery_api.stored] == [
+        (dom.UUIDString(), *CRASH)]
+    assert len(recovery_api.requests) == tried  # nothing after it
+    assert 'withdrawn' not in again.output(own=True)
 
 
 def test_the_same_with_the_api_back_before_the_agent(
