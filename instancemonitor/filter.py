@@ -111,6 +111,10 @@ _LIFECYCLE_INPUTS: dict[tuple[int, int], Input] = {
     (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED): Input.STOP_CRASHED,
     (_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED): Input.STOP_MIGRATED,
     (_STOPPED, NO_CODE): Input.STOP,
+    # A rename (of a stopped domain) undefines the old name and defines the
+    # new one, the same domain: nothing is over, nothing to forget.
+    (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED_RENAMED):
+        Input.EVENT,
     (libvirt.VIR_DOMAIN_EVENT_UNDEFINED, NO_CODE): Input.UNDEFINED,
     (libvirt.VIR_DOMAIN_EVENT_DEFINED, NO_CODE): Input.DEFINED,
 }

@@ -315,6 +315,28 @@ def test_a_crash_the_api_refused_is_withdrawn_once_it_is_over(
     _api_back_and_quiet(recovery_api)
 
 
+def test_a_crash_the_api_refused_stands_when_the_stopped_domain_is_renamed(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # libvirt undefines the old name and defines the new: the same domain,
+    # its crash neither over nor forgotten (and not found again by a scan).
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-rename')
+    wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
+    dom.rename('mx-refused-renamed')
+    agent.wait_log('of mx-refused-renamed (')
+    with recovery_api._changed:
+        recovery_api.script.clear()
+    recovery_api.wait_stored(1, timeout=20)
+    tried = len(recovery_api.requests)
+    time.sleep(QUIET)
+    assert [(n['payload']['instance_uuid'], n['payload']['event'],
+             n['payload']['vir_domain_event']) for n in recovery_api.stored] == [
+        (dom.UUIDString(), *CRASH)]
+    assert len(recovery_api.requests) == tried
+    log = agent.output()
+    assert 'withdrawn' not in log and 'found by reconciliation' not in log
+
+
 @pytest.mark.parametrize('name, over, why', [
     ('mx-refused-restart', libvirt.virDomain.create, 'scan-running-new-run'),
     # The restarted agent's scan no longer lists a domain it saw persistent.

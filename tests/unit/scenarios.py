@@ -374,6 +374,9 @@ STORIES = [
           'off: withdrawn',
           UP + '4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 UNDEFINED_REMOVED\n'
           '21 DEFINED_ADDED\n30 API_UP\n35 SCAN shutoff', NONE),
+    Story('API down: a crash, then the stopped domain renamed: still one',
+          DEFINED + UP + '4 API_DOWN\n5 STOPPED_FAILED\n15 TICK\n20 UNDEFINED_RENAMED\n'
+          '20 DEFINED_RENAMED\n30 API_UP', (CRASH,)),
     Story('API down: an I/O error, the VM made transient and defined again while '
           'it runs: sent once the API is back',
           UP + '4 API_DOWN\n5 IO_ERROR_REPORT\n15 TICK\n20 UNDEFINED_REMOVED\n'

@@ -89,7 +89,7 @@ class Replay:
         domain_id = int(options.get('id', self.domain_id))
         kind, event, detail = EventKind.LIFECYCLE, NO_CODE, NO_CODE
         source, persistent = 'libvirt', None
-        if what.startswith(('DEFINED_', 'UNDEFINED_')):
+        if what.startswith(('DEFINED_', 'UNDEFINED_')) and what != 'UNDEFINED_RENAMED':
             self.persistent = what.startswith('DEFINED_')
         if what == 'SCAN' and args[0] == 'absent':
             kind, source, domain_id = EventKind.NOT_LISTED, RECONCILIATION, -1

@@ -75,7 +75,7 @@ def states(steps: list[str]) -> list[str | None]:
             state = None if stopped else 'running'
         elif what.startswith('STARTED_'):
             state = _STATE_AFTER.get(what, 'running')
-        elif what.startswith('UNDEFINED_'):
+        elif what.startswith('UNDEFINED_') and what != 'UNDEFINED_RENAMED':
             # A stopped domain is then gone; an active one runs on, transient.
             stopped = state is not None and state.startswith('shutoff')
             state = 'absent' if stopped else state
