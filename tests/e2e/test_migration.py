@@ -189,9 +189,9 @@ def test_a_live_migration_that_succeeds_is_no_failure_on_either_host(
     migration.start()
     migration.finish()
     assert migration.error is None
-    # DEFINED_ADDED (--persistent) is an input of its own: 'event'.
-    wait_inputs(target, 'mig-ok', ['start-migration-in', 'event', 'resume-migrated'])
-    wait_inputs(source, 'mig-ok', ['event', 'resume', 'start', 'pause-migration',
+    # DEFINED_ADDED (--persistent): 'defined', the domain persistent.
+    wait_inputs(target, 'mig-ok', ['start-migration-in', 'defined', 'resume-migrated'])
+    wait_inputs(source, 'mig-ok', ['defined', 'resume', 'start', 'pause-migration',
                                    'stop-migrated'])  # defined, started, migrated
     time.sleep(QUIET)
     assert sent(recovery_api) == []
@@ -224,7 +224,7 @@ def test_a_failed_migration_is_no_failure_and_the_source_runs_on(
     assert sent(recovery_api) == []
     assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
     # The source saw nothing but its own run go on.
-    assert inputs(source, name) == ['event', 'resume', 'start']
+    assert inputs(source, name) == ['defined', 'resume', 'start']
     crash_where_it_runs(hypervisor, name, 'compute-1', uuid, recovery_api)
 
 
@@ -238,7 +238,7 @@ def test_the_source_qemu_killed_mid_migration_is_one_crash_named_by_the_source(
     os.kill(hypervisor.qemu_pid(name), signal.SIGKILL)
     migration.finish()
     assert migration.error is not None
-    wait_inputs(source, name, ['event', 'resume', 'start', 'stop-failed'])
+    wait_inputs(source, name, ['defined', 'resume', 'start', 'stop-failed'])
     wait_inputs(target, name, ['start-migration-in', 'stop-failed'])
     recovery_api.wait_stored(1, timeout=15)
     time.sleep(QUIET)
@@ -323,7 +323,7 @@ def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
         pytest.fail(f'the migration failed: {migration.error}')
     if not runs_at(destination, name):
         pytest.fail('the VM does not run at the destination')
-    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+    wait_inputs(source, name, ['defined', 'resume', 'start', 'pause-migration',
                                'stop-failed'])
     source.wait_log('the migration went through and the VM runs at the destination')
     time.sleep(QUIET)
@@ -365,7 +365,7 @@ def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_nam
     finally:
         os.kill(source.process.pid, signal.SIGCONT)
     migrated_away(source, destination, name, uuid, recovery_api,
-                  ['event', 'resume', 'start', 'pause-migration', 'stop-failed'])
+                  ['defined', 'resume', 'start', 'pause-migration', 'stop-failed'])
 
 
 def test_the_source_qemu_dying_before_the_data_is_across_is_one_crash(
@@ -380,7 +380,7 @@ def test_the_source_qemu_dying_before_the_data_is_across_is_one_crash(
     migration = _die_in_the_last_phase(hypervisor, destination, conn, name, 0.0)
     if migration.error is None:
         pytest.fail('the migration succeeded')
-    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+    wait_inputs(source, name, ['defined', 'resume', 'start', 'pause-migration',
                                'stop-failed'])
     source.wait_log('the migration did not take the VM away; '
                     'LIFECYCLE/STOPPED_FAILED goes now')
@@ -437,7 +437,7 @@ def test_the_source_qemu_dying_once_post_copy_has_the_data_across_names_nothing(
         pytest.fail('the VM does not run at the destination')
     # SUSPENDED_MIGRATED, then SUSPENDED_POSTCOPY.
     migrated_away(source, destination, name, uuid, recovery_api,
-                  ['event', 'resume', 'start', 'pause-migration', 'pause-migration',
+                  ['defined', 'resume', 'start', 'pause-migration', 'pause-migration',
                    'stop-failed'])
 
 
@@ -489,7 +489,7 @@ def test_a_live_migration_with_the_heartbeat_on_names_nothing(
     migration.finish(180)
     assert migration.error is None
     assert time.monotonic() - started > 30
-    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+    wait_inputs(source, name, ['defined', 'resume', 'start', 'pause-migration',
                                'stop-migrated'])
     log = source.output()
     during = log[:log.index('pause-migration: running')]
@@ -517,8 +517,8 @@ def test_both_agents_restarted_during_a_live_migration_that_succeeds_name_nothin
                for i in inputs(target, name, scans=True, own=True))
     migration.finish()
     assert migration.error is None
-    wait_inputs(target, name, ['start-migration-in', 'event', 'resume-migrated'])
-    wait_inputs(source, name, ['event', 'resume', 'start', 'pause-migration',
+    wait_inputs(target, name, ['start-migration-in', 'defined', 'resume-migrated'])
+    wait_inputs(source, name, ['defined', 'resume', 'start', 'pause-migration',
                                'stop-migrated'])
     time.sleep(QUIET)
     assert sent(recovery_api) == []
@@ -557,7 +557,7 @@ def test_the_destination_agent_restarted_during_a_cancelled_migration_names_noth
     time.sleep(QUIET)
     assert sent(recovery_api) == []
     assert conn.lookupByName(name).state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    assert inputs(source, name) == ['event', 'resume', 'start']
+    assert inputs(source, name) == ['defined', 'resume', 'start']
     crash_where_it_runs(hypervisor, name, 'compute-1', uuid, recovery_api)
 
 
