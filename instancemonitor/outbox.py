@@ -17,6 +17,7 @@ import datetime
 import heapq
 import itertools
 import logging
+import math
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -142,11 +143,13 @@ class Outbox:
         because the wall clock went back, is due after it instead.
         ``confirm_recovered_within``: if set, what the store held at start
         waits for :meth:`release_recovered` (the agent's first scan, which
-        withdraws what is over), at most that many seconds."""
+        withdraws what is over): until libvirtd answers, and from then
+        (:meth:`start_confirmation_wait`) at most that many seconds."""
         self.sink = sink
         self._store = store or MemoryOutboxStore()
         self.max_age = max_age
         self.max_delay = max_delay
+        self._confirm_within = confirm_recovered_within
         self._monotonic = monotonic
         self._utcnow = utcnow
         lock = threading.Lock()
@@ -177,10 +180,10 @@ class Outbox:
         self._after_held: list[Callable[[], None]] = []
         now_wall, now = self._utcnow().timestamp(), self._monotonic()
         recovered = self._store.pending(sink)
-        # While recovered notifications wait for confirmation: until when.
+        # While recovered notifications wait for confirmation: until when
+        # (infinity: until libvirtd answers, see start_confirmation_wait).
         self._unconfirmed_until: float | None = (
-            now + confirm_recovered_within
-            if recovered and confirm_recovered_within else None)
+            math.inf if recovered and confirm_recovered_within else None)
         with self._cond:
             for notification, due_at in recovered:
                 # Across a restart only the wall clock can tell: its steps
@@ -382,6 +385,18 @@ class Outbox:
             self.on_schedule()
         return released
 
+    def start_confirmation_wait(self) -> None:
+        """libvirtd answers: what the store held at start waits for a scan
+        at most ``confirm_recovered_within`` seconds from now (if it still
+        does, and this is the first call). Until then it waits however long:
+        sent while libvirtd cannot be reached, its recovery could not be
+        carried out on this host, and it could name a VM started again, or
+        undefined, while the agent was stopped."""
+        with self._cond:
+            if self._unconfirmed_until == math.inf:
+                self._unconfirmed_until = self._monotonic() + self._confirm_within
+                self._cond.notify_all()
+
     def release_recovered(self, why: str = 'a scan of the domains confirmed them'
                           ) -> None:
         """Schedule what the store held at start and was not withdrawn."""
@@ -422,7 +437,7 @@ class Outbox:
                     if now >= self._unconfirmed_until:
                         self._release_recovered('no scan of the domains could '
                                                 'confirm them in time')
-                    else:
+                    elif self._unconfirmed_until != math.inf:
                         timeout = self._unconfirmed_until - now
                 while self._waiting:
                     due, _, nid = self._waiting[0]

@@ -76,8 +76,9 @@ LOG = logging.getLogger(__name__)
 # Seconds between deletions of old dead letters.
 DEAD_LETTER_PRUNE_INTERVAL = 600.0
 # Seconds what the outbox held at start waits for the first scan of the
-# domains, at most: with libvirtd unreachable for longer it is sent
-# unconfirmed (nothing starts a VM without libvirtd meanwhile).
+# domains once libvirtd answers, at most: if no scan completes by then, it
+# is sent unconfirmed. While libvirtd cannot be reached it waits however
+# long (see Outbox.start_confirmation_wait).
 RECOVERED_CONFIRM_WAIT = 30.0
 # The watched threads that make calls to libvirtd (and wait in them, or in
 # the heartbeat's pings, for as long as it does not answer).
@@ -292,6 +293,7 @@ class AgentService:
         # After the event callbacks: a failure between the two is seen twice
         # at worst, and the journal keeps one.
         self.connection.on_connect(self.reconciler.register)
+        self.connection.on_connect(self._libvirt_answers)
         # One pool for everything that waits on guest agents.
         self._agent_pool = (concurrent.futures.ThreadPoolExecutor(
             max_workers=conf.introspectiveinstancemonitor.ping_workers,
@@ -421,6 +423,12 @@ class AgentService:
         """The durable state is not (all) on disk: a database that cannot be
         written now, or none at all."""
         return self.store is None or any(state.degraded for state in self._stores)
+
+    def _libvirt_answers(self, _conn: libvirt.virConnect) -> list[int]:
+        """A connection is open: the first scan can confirm what the outbox
+        held at start."""
+        self.outbox.start_confirmation_wait()
+        return []
 
     def _scanned(self, present: set[str], seq: int) -> None:
         """After a complete scan (its states published, not yet applied)."""

@@ -15,6 +15,7 @@ import libvirt
 import libvirt_qemu
 import pytest
 
+from instancemonitor.service import RECOVERED_CONFIRM_WAIT
 from tests.e2e.conftest import AGENT_CHANNEL
 from tests.e2e.test_agent_guest import guest_exec
 from tests.e2e.test_failures import kill_qemu
@@ -289,14 +290,36 @@ def _refused_crash(hypervisor, start_guest, start_agent, recovery_api, name,
     return agent, dom
 
 
-def _api_back_and_quiet(recovery_api) -> None:
-    """The API answers again; nothing more may reach it (retries are 0.5 s
-    apart in these agents)."""
+def _api_back(recovery_api) -> int:
+    """The API answers again; return how many requests it had before."""
     with recovery_api._changed:
         recovery_api.script.clear()
-        tried = len(recovery_api.requests)
+        return len(recovery_api.requests)
+
+
+def _nothing_since(recovery_api, tried: int) -> None:
+    """Not one request more than ``tried`` (retries are 0.5 s apart in
+    these agents), and nothing stored."""
     time.sleep(QUIET)
     assert len(recovery_api.requests) == tried and recovery_api.stored == []
+
+
+def _api_back_and_quiet(recovery_api) -> None:
+    """The API answers again; nothing more may reach it."""
+    _nothing_since(recovery_api, _api_back(recovery_api))
+
+
+def _api_back_then_only_the_crash(recovery_api, dom) -> None:
+    """The API answers again: the guest's crash reaches it, once, and
+    nothing else."""
+    _api_back(recovery_api)
+    recovery_api.wait_stored(1, timeout=20)
+    tried = len(recovery_api.requests)
+    time.sleep(QUIET)
+    assert [(n['payload']['instance_uuid'], n['payload']['event'],
+             n['payload']['vir_domain_event']) for n in recovery_api.stored] == [
+        (dom.UUIDString(), *CRASH)]
+    assert len(recovery_api.requests) == tried
 
 
 @pytest.mark.parametrize('name, over', [
@@ -324,15 +347,7 @@ def test_a_crash_the_api_refused_stands_when_the_stopped_domain_is_renamed(
     wait_state(dom, libvirt.VIR_DOMAIN_SHUTOFF)
     dom.rename('mx-refused-renamed')
     agent.wait_log('of mx-refused-renamed (')
-    with recovery_api._changed:
-        recovery_api.script.clear()
-    recovery_api.wait_stored(1, timeout=20)
-    tried = len(recovery_api.requests)
-    time.sleep(QUIET)
-    assert [(n['payload']['instance_uuid'], n['payload']['event'],
-             n['payload']['vir_domain_event']) for n in recovery_api.stored] == [
-        (dom.UUIDString(), *CRASH)]
-    assert len(recovery_api.requests) == tried
+    _api_back_then_only_the_crash(recovery_api, dom)
     log = agent.output()
     assert 'withdrawn' not in log and 'found by reconciliation' not in log
 
@@ -355,6 +370,31 @@ def test_the_same_seen_only_by_a_restarted_agents_scan(
     assert again.process.poll() is None
 
 
+def test_what_a_restart_found_waits_for_libvirtd_to_answer_however_long(
+        hypervisor, start_guest, start_agent, recovery_api):
+    # A crash the API refused; the agent stopped; the domain undefined
+    # meanwhile; the agent restarted while libvirtd is down, for longer than
+    # a scan is awaited once libvirtd answers, the API answering again. Not
+    # one POST (its recovery could not be carried out here meanwhile either),
+    # and once libvirtd is back its scan withdraws the crash.
+    agent, dom = _refused_crash(hypervisor, start_guest, start_agent, recovery_api,
+                                'mx-refused-away')
+    assert agent.stop() == 0
+    dom.undefine()
+    hypervisor.stop()
+    try:
+        tried = _api_back(recovery_api)
+        again = start_agent(recovery_api.url, reconcile_interval=0.5,
+                            connected=False)
+        again.wait_log('recovered from the outbox', own=True)
+        time.sleep(RECOVERED_CONFIRM_WAIT + 5)
+        assert len(recovery_api.requests) == tried
+    finally:
+        hypervisor.start()
+    again.wait_log('withdrawn', timeout=30)
+    _nothing_since(recovery_api, tried)
+
+
 def test_a_transient_guests_crash_the_api_refused_stands_across_a_restart(
         hypervisor, start_guest, start_agent, recovery_api):
     # Gone as soon as QEMU died, however it died: the restarted agent's scan
@@ -364,15 +404,7 @@ def test_a_transient_guests_crash_the_api_refused_stands_across_a_restart(
     assert agent.stop() == 0
     again = start_agent(recovery_api.url, reconcile_interval=0.5)
     again.wait_log('Domain state scan:', count=2, own=True)
-    with recovery_api._changed:
-        recovery_api.script.clear()
-    recovery_api.wait_stored(1, timeout=20)
-    tried = len(recovery_api.requests)
-    time.sleep(QUIET)
-    assert [(n['payload']['instance_uuid'], n['payload']['event'],
-             n['payload']['vir_domain_event']) for n in recovery_api.stored] == [
-        (dom.UUIDString(), *CRASH)]
-    assert len(recovery_api.requests) == tried  # nothing after it
+    _api_back_then_only_the_crash(recovery_api, dom)
     assert 'withdrawn' not in again.output(own=True)
 
 
@@ -384,13 +416,10 @@ def test_the_same_with_the_api_back_before_the_agent(
                                 'mx-refused-back')
     assert agent.stop() == 0
     dom.create()
-    with recovery_api._changed:
-        recovery_api.script.clear()
-        tried = len(recovery_api.requests)
+    tried = _api_back(recovery_api)
     again = start_agent(recovery_api.url, reconcile_interval=0.5)
     again.wait_log('withdrawn')
-    time.sleep(QUIET)
-    assert len(recovery_api.requests) == tried and recovery_api.stored == []
+    _nothing_since(recovery_api, tried)
 
 
 def test_a_running_vm_made_transient_and_defined_again_is_the_same_run(

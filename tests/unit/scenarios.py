@@ -354,8 +354,8 @@ STORIES = [
           'first scan, which finds it still shut off: sent then',
           UP + '4 API_DOWN\n5 STOPPED_FAILED\n12 RESTART\n13 API_UP\n'
           '16 SCAN shutoff-crashed', (CRASH,)),
-    Story('API down: a crash; the agent restarts, no scan can be made: sent '
-          'unconfirmed 30 s later',
+    Story('API down: a crash; the agent restarts, libvirtd answers but no scan '
+          'completes: sent unconfirmed 30 s later',
           UP + '4 API_DOWN\n5 STOPPED_FAILED\n12 RESTART\n13 API_UP\n'
           '41 PING_MISS\n43 PING_MISS', (CRASH,)),
     Story('API down: a hang, then the guest agent answers again: withdrawn',

@@ -348,13 +348,16 @@ def test_the_oldest_pending_age_is_from_detection_and_zero_when_empty():
     assert box.oldest_age() == 5.0
 
 
-def _recovered(directory, clock, *notifications, wait=30.0):
+def _recovered(directory, clock, *notifications, wait=30.0, answering=True):
     """An outbox over a state database that already holds ``notifications``,
-    due now, as after a restart."""
+    due now, as after a restart; ``answering``: libvirtd answers at once."""
     store = SqliteStateStore(str(directory))
     for n in notifications:
         store.insert(n, 0.0)
-    return Outbox(store, monotonic=clock, confirm_recovered_within=wait), store
+    box = Outbox(store, monotonic=clock, confirm_recovered_within=wait)
+    if answering:
+        box.start_confirmation_wait()
+    return box, store
 
 
 def test_what_a_restart_finds_waits_for_the_first_scan_which_may_withdraw_it(tmp_path):
@@ -379,6 +382,34 @@ def test_with_no_scan_what_a_restart_found_goes_after_the_wait(tmp_path):
     assert box.take(stop, 0.0) is None
     clock.now += 1.0
     assert box.take(stop, 0.0) == crashed
+
+
+def test_while_libvirtd_cannot_be_reached_what_a_restart_found_waits(tmp_path):
+    # Its recovery could not be carried out here meanwhile, and the VM may
+    # have been started again or undefined while the agent was stopped.
+    clock = FakeClock()
+    stop = threading.Event()
+    crashed = notification('b')
+    box, _ = _recovered(tmp_path, clock, crashed, answering=False)
+    clock.now += 3600.0
+    assert box.take(stop, 0.0) is None
+    box.start_confirmation_wait()  # libvirtd answers: the wait begins
+    clock.now += 20.0
+    box.start_confirmation_wait()  # a reconnection does not begin it again
+    clock.now += 9.0
+    assert box.take(stop, 0.0) is None
+    clock.now += 1.0
+    assert box.take(stop, 0.0) == crashed
+
+
+def test_a_take_waiting_for_libvirtd_wakes_when_it_answers(tmp_path):
+    crashed = notification('b')
+    box, _ = _recovered(tmp_path, time.monotonic, crashed, wait=0.3,
+                        answering=False)
+    threading.Timer(0.3, box.start_confirmation_wait).start()
+    started = time.monotonic()
+    assert box.take(threading.Event(), timeout=5.0) == crashed
+    assert 0.55 <= time.monotonic() - started < 2.5
 
 
 def test_a_take_waiting_for_the_confirmation_wakes_at_its_end(tmp_path):

@@ -70,6 +70,7 @@ class Replay:
         self.outbox = Outbox(self.store, monotonic=lambda: self.now,
                              utcnow=self._utcnow,
                              confirm_recovered_within=RECOVERED_CONFIRM_WAIT)
+        self.outbox.start_confirmation_wait()  # libvirtd answers at once
         self.pipeline = NotificationPipeline(
             EventFilter(forward_all=story.forward == 'all',
                         reboot_window=story.reboot_window),
