@@ -91,6 +91,8 @@ _DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at
                    'notified, reported, heartbeat, run, agent, agent_failures, '
                    'agent_since, agent_answered, recovery_times, episode_by, probes, '
                    'persistent')
+_PUT_DOMAIN = (f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) VALUES '
+               f'({", ".join("?" * (_DOMAIN_COLUMNS.count(",") + 1))})')
 
 
 def _upgrade(db: sqlite3.Connection) -> None:
@@ -526,8 +528,7 @@ class SqliteStateStore:
             self._records[record.uuid] = record.copy()
         r = record
         self._write(
-            f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) '
-            f'VALUES ({", ".join("?" * 19)})',
+            _PUT_DOMAIN,
             (r.uuid, r.name, r.phase.value, r.last_event, _stamp(r.last_seen),
              r.episode, _stamp(r.failed_at), r.notified,
              ','.join(sorted(r.reported)), r.heartbeat, r.run, r.agent.value,

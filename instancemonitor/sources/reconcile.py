@@ -7,10 +7,10 @@ state as the lifecycle event it stands for, with the domain's id, marked as
 coming from reconciliation. The state machine (``domainstate``) decides what
 is news: a failure nobody reported, or a run it has not seen. A scan takes
 its sequence number before it reads, so the machine can tell a state read
-before an event it already applied. Each domain the journal knows that a
-complete scan does not list is published as NOT_LISTED, with whether each
-listed domain is persistent: a persistent domain missing was undefined
-while nobody watched. A scan that fails reports nothing.
+before an event it already applied. Each state found says whether the
+domain is persistent, and each domain the journal knows that a complete
+scan does not list is published as NOT_LISTED: a persistent domain missing
+was undefined while nobody watched. A scan that fails reports nothing.
 """
 
 import logging
