@@ -189,18 +189,13 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
     (ANY, Input.DEFINED): (None, Action.NONE),
     # A persistent domain a scan does not list was undefined while nobody
     # watched (the agent stopped, libvirtd away), and is stopped (an active
-    # domain is always listed): as UNDEFINED on a stopped domain. The source of
-    # a migration's last phase was undefined by the migration, or by a
-    # client after it: either way the VM lives here no more. A transient
-    # domain is not listed once it stops, whatever stopped it: what it
-    # still has to send stands (never lost), and its record is dropped
-    # after forget_gone_after.
+    # domain is always listed): as UNDEFINED on a stopped domain, whatever
+    # phase the agent last saw; the source of a migration's last phase was
+    # undefined by the migration or by a client after it, the VM lives here
+    # no more either way. A transient domain is not listed once it stops,
+    # whatever stopped it: what it still has to send stands (never lost),
+    # and its record is dropped after forget_gone_after.
     (ANY, Input.SCAN_UNDEFINED): (None, Action.FORGET),
-    (Phase.MIGRATING_OUT, Input.SCAN_UNDEFINED): (None, Action.MIGRATED_AWAY),
-    (Phase.MIGRATING_OUT_DEFINED, Input.SCAN_UNDEFINED): (None, Action.MIGRATED_AWAY),
-    (Phase.STOPPED_MIGRATING, Input.SCAN_UNDEFINED): (None, Action.MIGRATED_AWAY),
-    (Phase.STOPPED_MIGRATING_DEFINED, Input.SCAN_UNDEFINED):
-        (None, Action.MIGRATED_AWAY),
     (ANY, Input.SCAN_NOT_LISTED): (None, Action.NONE),
     (Phase.MIGRATING_OUT, Input.SOURCE_DEFINED):
         (Phase.MIGRATING_OUT_DEFINED, Action.NONE),
@@ -614,13 +609,6 @@ class DomainMachine:
                 record.persistent = False
                 out.trace.append(f'{given}: runs on as a transient domain, the '
                                  'same run')
-            case Action.MIGRATED_AWAY if given is Input.SCAN_UNDEFINED:
-                out.record = None
-                out.withdraw = ALL_PAIRS
-                out.trace.append(f'{given}: not listed by a scan, in or after '
-                                 'the last phase of an outgoing migration: '
-                                 'undefined by it or after it, the VM lives here '
-                                 'no more; not a failure here')
             case Action.MIGRATED_AWAY:
                 out.record = None
                 out.withdraw = ALL_PAIRS
