@@ -18,7 +18,8 @@ Three tables decide everything: :data:`LIFECYCLE_TABLE` (phase, input) →
 state, action) and :data:`PROBE_TABLE` (a probe's state, its outcome) →
 (state, action), one probe state per application probe. :func:`refine`
 turns what an input cannot say by itself (is this scan stale? is this domain
-id a new run? was the domain a scan no longer lists persistent? has the
+id a new run? was a domain a scan no longer lists, or the migration watch
+finds gone, persistent? has the
 startup grace passed?) into the input the tables are keyed on.
 """
 
@@ -73,6 +74,8 @@ class Input(enum.StrEnum):
     # a QEMU died in it
     SOURCE_DEFINED = 'source-defined'        # the domain is persistent
     SOURCE_GONE = 'source-gone'              # the domain is no longer defined
+    # (refined: gone, and persistent when last seen by a scan or an event)
+    SOURCE_UNDEFINED = 'source-undefined'
     MIGRATION_ENDED = 'migration-ended'      # its job ended, the domain still here
     # other libvirt events
     IO_ERROR_REPORT = 'io-error-report'      # I/O error, action report: guest runs on
@@ -203,8 +206,16 @@ LIFECYCLE_TABLE: dict[tuple[str, Input], tuple[Phase | None, Action]] = {
         (Phase.STOPPED_MIGRATING_DEFINED, Action.NONE),
     (ANY, Input.SOURCE_DEFINED): (None, Action.NONE),
     (Phase.STOPPED_MIGRATING_DEFINED, Input.SOURCE_GONE): (None, Action.MIGRATED_AWAY),
-    # Never seen defined: transient, gone whatever the outcome. Nothing
-    # tells, so the failure stands (never lost).
+    # Not seen defined by the watch, but persistent when a scan or an event
+    # last told (the agent too late to look before the migration undefined
+    # it): the same. Gone before the death is applied, it is left to that
+    # death's event, which the watch follows again.
+    (Phase.STOPPED_MIGRATING, Input.SOURCE_UNDEFINED): (None, Action.MIGRATED_AWAY),
+    (Phase.STOPPED_MIGRATING_DEFINED, Input.SOURCE_UNDEFINED):
+        (None, Action.MIGRATED_AWAY),
+    (ANY, Input.SOURCE_UNDEFINED): (None, Action.NONE),
+    # Transient, or nothing told: gone whatever the outcome. Nothing tells
+    # which, so the failure stands (never lost).
     (Phase.STOPPED_MIGRATING, Input.SOURCE_GONE): (Phase.FAILED, Action.RELEASE),
     (ANY, Input.SOURCE_GONE): (None, Action.NONE),
     (Phase.STOPPED_MIGRATING, Input.MIGRATION_ENDED): (Phase.FAILED, Action.RELEASE),
@@ -518,6 +529,8 @@ def refine(record: DomainRecord, obs: Observation,
         if given in _NEW_RUN_VARIANT and _is_new_run(record, obs.domain_id):
             return _NEW_RUN_VARIANT[given]
         return given
+    if given is Input.SOURCE_GONE and record.persistent:
+        return Input.SOURCE_UNDEFINED
     if given in (Input.PING_OK, Input.PING_MISS, Input.PROBE):
         if record.phase is not Phase.RUNNING or (
                 record.run >= 0 and obs.domain_id != record.run):

@@ -555,7 +555,7 @@ STORIES = [
     Story('source: a transient domain\'s QEMU dies in the last phase: gone '
           'either way, one',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_GONE\n'
-          '60 TICK', (CRASH,)),
+          '60 TICK', (CRASH,), transient=True),
     Story('source: QEMU dies in the last phase, the agent restarts, the '
           'migration goes through: none',
           UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n6.1 MIGRATION_SOURCE_DEFINED\n'
@@ -603,10 +603,30 @@ STORIES = [
           UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n5.5 RESTART\n'
           '5.5 SCAN paused-migration\n6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE\n'
           '60 TICK', NONE),
-    Story('source: persistent in a migration that fails in Finish; the next '
-          'migration of the domain, then transient, loses it: one',
+    Story('source: defined, its whole last phase missed (the agent too late to '
+          'look before the migration undefined it); QEMU died, gone: none',
+          DEFINED + UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_GONE\n'
+          '6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: told persistent by a scan, never by the watch; QEMU dies in '
+          'the last phase, gone at the first look after: none',
+          UP + '2 SCAN running persistent\n5 SUSPENDED_MIGRATED\n'
+          '6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: defined, QEMU dies in the last phase, the agent restarts, '
+          'gone at the first look after: none',
+          DEFINED + UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n7 RESTART\n'
+          '7 SCAN shutoff-crashed\n9 MIGRATION_SOURCE_GONE\n60 TICK', NONE),
+    Story('source: defined, the migration fails before the watch could look: one',
+          DEFINED + UP + '5 SUSPENDED_MIGRATED\n6 STOPPED_FAILED\n'
+          '6.3 MIGRATION_JOB_ENDED\n60 TICK', (CRASH,)),
+    Story('source: defined, made transient in the last phase, QEMU dies, '
+          'gone: one',
+          DEFINED + UP + '5 SUSPENDED_MIGRATED\n5.5 UNDEFINED_REMOVED\n'
+          '6 STOPPED_FAILED\n6.01 MIGRATION_SOURCE_GONE\n60 TICK', (CRASH,)),
+    Story('source: persistent in a migration that fails in Finish, then made '
+          'transient; the next migration of the domain loses it: one',
           UP + '5 SUSPENDED_MIGRATED\n5.01 MIGRATION_SOURCE_DEFINED\n'
-          '7 RESUMED_MIGRATED\n20 SUSPENDED_MIGRATED\n21 STOPPED_FAILED\n'
+          '7 RESUMED_MIGRATED\n10 UNDEFINED_REMOVED\n20 SUSPENDED_MIGRATED\n'
+          '21 STOPPED_FAILED\n'
           '21.01 MIGRATION_SOURCE_GONE\n60 TICK', (CRASH,)),
     Story('source: the domain persistent in the last phase, the migration '
           'succeeds: none',
