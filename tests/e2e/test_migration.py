@@ -131,11 +131,11 @@ def restart(agent, host_agent, host: str):
 def migratable_guest(conn, tmp_path):
     """A persistent guest, as Nova's are; ``slow`` fills its RAM with random
     data (a loader device) so that a migration takes long enough to act in."""
-    def start(name: str, slow: bool) -> libvirt.virDomain:
+    def start(name: str, slow: bool, blob_mib: int = BLOB_MIB) -> libvirt.virDomain:
         qemu_args: tuple[str, ...] = ()
         if slow:
             blob = tmp_path / f'{name}.ram'
-            blob.write_bytes(os.urandom(BLOB_MIB << 20))
+            blob.write_bytes(os.urandom(blob_mib << 20))
             qemu_args = ('-device', f'loader,file={blob},addr=0x5000000,force-raw=on')
         dom = conn.defineXML(guest_xml(name, memory_mib=128, qemu_args=qemu_args))
         dom.create()
@@ -259,13 +259,15 @@ def migrated_away(source, destination, name: str, uuid: str, api,
 
 def _die_in_the_last_phase(hypervisor, destination, conn, name: str,
                            after: float, meanwhile=lambda: None,
-                           paused=lambda: None) -> Migration:
-    """Migrate ``name`` slowly; once the source is paused for the last phase,
-    hold the destination's libvirtd (SIGSTOP), call ``paused``, SIGKILL the
-    source QEMU ``after`` seconds later, call ``meanwhile``, and let the
-    destination go on 2 s after that."""
+                           paused=lambda: None, started=lambda: None) -> Migration:
+    """Migrate ``name`` slowly, calling ``started`` once it is under way;
+    once the source is paused for the last phase, hold the destination's
+    libvirtd (SIGSTOP), call ``paused``, SIGKILL the source QEMU ``after``
+    seconds later, call ``meanwhile``, and let the destination go on 2 s
+    after that."""
     migration = Migration(hypervisor.uri, name, destination.uri, slow=True)
     migration.start()
+    started()
     dom = conn.lookupByName(name)
     wait_for(lambda: dom.state() == [libvirt.VIR_DOMAIN_PAUSED,
                                      libvirt.VIR_DOMAIN_PAUSED_MIGRATION],
@@ -366,6 +368,40 @@ def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_nam
         os.kill(source.process.pid, signal.SIGCONT)
     migrated_away(source, destination, name, uuid, recovery_api,
                   ['defined', 'resume', 'start', 'pause-migration', 'stop-failed'])
+
+
+def test_the_source_agent_frozen_for_the_whole_last_phase_names_nothing(
+        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+    """The same death, with the source's agent stopped (SIGSTOP) from before
+    the last phase begins until the migration has undefined the domain: the
+    watch never finds it defined, before or after the death. The agent knew
+    it persistent (its define event, its scans), so gone is migrated away:
+    nothing is sent. (Before the journal kept persistence, this was the
+    crash of a VM running at the destination.) A smaller guest keeps the
+    agent's freeze (about 12 s) within libvirtd's keepalive (30 s), so that
+    it comes back to every event, on the same connection."""
+    source, target = two_hosts
+    name = 'mig-agent-frozen'
+    uuid = migratable_guest(name, slow=True, blob_mib=16).UUIDString()
+    wait_inputs(source, name, ['defined', 'resume', 'start'])
+
+    def freeze_the_source_agent() -> None:
+        os.kill(source.process.pid, signal.SIGSTOP)
+    try:
+        migration = _die_in_the_last_phase(hypervisor, destination, conn, name,
+                                           1.5, started=freeze_the_source_agent)
+        if migration.error is not None:
+            pytest.fail(f'the migration failed: {migration.error}')
+        if not runs_at(destination, name):
+            pytest.fail('the VM does not run at the destination')
+        with pytest.raises(libvirt.libvirtError):
+            conn.lookupByName(name)  # undefined before the agent goes on
+    finally:
+        os.kill(source.process.pid, signal.SIGCONT)
+    migrated_away(source, destination, name, uuid, recovery_api,
+                  ['defined', 'resume', 'start', 'pause-migration', 'stop-failed'])
+    assert 'source-defined' not in source.output()
+    assert 'Lost the libvirt connection' not in source.output()
 
 
 def test_the_source_qemu_dying_before_the_data_is_across_is_one_crash(
