@@ -49,6 +49,12 @@ class EventKind(enum.StrEnum):
 SILENT_KINDS = frozenset({EventKind.PING, EventKind.PROBE_RESULT,
                           EventKind.NOT_LISTED})
 
+# Kinds that only ever tell of a domain the journal holds: what the migration
+# watch it asked found, a known domain a scan did not list. Of a domain it
+# forgot meanwhile (undefined, migrated away) they tell nothing, and bring
+# no record back.
+OF_KNOWN_DOMAINS = frozenset({EventKind.MIGRATION_SOURCE, EventKind.NOT_LISTED})
+
 # ``event`` / ``detail`` of a kind that carries no such code (REBOOT, ...).
 NO_CODE = -1
 

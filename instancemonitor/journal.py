@@ -20,6 +20,7 @@ from instancemonitor.domainstate import DomainRecord
 from instancemonitor.domainstate import Observation
 from instancemonitor.domainstate import Probe
 from instancemonitor.domainstate import is_stale_scan
+from instancemonitor.events import OF_KNOWN_DOMAINS
 from instancemonitor.events import SILENT_KINDS
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
@@ -133,9 +134,13 @@ class Journal:
         notification is on its way). ``withdraw_waiting`` and
         ``release_waiting`` drop, or send now, what the outbox holds.
         """
-        before = self._store.get(event.domain_uuid) or DomainRecord(
-            uuid=event.domain_uuid, name=event.domain_name,
-            last_seq=self._forgotten.get(event.domain_uuid, (-1,))[0])
+        before = self._store.get(event.domain_uuid)
+        if before is None:
+            if event.kind in OF_KNOWN_DOMAINS:
+                return []
+            before = DomainRecord(
+                uuid=event.domain_uuid, name=event.domain_name,
+                last_seq=self._forgotten.get(event.domain_uuid, (-1,))[0])
         outcome = self.machine.apply(before, observation)
         if outcome.withdraw:
             withdraw_waiting(event.domain_uuid, outcome.withdraw)

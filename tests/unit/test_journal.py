@@ -11,6 +11,7 @@ from instancemonitor.domainstate import Phase
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import EventKind
 from instancemonitor.events import Health
+from instancemonitor.events import MigrationSource
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.journal import MemoryJournalStore
@@ -301,3 +302,23 @@ def test_the_migration_watch_is_asked_as_the_last_phase_begins_and_after_a_death
     h.feed(lifecycle(*STOPPED_FAILED, seconds=6))
     assert followed == [(UUID, False), (UUID, True)]
     assert h.journal.records()[0].phase is Phase.STOPPED_MIGRATING
+
+
+def test_what_the_watch_finds_of_a_domain_already_migrated_away_brings_no_record_back():
+    """The watch was asked twice (the last phase, then the death): its first
+    finding, gone, tells the death migrated away; its second is moot."""
+    h = Harness()
+    h.journal = Journal(h.store, 'compute-1', DomainMachine(migration_wait=30.0))
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_DEFINED,
+                     libvirt.VIR_DOMAIN_EVENT_DEFINED_ADDED, domain_id=-1))
+    h.feed(lifecycle(*STARTED))
+    h.feed(lifecycle(libvirt.VIR_DOMAIN_EVENT_SUSPENDED,
+                     libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED, seconds=5))
+    h.feed(lifecycle(*STOPPED_FAILED, seconds=6))
+    gone = DomainEvent(EventKind.MIGRATION_SOURCE, UUID, 'instance-0001',
+                       MigrationSource.GONE, detected_at=T0, source='migration-watch')
+    h.feed(gone)
+    assert h.journal.records() == [] and h.withdrawn[-1] == UUID
+    assert h.feed(dataclasses.replace(gone, seq=gone.seq + 1)) == []
+    h.feed(not_listed(7))
+    assert h.journal.records() == []
