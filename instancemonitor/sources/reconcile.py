@@ -7,7 +7,9 @@ state as the lifecycle event it stands for, with the domain's id, marked as
 coming from reconciliation. The state machine (``domainstate``) decides what
 is news: a failure nobody reported, or a run it has not seen. A scan takes
 its sequence number before it reads, so the machine can tell a state read
-before an event it already applied. Each state found says whether the
+before an event it already applied, and publishes what it read only once
+libvirt's event loop has run the callbacks of every event received before
+libvirtd's answer: those are applied first. Each state found says whether the
 domain is persistent, and each domain the journal knows that a complete
 scan does not list is published as NOT_LISTED: a persistent domain missing
 was undefined while nobody watched. A scan that fails reports nothing.
@@ -26,6 +28,7 @@ from instancemonitor.events import EventKind
 from instancemonitor.events import next_seq
 from instancemonitor.filter import RECONCILIATION
 from instancemonitor.supervision import PROGRESS_TICK
+from instancemonitor.virt import eventloop
 from instancemonitor.virt.connection import Borrow
 from instancemonitor.worker import Worker
 
@@ -98,6 +101,9 @@ class Reconciler(Worker):
     # Seconds a scan holds what it found shut off on a failure, for
     # libvirt's events of that stop to arrive first.
     FAILURE_SETTLE = 0.5
+    # Seconds a scan waits for the callbacks of the events libvirt received
+    # before its answer (they run at once unless the loop is stuck).
+    EVENTS_CATCH_UP = 5.0
 
     def __init__(self, publish: Callable[[DomainEvent], None],
                  borrow: Borrow,
@@ -139,6 +145,13 @@ class Reconciler(Worker):
         except libvirt.libvirtError as error:
             LOG.warning('Domain state scan failed (%s); nothing is taken for a '
                         'failure', error.get_error_message())
+            return 0
+        # libvirtd sent the events of what changed before it answered: they
+        # go on the bus first (a scan found read before them is then stale).
+        if not eventloop.caught_up(self.EVENTS_CATCH_UP):
+            LOG.warning('Domain state scan: libvirt\'s event loop did not run '
+                        'the events received before its answer within %g s; '
+                        'nothing is taken from it', self.EVENTS_CATCH_UP)
             return 0
         now, failed = clock.utcnow(), []
         for dom, state, reason in states:

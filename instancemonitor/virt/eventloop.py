@@ -3,6 +3,15 @@
 libvirt allows one event implementation per process, registered before any
 connection is opened; ``start()`` may therefore be called any number of times
 and starts the loop once. The thread runs until the process exits.
+
+libvirt's client does not run a connection's event callbacks as it reads
+the events: whichever thread reads them (the loop, or one waiting for an
+answer on the connection) queues them and sets the connection's event timer
+due at once, and the loop runs the callbacks from that timer. So an answer
+can reach its caller before the callbacks of events libvirtd sent earlier
+have run. ``caught_up()`` waits for them: the loop (GLib's, in libvirt 9.0)
+runs timers that are due in the order they became due, so a timer added
+after the answer runs after the callbacks of every event read before it.
 """
 
 import threading
@@ -33,3 +42,22 @@ def start() -> threading.Thread:
                                        daemon=True)
             _thread.start()
         return _thread
+
+
+def caught_up(timeout: float) -> bool:
+    """Wait until the loop has run the callbacks of every libvirt event
+    received before the call; False if it did not within ``timeout``
+    seconds. With no loop running no callback is ever run: True at once."""
+    if _thread is None:
+        return True
+    reached = threading.Event()
+
+    def reach(timer: int, _opaque: object) -> None:
+        libvirt.virEventRemoveTimeout(timer)
+        reached.set()
+
+    timer = libvirt.virEventAddTimeout(0, reach, None)
+    if reached.wait(timeout):
+        return True
+    libvirt.virEventRemoveTimeout(timer)
+    return False
