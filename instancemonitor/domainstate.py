@@ -19,8 +19,8 @@ state, action) and :data:`PROBE_TABLE` (a probe's state, its outcome) →
 (state, action), one probe state per application probe. :func:`refine`
 turns what an input cannot say by itself (is this scan stale? is this domain
 id a new run? was a domain a scan no longer lists, or the migration watch
-finds gone, persistent? has the
-startup grace passed?) into the input the tables are keyed on.
+finds gone, persistent? has the startup grace passed?) into the input the
+tables are keyed on.
 """
 
 import dataclasses

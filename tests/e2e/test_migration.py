@@ -104,11 +104,11 @@ def host_agent(destination, start_agent, recovery_api):
     """Start the agent of 'source' or 'destination', or start it again on
     the state its last one left; scans every 0.5 s, so that scans during
     the migration (either side paused for it) are tested too."""
-    def start(host: str):
+    def start(host: str, reconcile_interval: float = 0.5):
         return start_agent(recovery_api.url,
                            uri=destination.uri if host == 'destination' else '',
                            name=host, hostname=HOSTNAMES[host],
-                           reconcile_interval=0.5)
+                           reconcile_interval=reconcile_interval)
     return start
 
 
@@ -371,7 +371,7 @@ def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_nam
 
 
 def test_the_source_agent_frozen_for_the_whole_last_phase_names_nothing(
-        hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
+        hypervisor, destination, conn, host_agent, migratable_guest, recovery_api):
     """The same death, with the source's agent stopped (SIGSTOP) from before
     the last phase begins until the migration has undefined the domain: the
     watch never finds it defined, before or after the death. The agent knew
@@ -379,8 +379,11 @@ def test_the_source_agent_frozen_for_the_whole_last_phase_names_nothing(
     nothing is sent. (Before the journal kept persistence, this was the
     crash of a VM running at the destination.) A smaller guest keeps the
     agent's freeze (about 12 s) within libvirtd's keepalive (30 s), so that
-    it comes back to every event, on the same connection."""
-    source, target = two_hosts
+    it comes back to every event, on the same connection. The source's
+    agent scans at the default interval: a scan after the thaw would find
+    the domain undefined and withdraw the crash too, before the watch."""
+    source = host_agent('source', reconcile_interval=60.0)
+    host_agent('destination')
     name = 'mig-agent-frozen'
     uuid = migratable_guest(name, slow=True, blob_mib=16).UUIDString()
     wait_inputs(source, name, ['defined', 'resume', 'start'])
