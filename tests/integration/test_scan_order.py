@@ -88,3 +88,21 @@ def test_a_scan_takes_nothing_when_the_event_loop_does_not_catch_up(client, capl
         assert scanner.scan(conn) == 0
     assert published == []
     assert "event loop did not run the events received before its answer" in caplog.text
+
+
+def test_the_loop_getting_there_as_the_wait_gives_up_is_caught_up(monkeypatch):
+    """The timer runs (and removes itself) just as the wait times out: the
+    waiter's removal fails, and the loop did catch up."""
+    eventloop.start()
+    given_up_at = 0.123
+
+    class LateWait(threading.Event):
+        def wait(self, timeout=None):
+            if timeout != given_up_at:
+                return super().wait(timeout)
+            assert super().wait(5)  # the loop ran the timer...
+            time.sleep(0.05)
+            return False            # ...as the wait gave up
+
+    monkeypatch.setattr(eventloop.threading, 'Event', LateWait)
+    assert eventloop.caught_up(given_up_at)
