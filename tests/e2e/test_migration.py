@@ -339,6 +339,25 @@ def test_the_source_qemu_dying_once_the_data_is_across_names_nothing(
     crash_where_it_runs(destination, name, 'compute-2', uuid, recovery_api)
 
 
+def _data_across_the_source_agent_stopped(hypervisor, destination, conn,
+                                          name: str, source, **hook) -> None:
+    """Kill the source QEMU once the data is across (``_die_in_the_last_phase``
+    1.5 s after the pause), the source's agent stopped (SIGSTOP) by the
+    ``started`` or ``paused`` hook given; once the migration has succeeded
+    and undefined the domain, let the agent go on (SIGCONT, also on failure)."""
+    try:
+        migration = _die_in_the_last_phase(hypervisor, destination, conn, name,
+                                           1.5, **hook)
+        if migration.error is not None:
+            pytest.fail(f'the migration failed: {migration.error}')
+        if not runs_at(destination, name):
+            pytest.fail('the VM does not run at the destination')
+        with pytest.raises(libvirt.libvirtError):
+            conn.lookupByName(name)  # undefined before the agent goes on
+    finally:
+        os.kill(source.process.pid, signal.SIGCONT)
+
+
 def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_names_nothing(
         hypervisor, destination, conn, two_hosts, migratable_guest, recovery_api):
     """The same death, with the source's agent held (SIGSTOP) from the start
@@ -355,17 +374,8 @@ def test_the_source_agent_hearing_of_that_death_only_once_the_domain_is_gone_nam
         source.wait_log(f'Domain {name} ({uuid}): source-defined: migrating-out '
                         '=> migrating-out-defined', timeout=5)
         os.kill(source.process.pid, signal.SIGSTOP)
-    try:
-        migration = _die_in_the_last_phase(hypervisor, destination, conn, name,
-                                           1.5, paused=hold_the_source_agent)
-        if migration.error is not None:
-            pytest.fail(f'the migration failed: {migration.error}')
-        if not runs_at(destination, name):
-            pytest.fail('the VM does not run at the destination')
-        with pytest.raises(libvirt.libvirtError):
-            conn.lookupByName(name)  # undefined before the agent goes on
-    finally:
-        os.kill(source.process.pid, signal.SIGCONT)
+    _data_across_the_source_agent_stopped(hypervisor, destination, conn, name,
+                                          source, paused=hold_the_source_agent)
     migrated_away(source, destination, name, uuid, recovery_api,
                   ['defined', 'resume', 'start', 'pause-migration', 'stop-failed'])
 
@@ -390,17 +400,8 @@ def test_the_source_agent_frozen_for_the_whole_last_phase_names_nothing(
 
     def freeze_the_source_agent() -> None:
         os.kill(source.process.pid, signal.SIGSTOP)
-    try:
-        migration = _die_in_the_last_phase(hypervisor, destination, conn, name,
-                                           1.5, started=freeze_the_source_agent)
-        if migration.error is not None:
-            pytest.fail(f'the migration failed: {migration.error}')
-        if not runs_at(destination, name):
-            pytest.fail('the VM does not run at the destination')
-        with pytest.raises(libvirt.libvirtError):
-            conn.lookupByName(name)  # undefined before the agent goes on
-    finally:
-        os.kill(source.process.pid, signal.SIGCONT)
+    _data_across_the_source_agent_stopped(hypervisor, destination, conn, name,
+                                          source, started=freeze_the_source_agent)
     migrated_away(source, destination, name, uuid, recovery_api,
                   ['defined', 'resume', 'start', 'pause-migration', 'stop-failed'])
     assert 'source-defined' not in source.output()

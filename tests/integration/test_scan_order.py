@@ -78,7 +78,6 @@ def test_a_scan_publishes_after_the_events_libvirt_queued_before_its_answer(
 
 
 def test_a_scan_takes_nothing_when_the_event_loop_does_not_catch_up(client, caplog):
-    eventloop.start()
     conn = client('test:///default')
     published = []
     scanner = Reconciler(published.append, contextlib.nullcontext, 0,
