@@ -334,10 +334,9 @@ class Outbox:
     def withdraw_waiting(self, instance_uuid: str,
                          pairs: tuple[str, ...] = ('*',)) -> list[Notification]:
         """Remove this instance's notifications of ``pairs`` ('EVENT/DETAIL';
-        '*' is any) that wait: held back, or between retry rounds; return
-        them. One in flight goes on with its attempt, but is not retried
-        (:meth:`wanted`); one due now is being sent."""
-        now = self._monotonic()
+        '*' is any) that no sender has taken: held back, between retry
+        rounds, or due and waiting for a sender; return them. One in flight
+        goes on with its attempt, but is not retried (:meth:`wanted`)."""
         with self._cond:
             mine = [(nid, e) for nid, e in self._entries.items()
                     if _reports(e, instance_uuid, pairs)]
@@ -345,12 +344,10 @@ class Outbox:
                 if entry.in_flight:
                     entry.withdrawn = True
             # Added in this group of events, not scheduled yet.
-            held = [e for e in self._held
-                    if _reports(e, instance_uuid, pairs) and e.due > now]
+            held = [e for e in self._held if _reports(e, instance_uuid, pairs)]
             self._held = [e for e in self._held if e not in held]
             gone = [self._entries.pop(nid).notification for nid, e in mine
-                    if not e.in_flight and (e.due > now or e.unconfirmed)] + [
-                e.notification for e in held]
+                    if not e.in_flight] + [e.notification for e in held]
         for notification in gone:
             self._store.remove(notification.notification_id)
         return gone

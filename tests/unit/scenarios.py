@@ -388,6 +388,10 @@ STORIES = [
     Story('API down: a crash held past the duplicate window, started again: withdrawn',
           UP + '5 STOPPED_FAILED\n20 STARTED_BOOTED\n25 API_DOWN\n'
           '40 STOPPED_FAILED\n60 STARTED_BOOTED\n70 API_UP', (CRASH,)),
+    Story('API down: a crash, the agent restarted, shut off (reason lost), '
+          'then started while its retry round was due: withdrawn',
+          UP + '4 API_DOWN\n5 STOPPED_FAILED\n20 RESTART\n20 SCAN shutoff-unknown\n'
+          '30 SCAN running id=2\n40 API_UP', NONE),
 
     # --- Undefined while nobody watched (the agent stopped, libvirtd away) ---
     # A scan that does not list a persistent domain: it was undefined.
