@@ -8,10 +8,15 @@ yields, replayed in microseconds (``tests/unit/test_scenarios.py``).
 
 A domain's life is cut into *runs*. A run begins when the domain starts
 (libvirt gives it a new domain id) or resumes from a pause that QEMU made on
-an error. Within a run at most one *failure episode* is open: the first pair
-the recovery engine acts on opens it and is notified; later ones of the same
-run are recorded and not sent. Only a new run ends an episode, or, for an
-episode the heartbeat opened, the guest agent answering again.
+an error. A domain id tells runs apart only within one life of libvirtd's
+(a libvirtd started with nothing running counts from 1 again, as after a
+host restart): a domain last seen stopped that is active again is in a new
+run whatever its id, and a record of an earlier boot of the host (the
+kernel's boot id) has no run going. Within a run at most one *failure
+episode* is open: the first pair the recovery engine acts on opens it and is
+notified; later ones of the same run are recorded and not sent. Only a new
+run ends an episode, or, for an episode the heartbeat opened, the guest
+agent answering again.
 
 Three tables decide everything: :data:`LIFECYCLE_TABLE` (phase, input) →
 (phase, action), :data:`HEARTBEAT_TABLE` (agent state, input) → (agent
@@ -414,6 +419,9 @@ class DomainRecord:
     # Each application probe's state in this run, by probe name (a new dict
     # on every change: records are copied shallowly).
     probes: dict[str, ProbeStatus] = dataclasses.field(default_factory=dict)
+    # The host's boot (the kernel's boot id) the record was last written in;
+    # '' if not known (a record of version 6). No run outlives its boot.
+    boot: str = ''
     # Sequence number of the last libvirt event applied (this process only):
     # a scan read before it is stale for this domain.
     last_seq: int = -1
@@ -453,6 +461,8 @@ class Observation:
     probe: ProbeCheck | None = None
     # Scans: whether the domain is persistent (None: not known).
     persistent: bool | None = None
+    # The host's boot it was made in (the kernel's boot id; '' not known).
+    boot: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,13 +501,15 @@ class Outcome:
 
 def _is_new_run(record: DomainRecord, domain_id: int) -> bool:
     """Whether an active domain seen with ``domain_id`` is in a run the
-    record has not seen. A record that never learnt its run (from an older
+    record has not seen. One last seen stopped (or never seen) started
+    again, whatever its id: libvirtd gives ids from 1 again when it starts
+    with nothing running. A record that never learnt its run (from an older
     agent) adopts the id of a domain it believes active."""
     if domain_id < 0:
         return False
-    if record.run < 0:
-        return record.phase not in _ACTIVE + (Phase.MIGRATING_IN,)
-    return domain_id != record.run
+    if record.phase not in _ACTIVE + (Phase.MIGRATING_IN,):
+        return True
+    return record.run >= 0 and domain_id != record.run
 
 
 _NEW_RUN_VARIANT = {
@@ -585,6 +597,10 @@ class DomainMachine:
         """The outcome of ``obs`` on a copy of ``record``."""
         record = record.copy()
         out = Outcome(record)
+        if obs.boot and record.boot != obs.boot:
+            if record.boot:
+                self._host_restarted(record, obs, out)
+            record.boot = obs.boot
         given = refine(record, obs, self.policy)
         if given is None:
             return out
@@ -670,17 +686,36 @@ class DomainMachine:
             out.trace.append(f'new run (id {obs.domain_id}): the episode of '
                              f'{record.episode} is over')
         record.run = obs.domain_id
-        record.episode, record.episode_by, record.failed_at = '', '', None
-        record.reported = frozenset()
-        self._set_agent(record, Agent.UNWATCHED, out)
-        record.agent_answered, record.agent_since = False, None
-        self._reset_probes(record, out)
+        self._end_run(record, out)
         # The domain runs again: a stop held for the reboot window was a
         # reboot after all, and a recovery still waiting (held past
         # Masakari's duplicate window, or for the API to answer) would stop
         # a running VM. A fresh scan that finds the new run says so as
         # surely as libvirt's event (a stale one never gets here).
         out.withdraw = ALL_PAIRS
+
+    def _end_run(self, record: DomainRecord, out: Outcome) -> None:
+        """Forget what the run knew: its episode, the heartbeat's and the
+        probes' states."""
+        record.episode, record.episode_by, record.failed_at = '', '', None
+        record.reported = frozenset()
+        self._set_agent(record, Agent.UNWATCHED, out)
+        record.agent_answered, record.agent_since = False, None
+        self._reset_probes(record, out)
+
+    def _host_restarted(self, record: DomainRecord, obs: Observation,
+                        out: Outcome) -> None:
+        """The record is of an earlier boot of the host: its run ended with
+        that boot, however nobody saw. Its episode is over, but what waits
+        to be sent stands until the domain is seen running again (a new
+        run) or undefined."""
+        line = f'{obs.input}: the host restarted since run {record.run}, which is over'
+        if record.phase in _ACTIVE + (Phase.MIGRATING_IN,):
+            line += f'; {record.phase} => {Phase.SHUTOFF}'
+            record.phase = Phase.SHUTOFF
+        out.trace.append(line)
+        record.run = -1
+        self._end_run(record, out)
 
     def _recover(self, record: DomainRecord, pair: tuple[str, str] | None,
                  at: datetime.datetime, out: Outcome, why: str,

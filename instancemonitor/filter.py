@@ -196,9 +196,12 @@ class EventFilter:
     """Turns domain events into the state machine's observations, naming
     the notification each would be and saying whether it is forwarded."""
 
-    def __init__(self, forward_all: bool, reboot_window: float) -> None:
+    def __init__(self, forward_all: bool, reboot_window: float,
+                 boot: str = '') -> None:
+        """``boot``: the host's boot id, given to every observation."""
         self._forward_all = forward_all
         self.reboot_window = reboot_window
+        self._boot = boot
 
     def classify(self, event: DomainEvent) -> Observation | None:
         given = _input(event)
@@ -216,4 +219,4 @@ class EventFilter:
             input=given, at=event.detected_at, domain_id=event.domain_id,
             seq=event.seq, from_scan=event.source == RECONCILIATION, pair=pair,
             hold=self.reboot_window if held else 0.0, probe=event.check,
-            persistent=event.persistent)
+            persistent=event.persistent, boot=self._boot)

@@ -26,6 +26,7 @@ import libvirt
 from oslo_config import cfg
 
 from instancemonitor import clock
+from instancemonitor import hostboot
 from instancemonitor import statelock
 from instancemonitor import store
 from instancemonitor.bus import WILDCARD
@@ -229,7 +230,7 @@ class AgentService:
                 max_delay=max_delay(conf))
         self.filter = EventFilter(
             forward_all=conf.events.forward == 'all',
-            reboot_window=conf.events.reboot_window)
+            reboot_window=conf.events.reboot_window, boot=hostboot.boot_id())
         # The recovery API's chain first: subscribers never delay it.
         pipeline = NotificationPipeline(self.filter, self.journal, self.outbox,
                                         group=self._dispatch_group)

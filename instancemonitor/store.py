@@ -37,7 +37,7 @@ FILENAME = 'instancemonitor.sqlite'
 # The event subscribers' outboxes: a database of their own, so the recovery
 # API's writes never queue behind theirs (each change is an fsync).
 SUBSCRIBERS_FILENAME = 'subscribers.sqlite'
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS domains (
@@ -86,11 +86,13 @@ _DOMAINS_COLUMNS_V3 = (
     ('probes', "TEXT NOT NULL DEFAULT ''"),
     # Version 6: whether the domain is persistent (1, 0; NULL: not known).
     ('persistent', 'INTEGER'),
+    # Version 7: the host's boot id the record was last written in.
+    ('boot', "TEXT NOT NULL DEFAULT ''"),
 )
 _DOMAIN_COLUMNS = ('uuid, name, state, last_event, last_seen, failure, failed_at, '
                    'notified, reported, heartbeat, run, agent, agent_failures, '
                    'agent_since, agent_answered, recovery_times, episode_by, probes, '
-                   'persistent')
+                   'persistent, boot')
 _PUT_DOMAIN = (f'INSERT OR REPLACE INTO domains ({_DOMAIN_COLUMNS}) VALUES '
                f'({", ".join("?" * (_DOMAIN_COLUMNS.count(",") + 1))})')
 
@@ -510,7 +512,8 @@ class SqliteStateStore:
     def _record(row: tuple) -> DomainRecord:
         uuid, name, state, last_event, last_seen, failure, failed_at, notified, \
             reported, _heartbeat, run, agent, agent_failures, agent_since, \
-            agent_answered, recovery_times, episode_by, probes, persistent = row
+            agent_answered, recovery_times, episode_by, probes, persistent, \
+            boot = row
         return DomainRecord(uuid=uuid, name=name, phase=Phase(state),
                             run=run, episode=failure, failed_at=_time(failed_at),
                             reported=frozenset(filter(None, reported.split(','))),
@@ -521,7 +524,8 @@ class SqliteStateStore:
                             notified=notified,
                             recovery_times=_times(recovery_times),
                             episode_by=episode_by, probes=probe_states(probes),
-                            persistent=None if persistent is None else bool(persistent))
+                            persistent=None if persistent is None else bool(persistent),
+                            boot=boot)
 
     def put(self, record: DomainRecord) -> None:
         with self._lock:
@@ -536,7 +540,7 @@ class SqliteStateStore:
              ','.join(f'{pair}={at.isoformat()}'
                       for pair, at in sorted(r.recovery_times.items())),
              r.episode_by, _probes_text(r.probes),
-             None if r.persistent is None else int(r.persistent)))
+             None if r.persistent is None else int(r.persistent), r.boot))
 
     def forget(self, uuid: str) -> None:
         with self._lock:

@@ -154,13 +154,15 @@ def start_agent(tmp_path, hypervisor):
     agents = []
 
     def start(endpoint: str, uri: str = '', name: str = '',
-              connected: bool = True, **options) -> AgentProcess:
-        """``connected``: wait until it has connected to libvirt."""
+              connected: bool = True, prefix: tuple[str, ...] = (),
+              **options) -> AgentProcess:
+        """``connected``: wait until it has connected to libvirt;
+        ``prefix``: a command that execs the agent."""
         directory = tmp_path / name if name else tmp_path
         directory.mkdir(exist_ok=True)
         agent = AgentProcess(agent_config(uri or hypervisor.uri, endpoint,
                                           str(directory / 'state'), **options),
-                             directory).start()
+                             directory).start(prefix)
         agents.append(agent)
         if connected:
             agent.wait_log('Connected to libvirt')

@@ -116,6 +116,9 @@ def test_active_only_after_ready_then_a_crash_is_one_notification(
     assert starting > 0.05  # Python's start-up at least; Type=simple: ~0
     journal = systemd_host.journal(UNIT)
     assert journal.index('instancemonitor starting') < journal.index('Started ')
+    # The hardening leaves the kernel's boot id readable (runs across host
+    # restarts are told apart by it).
+    assert 'Cannot read the host boot id' not in journal
     wait_for(lambda: state(systemd_host)['StatusText'].startswith('watching'), 10,
              'STATUS=watching', interval=0.2)
 

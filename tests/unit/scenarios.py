@@ -14,7 +14,9 @@ does not list the domain),
 ``MIGRATION_SOURCE_DEFINED``, ``MIGRATION_SOURCE_GONE``,
 ``MIGRATION_JOB_ENDED`` (what the migration watch finds of a domain whose
 QEMU died in an outgoing migration), ``RESTART`` (the agent process restarts
-on its state database), ``TICK`` (time passes), or ``API_DOWN`` /
+on its state database), ``BOOT`` (the host restarts, and the agent with it:
+every QEMU stopped unseen, domain ids counted from 1 again), ``TICK`` (time
+passes), or ``API_DOWN`` /
 ``API_UP``: from then on every POST fails (each due notification is tried
 again 10 s later), or arrives. After each step what is due is sent; the
 notifications expected are those sent, then those still waiting.
@@ -62,6 +64,11 @@ UP = """
 0 STARTED_BOOTED
 1 PING_OK
 """
+
+# An I/O error (its episode open, the guest runs on), then the host restarts.
+IO_THEN_HOST_RESTART = UP + '5 IO_ERROR_REPORT\n100 BOOT\n'
+# A crash the API does not take.
+CRASH_WHILE_API_DOWN = UP + '4 API_DOWN\n5 STOPPED_FAILED\n'
 
 STORIES = [
     # --- Crashes: one failure, one notification -------------------------
@@ -243,6 +250,50 @@ STORIES = [
           ('LIFECYCLE/SUSPENDED_IOERROR', 'LIFECYCLE/SUSPENDED_IOERROR'),
           forward='all'),
 
+    # --- A domain id used again -------------------------------------------
+    # libvirtd started with nothing running (after a host restart, or a
+    # restart of its own) gives ids from 1 again: a domain seen stopped that
+    # runs again is in a new run whatever its id, and no run outlives the
+    # host's boot.
+    Story('an I/O error, shut off; libvirtd restarted and the domain started '
+          'with its old id while the agent was away, then QEMU killed: two',
+          UP + '5 IO_ERROR_REPORT\n10 STOPPED_DESTROYED\n20 RESTART\n'
+          '20 SCAN running id=1\n30 STOPPED_FAILED', (IO, CRASH)),
+    Story('shut off; started with its old id while the agent was away, then '
+          'its guest agent hangs: one',
+          UP + '10 STOPPED_SHUTDOWN\n20 RESTART\n20 SCAN running id=1\n'
+          '21 PING_OK\n22 PING_MISS\n23 PING_MISS\n24 PING_MISS', (HANG,)),
+    Story('crashed, started with its old id while the agent was away, crashed '
+          'again: two',
+          UP + '5 STOPPED_FAILED\n6 RESTART\n60 SCAN running id=1\n'
+          '70 STOPPED_FAILED', (CRASH, CRASH)),
+    Story('API down: a crash, then started with its old id while the agent '
+          'was away: withdrawn',
+          CRASH_WHILE_API_DOWN + '20 RESTART\n20 SCAN running id=1\n40 API_UP', NONE),
+    Story('the host restarted unseen (power lost), the domain autostarted with '
+          'its old id before the agent connected, its guest agent not up yet: '
+          'none',
+          UP + '100 BOOT\n130 SCAN running id=1\n131 PING_MISS\n141 PING_MISS\n'
+          '151 PING_MISS\n161 PING_MISS', NONE),
+    Story('the host restarted in an I/O error episode, the domain autostarted '
+          'with its old id, then QEMU killed: two',
+          IO_THEN_HOST_RESTART + '130 SCAN running id=1\n140 STOPPED_FAILED',
+          (IO, CRASH)),
+    Story('the host restarted in an I/O error episode, the crash of the run '
+          'after comes before the agent\'s first scan: two',
+          IO_THEN_HOST_RESTART + '130 STOPPED_FAILED id=1', (IO, CRASH)),
+    Story('the host restarted in an I/O error episode, the agent saw the start: '
+          'as any new run, two',
+          IO_THEN_HOST_RESTART + '130 RESUMED_UNPAUSED\n130 STARTED_BOOTED id=1\n'
+          '140 STOPPED_FAILED', (IO, CRASH)),
+    Story('API down: a crash, the host restarted, the domain left shut off: '
+          'sent once the API is back',
+          CRASH_WHILE_API_DOWN + '100 BOOT\n101 SCAN shutoff-unknown\n120 API_UP',
+          (CRASH,)),
+    Story('API down: a crash, the host restarted, the domain autostarted with '
+          'its old id: withdrawn',
+          CRASH_WHILE_API_DOWN + '100 BOOT\n130 SCAN running id=1\n140 API_UP', NONE),
+
     # --- The heartbeat -------------------------------------------------------
     Story('healthy guest', UP + '11 PING_OK\n21 PING_OK\n31 PING_OK', NONE),
     Story('two misses, then an answer', UP + '11 PING_MISS\n21 PING_MISS\n31 PING_OK',
@@ -390,7 +441,7 @@ STORIES = [
           '40 STOPPED_FAILED\n60 STARTED_BOOTED\n70 API_UP', (CRASH,)),
     Story('API down: a crash, the agent restarted, shut off (reason lost), '
           'then started while its retry round was due: withdrawn',
-          UP + '4 API_DOWN\n5 STOPPED_FAILED\n20 RESTART\n20 SCAN shutoff-unknown\n'
+          CRASH_WHILE_API_DOWN + '20 RESTART\n20 SCAN shutoff-unknown\n'
           '30 SCAN running id=2\n40 API_UP', NONE),
 
     # --- Undefined while nobody watched (the agent stopped, libvirtd away) ---

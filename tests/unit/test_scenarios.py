@@ -48,6 +48,8 @@ class Replay:
         self.directory = directory
         self.now = 0.0
         self.domain_id = 0
+        # The host's boot: BOOT makes another.
+        self.boot = 1
         # Whether libvirt has the domain persistent (defined), as its scans say.
         self.persistent = not story.transient
         self.seqs: list[int] = []
@@ -73,7 +75,7 @@ class Replay:
         self.outbox.start_confirmation_wait()  # libvirtd answers at once
         self.pipeline = NotificationPipeline(
             EventFilter(forward_all=story.forward == 'all',
-                        reboot_window=story.reboot_window),
+                        reboot_window=story.reboot_window, boot=f'boot-{self.boot}'),
             self.journal, self.outbox)
 
     def _utcnow(self) -> datetime.datetime:
@@ -138,10 +140,12 @@ class Replay:
     def step(self, line: str) -> None:
         seconds, what, *args = line.split()
         self.now = float(seconds)
-        if what in ('RESTART', 'API_DOWN', 'API_UP', 'TICK'):
+        if what in ('RESTART', 'BOOT', 'API_DOWN', 'API_UP', 'TICK'):
             self.seqs.append(10 * (len(self.seqs) + 1))
-            if what == 'RESTART':
+            if what in ('RESTART', 'BOOT'):
                 self.store.close()
+                if what == 'BOOT':  # libvirtd numbers its domains from 1 again
+                    self.boot, self.domain_id = self.boot + 1, 0
                 self._open()
             elif what != 'TICK':
                 self.api_down = what == 'API_DOWN'

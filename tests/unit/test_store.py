@@ -648,3 +648,21 @@ def test_deferred_removals_wait_out_a_locked_database(tmp_path):
     assert s.retry() and not s.degraded
     assert _on_disk(path) == [second.notification_id]
     s.close()
+
+
+def test_a_version_6_journal_gets_the_boot_column_and_keeps_it(tmp_path):
+    db = sqlite3.connect(tmp_path / store.FILENAME)
+    db.executescript(store._SCHEMA + 'PRAGMA user_version=6;')
+    db.execute('INSERT INTO domains VALUES (?, ?, ?, ?, NULL, ?, NULL, 1, ?, ?)',
+               ('a', 'vm', 'running', 'LIFECYCLE 5/5', '', '', 'healthy'))
+    db.commit()
+    db.close()
+    s = store.SqliteStateStore(str(tmp_path))
+    (record,) = s.records()
+    assert record.boot == ''  # of a boot nobody noted: adopted by the next event
+    record.boot = 'b0a7'
+    s.put(record)
+    s.close()
+    s = store.SqliteStateStore(str(tmp_path))
+    assert [r.boot for r in s.records()] == ['b0a7']
+    s.close()

@@ -56,11 +56,13 @@ _STATE_AFTER = {
 _READ = re.compile(r'read@(\d+)')
 
 
-def states(steps: list[str]) -> list[str | None]:
+def states(steps: list[str], transient: bool = False) -> list[str | None]:
     """The state a scan would read right after each step. A story's scan
     that finds another state than its events left tells of events nobody
     saw (the agent or libvirtd was down), at a time it does not say: the
-    steps since the last one known are then of no known state."""
+    steps since the last one known are then of no known state. A host
+    restart stops every domain (a ``transient`` one is then gone) and leaves
+    no reason."""
     state: str | None = None
     after: list[str | None] = []
     known = -1  # the last step whose state is certain
@@ -83,6 +85,8 @@ def states(steps: list[str]) -> list[str | None]:
             state = 'shutoff' if state == 'absent' else state
         elif what in _STATE_AFTER:
             state = _STATE_AFTER[what]
+        elif what == 'BOOT':
+            state = 'absent' if transient or state == 'absent' else 'shutoff-unknown'
         elif what == 'SCAN' and not _READ.search(step):
             state = args[0]
         else:
@@ -104,19 +108,19 @@ def _insert(steps: list[str], after: int, *new: str) -> list[str]:
 
 def variants(story: Story) -> Iterator[tuple[str, list[str]]]:
     steps = [line.strip() for line in story.steps.splitlines() if line.strip()]
-    for index, state in enumerate(states(steps), 1):
+    for index, state in enumerate(states(steps, story.transient), 1):
         if state is None:
             continue
         at = steps[index - 1].split()[0]
         yield f'a scan after step {index}', _insert(steps, index, f'{at} SCAN {state}')
-        # A scan read before the restart cannot arrive after it.
+        # A scan read before a restart cannot arrive after it.
         if all(int(k) > index for step in steps[index:] for k in _READ.findall(step)):
             yield (f'a restart after step {index}',
                    _insert(steps, index, f'{at} RESTART', f'{at} SCAN {state}'))
         for applied in range(index + 1, min(len(steps), index + STALE_DEPTH) + 1):
             # One thread scans, publishing all it found before it reads
             # again: a scan never overtakes another, nor a restart.
-            if re.search(r' (RESTART|SCAN)\b', steps[applied - 1]):
+            if re.search(r' (RESTART|BOOT|SCAN)\b', steps[applied - 1]):
                 break
             when = steps[applied - 1].split()[0]
             yield (f'a scan read before step {index + 1}, applied after step {applied}',
