@@ -45,7 +45,11 @@ def main() -> None:
     print(f'# {machine()}; {count} destroys; median ms after destroy()')
     for stage in marked_agent.NAMES + [STORED]:
         values = [row[stage] * 1000 for row in rows if stage in row]
-        print(f'{stage:45s} {statistics.median(values):6.2f}')
+        # A sender's stages are not on every path (none at all, when the
+        # committing thread writes every request itself).
+        median = f'{statistics.median(values):6.2f}' if values else f'{"-":>6s}'
+        share = '' if len(values) == len(rows) else f'  ({len(values)} of {len(rows)})'
+        print(f'{stage:45s} {median}{share}')
 
 
 if __name__ == '__main__':
