@@ -331,12 +331,19 @@ class Outbox:
             return None  # withdrawn, settled, taken or rescheduled
         return entry
 
-    def withdraw_waiting(self, instance_uuid: str,
-                         pairs: tuple[str, ...] = ('*',)) -> list[Notification]:
+    def withdraw_waiting(self, instance_uuid: str, pairs: tuple[str, ...] = ('*',),
+                         even_due: frozenset[str] = frozenset()
+                         ) -> list[Notification]:
         """Remove this instance's notifications of ``pairs`` ('EVENT/DETAIL';
-        '*' is any) that no sender has taken: held back, between retry
-        rounds, or due and waiting for a sender; return them. One in flight
-        goes on with its attempt, but is not retried (:meth:`wanted`)."""
+        '*' is any) that wait: held back, or between retry rounds; return
+        them. Those of ``even_due`` go too when due, if no sender has taken
+        them yet (a recovery that would stop a VM running again); any other
+        due now is sent. One in flight goes on with its attempt, but is not
+        retried (:meth:`wanted`)."""
+        now = self._monotonic()
+
+        def waits(entry: _Entry) -> bool:
+            return entry.due > now or entry.notification.pair in even_due
         with self._cond:
             mine = [(nid, e) for nid, e in self._entries.items()
                     if _reports(e, instance_uuid, pairs)]
@@ -344,10 +351,12 @@ class Outbox:
                 if entry.in_flight:
                     entry.withdrawn = True
             # Added in this group of events, not scheduled yet.
-            held = [e for e in self._held if _reports(e, instance_uuid, pairs)]
+            held = [e for e in self._held
+                    if _reports(e, instance_uuid, pairs) and waits(e)]
             self._held = [e for e in self._held if e not in held]
             gone = [self._entries.pop(nid).notification for nid, e in mine
-                    if not e.in_flight] + [e.notification for e in held]
+                    if not e.in_flight and (waits(e) or e.unconfirmed)] + [
+                e.notification for e in held]
         for notification in gone:
             self._store.remove(notification.notification_id)
         return gone

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from instancemonitor import clock
 from instancemonitor.events import DomainEvent
 from instancemonitor.events import Notification
+from instancemonitor.filter import RECOVERY_PAIRS
 from instancemonitor.filter import EventFilter
 from instancemonitor.journal import Journal
 from instancemonitor.outbox import Outbox
@@ -31,6 +32,10 @@ LOG_JOURNAL = logging.getLogger('instancemonitor.journal')
 
 # Seconds the dispatcher waits for a sender to send a due notification.
 HANDOFF_WAIT = 0.002
+# Withdrawn even when due, if no sender has taken them yet: a recovery of
+# what is over would stop a VM that runs again. A forwarded stop due now is
+# sent ([events] reboot_window decides which stops wait for a start).
+RECOVERY_LABELS = frozenset('/'.join(pair) for pair in RECOVERY_PAIRS)
 
 
 class NotificationPipeline:
@@ -89,7 +94,8 @@ class NotificationPipeline:
                      uuid, released.event, released.vir_domain_event)
 
     def _withdraw_waiting(self, uuid: str, pairs: tuple[str, ...]) -> None:
-        for withdrawn in self._outbox.withdraw_waiting(uuid, pairs):
+        for withdrawn in self._outbox.withdraw_waiting(uuid, pairs,
+                                                       even_due=RECOVERY_LABELS):
             LOG.info('Domain %s: %s/%s withdrawn before it was sent: what it '
                      'reports is over (the domain runs again, here or at the '
                      'destination of its migration; its guest answers again; '

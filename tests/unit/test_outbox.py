@@ -68,7 +68,7 @@ def test_one_withdrawn_in_flight_is_not_retried_but_may_be_delivered():
     assert box.dead_letters() == []
 
 
-def test_one_waiting_for_its_next_round_is_withdrawn_and_one_due_now_too():
+def test_one_waiting_for_its_next_round_is_withdrawn_one_due_now_is_not():
     clock = FakeClock()
     box = Outbox(monotonic=clock)
     stop = threading.Event()
@@ -76,14 +76,31 @@ def test_one_waiting_for_its_next_round_is_withdrawn_and_one_due_now_too():
     box.add(retrying)
     assert box.take(stop) is retrying
     assert box.retry_later(retrying, 30.0)  # the API did not answer
+    box.add(due)  # being sent
+    assert box.withdraw_waiting('a') == [retrying]
+    assert box.take(stop, 0.0) is due
+    clock.now += 60.0
+    assert box.take(stop, 0.0) is None and box.pending() == 1
+
+
+RECOVERIES = frozenset({'LIFECYCLE/STOPPED_FAILED', 'IO_ERROR/STOPPED_FAILED'})
+
+
+def test_a_recovery_due_now_that_no_sender_has_taken_is_withdrawn_too():
+    clock = FakeClock()
+    box = Outbox(monotonic=clock)
+    stop = threading.Event()
+    retrying, due = notification('a'), notification('a', 'IO_ERROR')
+    box.add(retrying)
+    assert box.take(stop) is retrying
+    assert box.retry_later(retrying, 30.0)
     box.add(due)  # due, no sender has taken it yet (all busy, say)
-    assert box.withdraw_waiting('a') == [retrying, due]
-    assert box.take(stop, 0.0) is None
+    assert box.withdraw_waiting('a', even_due=RECOVERIES) == [retrying, due]
     clock.now += 60.0
     assert box.take(stop, 0.0) is None and box.pending() == 0
 
 
-def test_a_round_due_now_and_not_taken_is_withdrawn():
+def test_a_recovery_whose_round_just_came_due_is_withdrawn():
     # Its retry round came, but no sender has taken it when the domain runs
     # again: sending it now would recover a running VM.
     clock = FakeClock()
@@ -94,7 +111,7 @@ def test_a_round_due_now_and_not_taken_is_withdrawn():
     assert box.take(stop) is retrying
     assert box.retry_later(retrying, 10.0)
     clock.now += 10.0
-    assert box.withdraw_waiting('a') == [retrying]
+    assert box.withdraw_waiting('a', even_due=RECOVERIES) == [retrying]
     assert box.take(stop, 0.0) is None and box.pending() == 0
 
 
