@@ -2,6 +2,8 @@ import datetime
 import threading
 import time
 
+import pytest
+
 from instancemonitor.events import Notification
 from instancemonitor.outbox import MemoryOutboxStore
 from instancemonitor.outbox import Outbox
@@ -68,7 +70,14 @@ def test_one_withdrawn_in_flight_is_not_retried_but_may_be_delivered():
     assert box.dead_letters() == []
 
 
-def test_one_waiting_for_its_next_round_is_withdrawn_one_due_now_is_not():
+RECOVERIES = frozenset({'LIFECYCLE/STOPPED_FAILED', 'IO_ERROR/STOPPED_FAILED'})
+
+
+@pytest.mark.parametrize('even_due, withdrawn', [(frozenset(), 1), (RECOVERIES, 2)],
+                         ids=['a forwarded one due now is sent',
+                              'a recovery due now is withdrawn too'])
+def test_one_waiting_for_its_next_round_is_withdrawn_one_due_now_if_a_recovery(
+        even_due, withdrawn):
     clock = FakeClock()
     box = Outbox(monotonic=clock)
     stop = threading.Event()
@@ -76,28 +85,12 @@ def test_one_waiting_for_its_next_round_is_withdrawn_one_due_now_is_not():
     box.add(retrying)
     assert box.take(stop) is retrying
     assert box.retry_later(retrying, 30.0)  # the API did not answer
-    box.add(due)  # being sent
-    assert box.withdraw_waiting('a') == [retrying]
-    assert box.take(stop, 0.0) is due
+    box.add(due)  # due, no sender has taken it yet
+    assert box.withdraw_waiting('a', even_due=even_due) == [retrying, due][:withdrawn]
+    sent = box.take(stop, 0.0)
     clock.now += 60.0
-    assert box.take(stop, 0.0) is None and box.pending() == 1
-
-
-RECOVERIES = frozenset({'LIFECYCLE/STOPPED_FAILED', 'IO_ERROR/STOPPED_FAILED'})
-
-
-def test_a_recovery_due_now_that_no_sender_has_taken_is_withdrawn_too():
-    clock = FakeClock()
-    box = Outbox(monotonic=clock)
-    stop = threading.Event()
-    retrying, due = notification('a'), notification('a', 'IO_ERROR')
-    box.add(retrying)
-    assert box.take(stop) is retrying
-    assert box.retry_later(retrying, 30.0)
-    box.add(due)  # due, no sender has taken it yet (all busy, say)
-    assert box.withdraw_waiting('a', even_due=RECOVERIES) == [retrying, due]
-    clock.now += 60.0
-    assert box.take(stop, 0.0) is None and box.pending() == 0
+    assert box.take(stop, 0.0) is None
+    assert (sent, box.pending()) == ((due, 1) if withdrawn == 1 else (None, 0))
 
 
 def test_a_recovery_whose_round_just_came_due_is_withdrawn():
