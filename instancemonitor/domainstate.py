@@ -139,6 +139,8 @@ ANY = '*'
 ALL_PAIRS = (ANY,)
 _ACTIVE = (Phase.RUNNING, Phase.PAUSED, Phase.ERROR_PAUSED, Phase.MIGRATING_OUT,
            Phase.MIGRATING_OUT_DEFINED)
+# Phases in which a QEMU of the domain runs here, an incoming one included.
+_QEMU_RUNS = _ACTIVE + (Phase.MIGRATING_IN,)
 # Phases whose held recovery waits for the outcome of a migration.
 AWAITING_MIGRATION = (Phase.STOPPED_MIGRATING, Phase.STOPPED_MIGRATING_DEFINED)
 
@@ -507,7 +509,7 @@ def _is_new_run(record: DomainRecord, domain_id: int) -> bool:
     agent) adopts the id of a domain it believes active."""
     if domain_id < 0:
         return False
-    if record.phase not in _ACTIVE + (Phase.MIGRATING_IN,):
+    if record.phase not in _QEMU_RUNS:
         return True
     return record.run >= 0 and domain_id != record.run
 
@@ -710,7 +712,7 @@ class DomainMachine:
         to be sent stands until the domain is seen running again (a new
         run) or undefined."""
         line = f'{obs.input}: the host restarted since run {record.run}, which is over'
-        if record.phase in _ACTIVE + (Phase.MIGRATING_IN,):
+        if record.phase in _QEMU_RUNS:
             line += f'; {record.phase} => {Phase.SHUTOFF}'
             record.phase = Phase.SHUTOFF
         out.trace.append(line)
